@@ -1,0 +1,66 @@
+// Shared by every kernel: the per-layer table and the activation functions.
+// Conventions (see README): batches are row-major, x_l is [B, n_l]; W_l is [n_{l+1}, n_l].
+
+// One dense layer l, mapping n_in = n_l to n_out = n_{l+1}. Offsets are in f32 elements.
+struct Layer {
+    n_in: u32,
+    n_out: u32,
+    w: u32,     // W_l in the parameter (or feedback) buffer
+    b: u32,     // b_l in the parameter buffer
+    x_in: u32,  // x_l in the activity buffer
+    x_out: u32, // x_{l+1} in the activity buffer
+    fp: u32,    // f'_l(a_l) in the derivative buffer, [B, n_out]
+    r_in: u32,  // r_l in the relaxation buffers (unused for l = 0)
+    r_out: u32, // r_{l+1} in the relaxation buffers
+    act: u32,   // activation code, see act_f
+    pad0: u32,
+    pad1: u32,
+}
+
+// Per-dispatch settings shared by forward, relax and grad.
+struct Pass {
+    first: u32,  // first layer this dispatch covers
+    count: u32,  // number of consecutive layers
+    batch: u32,  // B
+    flags: u32,  // bit 0: no derivative in relaxation, bit 1: no derivative in update
+    rate: f32,   // relaxation rate eta (relax only)
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
+}
+
+const FLAG_NO_RELAX_DERIV: u32 = 1u;
+const FLAG_NO_UPDATE_DERIV: u32 = 2u;
+
+const ACT_LINEAR: u32 = 0u;
+const ACT_RELU: u32 = 1u;
+const ACT_LEAKY: u32 = 2u;
+const ACT_TANH: u32 = 3u;
+const ACT_SIGMOID: u32 = 4u;
+const LEAKY_SLOPE: f32 = 0.01;
+
+fn act_f(code: u32, a: f32) -> f32 {
+    switch code {
+        case 1u: { return max(a, 0.0); }
+        case 2u: { return select(LEAKY_SLOPE * a, a, a > 0.0); }
+        // Clamped: tanh(15) rounds to 1 in f32, and some drivers overflow exp for larger inputs.
+        case 3u: { return tanh(clamp(a, -15.0, 15.0)); }
+        case 4u: { return 1.0 / (1.0 + exp(-a)); }
+        default: { return a; }
+    }
+}
+
+fn act_df(code: u32, a: f32) -> f32 {
+    switch code {
+        case 1u: { return select(0.0, 1.0, a > 0.0); }
+        case 2u: { return select(LEAKY_SLOPE, 1.0, a > 0.0); }
+        case 3u: { let t = tanh(clamp(a, -15.0, 15.0)); return 1.0 - t * t; }
+        case 4u: { let s = 1.0 / (1.0 + exp(-a)); return s * (1.0 - s); }
+        default: { return 1.0; }
+    }
+}
+
+// Workgroups are laid out in 2-D only to stay under the 65535-per-dimension limit.
+fn linear_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}

@@ -1,0 +1,77 @@
+// Local weight and bias gradients for every layer in [first, first + count) at once:
+//   G_l = (r_{l+1} * f'_l)^T x_l   [n_out, n_in],   g_l = sum over the batch of (r_{l+1} * f'_l)
+// Pre-synaptic: the frozen forward activity x_l. Post-synaptic: the relaxed r_{l+1}.
+// As a product: A(m, k) = e[k, m] with e = r_{l+1} * f'_l, B = x_l [B, n_in];
+// M = n_out, N = n_in, K = B.
+
+//!include common.wgsl
+
+@group(0) @binding(0) var<uniform> pass_: Pass;
+@group(0) @binding(1) var<storage, read> layers: array<Layer>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> fprime: array<f32>;
+@group(0) @binding(4) var<storage, read> r: array<f32>;
+@group(0) @binding(5) var<storage, read_write> grads: array<f32>;
+
+fn dims(l: u32) -> vec3<u32> {
+    return vec3<u32>(layers[l].n_out, layers[l].n_in, pass_.batch);
+}
+
+// The post-synaptic signal e[b, o] = r_{l+1}[b, o] * f'_l[b, o] (or r alone without derivative).
+fn post(l: u32, b: u32, o: u32) -> f32 {
+    let i = b * layers[l].n_out + o;
+    let v = r[layers[l].r_out + i];
+    if ((pass_.flags & FLAG_NO_UPDATE_DERIV) != 0u) {
+        return v;
+    }
+    return v * fprime[layers[l].fp + i];
+}
+
+fn load_a(l: u32, m: u32, k: u32) -> f32 {
+    return post(l, k, m);
+}
+
+fn load_b(l: u32, k: u32, n: u32) -> f32 {
+    return x[layers[l].x_in + k * layers[l].n_in + n];
+}
+
+//!include gemm_tile.wgsl
+
+@compute @workgroup_size(256)
+fn weight_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let t = locate_tile(pass_.first, pass_.count, linear_group(wid, nwg));
+    if (t.layer >= pass_.first + pass_.count) {
+        return;
+    }
+    let acc = gemm_tile(t, lid);
+    let L = layers[t.layer];
+    for (var i = 0u; i < 4u; i++) {
+        let m = t.m0 + block_row(lid) + i;
+        for (var j = 0u; j < 4u; j++) {
+            let n = t.n0 + block_col(lid) + j;
+            if (m < t.m && n < t.n) {
+                grads[L.w + m * L.n_in + n] = acc[i][j];
+            }
+        }
+    }
+}
+
+// One thread per output unit of every layer; sums over the batch in a fixed order (deterministic).
+@compute @workgroup_size(256)
+fn bias_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    var unit = gid.x + gid.y * nwg.x * 256u;
+    for (var i = 0u; i < pass_.count; i++) {
+        let l = pass_.first + i;
+        let n_out = layers[l].n_out;
+        if (unit < n_out) {
+            var s = 0.0;
+            for (var b = 0u; b < pass_.batch; b++) {
+                s += post(l, b, unit);
+            }
+            grads[layers[l].b + unit] = s;
+            return;
+        }
+        unit -= n_out;
+    }
+}

@@ -1,0 +1,56 @@
+// One Jacobi relaxation step for every layer in [first, first + count) at once:
+//   r_l <- (1 - eta) r_l + eta (r_{l+1} * f'_l) W_l
+// which is r_l + eta (-r_l + vjp) written so that eta = 1 gives the vjp exactly (exact backprop
+// uses this kernel one layer at a time with eta = 1). Reads r_src, writes r_dst (ping-pong).
+// As a product: A = r_{l+1} * f'_l [B, n_out], B = W_l [n_out, n_in], so M = B, N = n_in, K = n_out.
+// `weights` is W itself, or the backward weights psi of the feedback variants.
+
+//!include common.wgsl
+
+@group(0) @binding(0) var<uniform> pass_: Pass;
+@group(0) @binding(1) var<storage, read> layers: array<Layer>;
+@group(0) @binding(2) var<storage, read> weights: array<f32>;
+@group(0) @binding(3) var<storage, read> fprime: array<f32>;
+@group(0) @binding(4) var<storage, read> r_src: array<f32>;
+@group(0) @binding(5) var<storage, read_write> r_dst: array<f32>;
+
+fn dims(l: u32) -> vec3<u32> {
+    return vec3<u32>(pass_.batch, layers[l].n_in, layers[l].n_out);
+}
+
+fn load_a(l: u32, m: u32, k: u32) -> f32 {
+    let i = m * layers[l].n_out + k;
+    let r = r_src[layers[l].r_out + i];
+    if ((pass_.flags & FLAG_NO_RELAX_DERIV) != 0u) {
+        return r;
+    }
+    return r * fprime[layers[l].fp + i];
+}
+
+fn load_b(l: u32, k: u32, n: u32) -> f32 {
+    return weights[layers[l].w + k * layers[l].n_in + n];
+}
+
+//!include gemm_tile.wgsl
+
+@compute @workgroup_size(256)
+fn relax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let t = locate_tile(pass_.first, pass_.count, linear_group(wid, nwg));
+    if (t.layer >= pass_.first + pass_.count) {
+        return;
+    }
+    let acc = gemm_tile(t, lid);
+    let L = layers[t.layer];
+    let eta = pass_.rate;
+    for (var i = 0u; i < 4u; i++) {
+        let m = t.m0 + block_row(lid) + i;
+        for (var j = 0u; j < 4u; j++) {
+            let n = t.n0 + block_col(lid) + j;
+            if (m < t.m && n < t.n) {
+                let idx = L.r_in + m * L.n_in + n;
+                r_dst[idx] = (1.0 - eta) * r_src[idx] + eta * acc[i][j];
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Where every layer's tensors live inside the packed GPU buffers.
+//!
+//! Packing all layers into one buffer per kind (parameters, activities, derivatives, relaxation
+//! state) is what lets one dispatch relax every layer at once while binding only a handful of
+//! buffers (WebGPU allows 8 storage buffers per stage by default).
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::model::ModelSpec;
+
+/// Mirror of `struct Layer` in `shaders/common.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct LayerEntry {
+    pub n_in: u32,
+    pub n_out: u32,
+    pub w: u32,
+    pub b: u32,
+    pub x_in: u32,
+    pub x_out: u32,
+    pub fp: u32,
+    pub r_in: u32,
+    pub r_out: u32,
+    pub act: u32,
+    pub pad: [u32; 2],
+}
+
+/// Mirror of `struct Pass` in `shaders/common.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct PassUniform {
+    pub first: u32,
+    pub count: u32,
+    pub batch: u32,
+    pub flags: u32,
+    pub rate: f32,
+    pub pad: [u32; 3],
+}
+
+pub const FLAG_NO_RELAX_DERIV: u32 = 1;
+pub const FLAG_NO_UPDATE_DERIV: u32 = 2;
+
+/// Element offsets of every tensor, for one model and batch size.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub batch: usize,
+    pub widths: Vec<usize>,
+    pub layers: Vec<LayerEntry>,
+    /// Length of the packed parameter buffer (all W_l, b_l).
+    pub params_len: usize,
+    /// Length of the activity buffer (x_0 … x_L).
+    pub x_len: usize,
+    /// Length of the derivative buffer (f'_0 … f'_{L−1}).
+    pub fp_len: usize,
+    /// Length of each relaxation buffer (r_1 … r_L); r_l sits at x_l's offset minus B·n_0, so
+    /// the forward start is one buffer copy.
+    pub r_len: usize,
+}
+
+impl Layout {
+    pub fn new(spec: &ModelSpec, batch: usize) -> Self {
+        let w = &spec.widths;
+        let depth = spec.depth();
+        let mut x_off = vec![0usize; depth + 1];
+        for l in 1..=depth {
+            x_off[l] = x_off[l - 1] + batch * w[l - 1];
+        }
+        let x_len = x_off[depth] + batch * w[depth];
+        let r_base = batch * w[0];
+        let mut layers = Vec::with_capacity(depth);
+        let (mut p_at, mut fp_at) = (0usize, 0usize);
+        for l in 0..depth {
+            let (n_in, n_out) = (w[l], w[l + 1]);
+            layers.push(LayerEntry {
+                n_in: n_in as u32,
+                n_out: n_out as u32,
+                w: p_at as u32,
+                b: (p_at + n_in * n_out) as u32,
+                x_in: x_off[l] as u32,
+                x_out: x_off[l + 1] as u32,
+                fp: fp_at as u32,
+                r_in: x_off[l].saturating_sub(r_base) as u32,
+                r_out: (x_off[l + 1] - r_base) as u32,
+                act: spec.activation(l).code(),
+                pad: [0; 2],
+            });
+            p_at += n_in * n_out + n_out;
+            fp_at += batch * n_out;
+        }
+        Self {
+            batch,
+            widths: w.clone(),
+            layers,
+            params_len: p_at,
+            x_len,
+            fp_len: fp_at,
+            r_len: x_len - r_base,
+        }
+    }
+
+    pub fn depth(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Workgroups of a 64×64-tiled product of an M×N output.
+    pub fn tiles(m: usize, n: usize) -> u32 {
+        (m.div_ceil(64) * n.div_ceil(64)) as u32
+    }
+
+    /// Workgroups for the forward product of layer l.
+    pub fn forward_groups(&self, l: usize) -> u32 {
+        Self::tiles(self.batch, self.widths[l + 1])
+    }
+
+    /// Workgroups for relaxing layers `first..first+count` in one dispatch (r_l is [B, n_l]).
+    pub fn relax_groups(&self, first: usize, count: usize) -> u32 {
+        (first..first + count)
+            .map(|l| Self::tiles(self.batch, self.widths[l]))
+            .sum()
+    }
+
+    /// Workgroups for every layer's weight gradient ([n_out, n_in]) in one dispatch.
+    pub fn grad_groups(&self) -> u32 {
+        (0..self.depth())
+            .map(|l| Self::tiles(self.widths[l + 1], self.widths[l]))
+            .sum()
+    }
+
+    /// Offset and length of r_l (l ≥ 1) in a relaxation buffer.
+    pub fn r_block(&self, l: usize) -> (usize, usize) {
+        let start = if l == self.depth() {
+            self.layers[l - 1].r_out
+        } else {
+            self.layers[l].r_in
+        } as usize;
+        (start, self.batch * self.widths[l])
+    }
+
+    /// Offset and length of x_l in the activity buffer.
+    pub fn x_block(&self, l: usize) -> (usize, usize) {
+        let start = if l == self.depth() {
+            self.layers[l - 1].x_out
+        } else {
+            self.layers[l].x_in
+        } as usize;
+        (start, self.batch * self.widths[l])
+    }
+
+    /// The hidden part of the relaxation buffer (r_1 … r_{L−1}): what the start initialises.
+    pub fn hidden_r_len(&self) -> usize {
+        self.r_block(self.depth()).0
+    }
+
+    /// The largest buffer in bytes (for device limits).
+    pub fn max_buffer_bytes(&self) -> u64 {
+        let n = [
+            self.params_len,
+            self.x_len,
+            self.fp_len,
+            self.r_len,
+            self.batch * self.widths[self.depth()],
+        ];
+        n.iter().copied().max().unwrap_or(1) as u64 * 4
+    }
+}

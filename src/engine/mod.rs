@@ -1,0 +1,839 @@
+//! The engine: every buffer resident on the GPU, every pipeline and bind group built once, and
+//! encoders for the forward pass, the relaxation, the local update and exact backprop.
+//!
+//! A training step is encoded into one command buffer with one submit and no readback:
+//! forward (one dispatch per layer) → output error → relaxation start (a buffer copy) →
+//! T relaxation steps (one dispatch each, all layers at once, ping-pong) → gradients → SGD.
+
+pub mod layout;
+
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::buffers::{self, Dispatch, Kernel, Slot, record};
+use crate::gpu::{GpuContext, Needs, shader};
+use crate::model::{ModelSpec, Params, Reduction};
+use crate::{Error, Result};
+pub use layout::{FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV, Layout, PassUniform};
+
+/// Where the hidden relaxation state starts: the forward activities (the paper) or zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RelaxStart {
+    Forward,
+    Zero,
+}
+
+/// Which weights carry the relaxation signal backwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Feedback {
+    /// W itself (exact AR).
+    Transpose,
+    /// Fixed random ψ (feedback alignment).
+    Random,
+    /// ψ updated with the forward gradient (Kolen–Pollack style).
+    Learned,
+}
+
+/// Settings fixed for the life of an engine (they shape buffers and bind groups).
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    pub batch: usize,
+    pub reduction: Reduction,
+    pub relax_rate: f32,
+    pub relax_derivative: bool,
+    pub update_derivative: bool,
+    pub start: RelaxStart,
+    pub feedback: Feedback,
+    pub lr: f32,
+    /// Weight decay applied to both W and ψ when feedback is learned (aligns ψ with W).
+    pub feedback_decay: f32,
+}
+
+impl EngineOptions {
+    /// Exact AR with the paper's relaxation settings for a batch of `batch`.
+    pub fn new(batch: usize) -> Self {
+        Self {
+            batch,
+            reduction: Reduction::Sum,
+            relax_rate: 0.1,
+            relax_derivative: true,
+            update_derivative: true,
+            start: RelaxStart::Forward,
+            feedback: Feedback::Transpose,
+            lr: 0.0005,
+            feedback_decay: 0.0,
+        }
+    }
+}
+
+/// Mirror of `LossPass` in `shaders/loss.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+struct LossUniform {
+    x_off: u32,
+    r_off: u32,
+    width: u32,
+    batch: u32,
+    kind: u32,
+    scale: f32,
+    pad: [u32; 2],
+}
+
+/// Mirror of `SgdPass` in `shaders/sgd.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+struct SgdUniform {
+    count: u32,
+    lr: f32,
+    decay: f32,
+    pad: u32,
+}
+
+struct Kernels {
+    forward: Kernel,
+    relax: Kernel,
+    weight_grad: Kernel,
+    bias_grad: Kernel,
+    loss: Kernel,
+    sgd: Kernel,
+}
+
+impl Kernels {
+    fn new(device: &wgpu::Device) -> Self {
+        use Slot::*;
+        let fwd = shader::module(device, "forward.wgsl");
+        let relax = shader::module(device, "relax.wgsl");
+        let grad = shader::module(device, "grad.wgsl");
+        let loss = shader::module(device, "loss.wgsl");
+        let sgd = shader::module(device, "sgd.wgsl");
+        let grad_slots = [Uniform, Read, Read, Read, Read, ReadWrite];
+        Self {
+            forward: Kernel::new(
+                device,
+                &fwd,
+                "forward",
+                &[Uniform, Read, Read, ReadWrite, ReadWrite],
+            ),
+            relax: Kernel::new(
+                device,
+                &relax,
+                "relax",
+                &[Uniform, Read, Read, Read, Read, ReadWrite],
+            ),
+            weight_grad: Kernel::new(device, &grad, "weight_grad", &grad_slots),
+            bias_grad: Kernel::new(device, &grad, "bias_grad", &grad_slots),
+            loss: Kernel::new(
+                device,
+                &loss,
+                "output_error",
+                &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
+            ),
+            sgd: Kernel::new(device, &sgd, "sgd", &[Uniform, Read, ReadWrite]),
+        }
+    }
+}
+
+/// GPU buffers. `r[0]`/`r[1]` are the ping-pong relaxation states.
+pub struct Buffers {
+    pub table: wgpu::Buffer,
+    pub params: wgpu::Buffer,
+    /// ψ for the random and learned feedback variants (absent for exact AR).
+    pub feedback: Option<wgpu::Buffer>,
+    pub x: wgpu::Buffer,
+    pub fprime: wgpu::Buffer,
+    pub r: [wgpu::Buffer; 2],
+    pub target: wgpu::Buffer,
+    pub stats: wgpu::Buffer,
+    pub grads: wgpu::Buffer,
+}
+
+struct Binds {
+    forward: Vec<wgpu::BindGroup>,
+    loss: wgpu::BindGroup,
+    /// All hidden layers, reading r[i] and writing r[1 − i].
+    relax_all: [wgpu::BindGroup; 2],
+    /// One layer at a time with η = 1 (exact backprop), reading r[0] and writing r[1].
+    relax_exact: Vec<Option<wgpu::BindGroup>>,
+    weight_grad: [wgpu::BindGroup; 2],
+    bias_grad: [wgpu::BindGroup; 2],
+    /// Exact backprop's gradients always use the derivative, whatever the variant.
+    weight_grad_exact: wgpu::BindGroup,
+    bias_grad_exact: wgpu::BindGroup,
+    sgd_params: wgpu::BindGroup,
+    sgd_feedback: Option<wgpu::BindGroup>,
+}
+
+pub struct Engine {
+    ctx: Arc<GpuContext>,
+    pub spec: ModelSpec,
+    pub opts: EngineOptions,
+    pub layout: Layout,
+    pub bufs: Buffers,
+    kernels: Kernels,
+    binds: Binds,
+    relax_uniform: wgpu::Buffer,
+    sgd_uniform: wgpu::Buffer,
+    sgd_feedback_uniform: wgpu::Buffer,
+    /// Which of `bufs.r` holds the latest relaxation state.
+    current: usize,
+}
+
+/// What the model needs from the device (checked before the device is created).
+pub fn needs(spec: &ModelSpec, batch: usize) -> Needs {
+    let bytes = Layout::new(spec, batch).max_buffer_bytes();
+    Needs {
+        max_binding_bytes: bytes,
+        max_buffer_bytes: bytes,
+        timestamps: false,
+    }
+}
+
+fn check_options(opts: &EngineOptions) -> Result<()> {
+    if opts.batch == 0 {
+        return Err(Error::Config("batch size must be at least 1".into()));
+    }
+    if !(opts.relax_rate.is_finite() && opts.relax_rate > 0.0 && opts.relax_rate <= 2.0) {
+        return Err(Error::Config(format!(
+            "relax rate {} is outside (0, 2]; the Jacobi iteration diverges beyond 2",
+            opts.relax_rate
+        )));
+    }
+    if !opts.lr.is_finite() || opts.lr < 0.0 {
+        return Err(Error::Config(format!(
+            "learning rate {} must be finite and non-negative",
+            opts.lr
+        )));
+    }
+    if !opts.feedback_decay.is_finite() || opts.feedback_decay < 0.0 {
+        return Err(Error::Config(format!(
+            "feedback decay {} must be finite and non-negative",
+            opts.feedback_decay
+        )));
+    }
+    Ok(())
+}
+
+impl Engine {
+    pub fn new(ctx: Arc<GpuContext>, spec: &ModelSpec, opts: EngineOptions) -> Result<Self> {
+        check_options(&opts)?;
+        let layout = Layout::new(spec, opts.batch);
+        let limit = ctx.limits.max_storage_buffer_binding_size;
+        if layout.max_buffer_bytes() > limit {
+            return Err(Error::Gpu(format!(
+                "the model at batch {} needs a {} MiB buffer but the device allows {} MiB per \
+                 binding (max_storage_buffer_binding_size); use a smaller batch size or narrower layers",
+                opts.batch,
+                layout.max_buffer_bytes().div_ceil(1 << 20),
+                limit >> 20
+            )));
+        }
+        if u32::try_from(layout.x_len.max(layout.params_len)).is_err() {
+            return Err(Error::Config("model too large for 32-bit offsets".into()));
+        }
+        let device = &ctx.device;
+        let kernels = Kernels::new(device);
+        let b = opts.batch;
+        let n_out = spec.output_width();
+        let bufs = Buffers {
+            table: buffers::storage_init(device, "layers", &layout.layers),
+            params: buffers::storage(device, "params", layout.params_len),
+            feedback: (opts.feedback != Feedback::Transpose)
+                .then(|| buffers::storage(device, "feedback", layout.params_len)),
+            x: buffers::storage(device, "x", layout.x_len),
+            fprime: buffers::storage(device, "fprime", layout.fp_len),
+            r: [
+                buffers::storage(device, "r0", layout.r_len),
+                buffers::storage(device, "r1", layout.r_len),
+            ],
+            target: buffers::storage(device, "target", b * n_out),
+            stats: buffers::storage(device, "stats", 2 * b),
+            grads: buffers::storage(device, "grads", layout.params_len),
+        };
+        let depth = spec.depth();
+        let mut flags = 0;
+        if !opts.relax_derivative {
+            flags |= FLAG_NO_RELAX_DERIV;
+        }
+        if !opts.update_derivative {
+            flags |= FLAG_NO_UPDATE_DERIV;
+        }
+        let pass = |first: usize, count: usize, rate: f32, flags: u32| PassUniform {
+            first: first as u32,
+            count: count as u32,
+            batch: b as u32,
+            flags,
+            rate,
+            pad: [0; 3],
+        };
+        let k = &kernels;
+        let forward = (0..depth)
+            .map(|l| {
+                let u = buffers::uniform(device, "forward pass", &pass(l, 1, 0.0, 0));
+                k.forward.bind(
+                    device,
+                    &[&u, &bufs.table, &bufs.params, &bufs.x, &bufs.fprime],
+                )
+            })
+            .collect();
+        let (x_l, _) = layout.x_block(depth);
+        let (r_l, _) = layout.r_block(depth);
+        let loss_u = buffers::uniform(
+            device,
+            "loss pass",
+            &LossUniform {
+                x_off: x_l as u32,
+                r_off: r_l as u32,
+                width: n_out as u32,
+                batch: b as u32,
+                kind: match spec.loss {
+                    crate::model::Loss::Mse => 0,
+                    crate::model::Loss::Ce => 1,
+                },
+                scale: opts.reduction.scale(b) as f32,
+                pad: [0; 2],
+            },
+        );
+        let loss = k.loss.bind(
+            device,
+            &[
+                &loss_u,
+                &bufs.x,
+                &bufs.target,
+                &bufs.r[0],
+                &bufs.r[1],
+                &bufs.stats,
+            ],
+        );
+        let relax_weights = bufs.feedback.as_ref().unwrap_or(&bufs.params);
+        let relax_uniform = buffers::uniform(
+            device,
+            "relax pass",
+            &pass(1, depth - 1, opts.relax_rate, flags),
+        );
+        let relax_bind = |u: &wgpu::Buffer, w: &wgpu::Buffer, src: usize| {
+            k.relax.bind(
+                device,
+                &[
+                    u,
+                    &bufs.table,
+                    w,
+                    &bufs.fprime,
+                    &bufs.r[src],
+                    &bufs.r[1 - src],
+                ],
+            )
+        };
+        let relax_all = [
+            relax_bind(&relax_uniform, relax_weights, 0),
+            relax_bind(&relax_uniform, relax_weights, 1),
+        ];
+        let relax_exact = (0..depth)
+            .map(|l| {
+                (l >= 1).then(|| {
+                    let u = buffers::uniform(device, "backprop pass", &pass(l, 1, 1.0, 0));
+                    relax_bind(&u, &bufs.params, 0)
+                })
+            })
+            .collect();
+        let grad_u = buffers::uniform(device, "grad pass", &pass(0, depth, 0.0, flags));
+        let exact_u = buffers::uniform(device, "exact grad pass", &pass(0, depth, 0.0, 0));
+        let grad_bind = |kern: &Kernel, u: &wgpu::Buffer, src: usize| {
+            kern.bind(
+                device,
+                &[
+                    u,
+                    &bufs.table,
+                    &bufs.x,
+                    &bufs.fprime,
+                    &bufs.r[src],
+                    &bufs.grads,
+                ],
+            )
+        };
+        let sgd_uniform = buffers::uniform(
+            device,
+            "sgd",
+            &SgdUniform {
+                count: layout.params_len as u32,
+                lr: opts.lr,
+                decay: 0.0,
+                pad: 0,
+            },
+        );
+        let sgd_feedback_uniform = buffers::uniform(
+            device,
+            "sgd feedback",
+            &SgdUniform {
+                count: layout.params_len as u32,
+                lr: opts.lr,
+                decay: opts.feedback_decay,
+                pad: 0,
+            },
+        );
+        let binds = Binds {
+            forward,
+            loss,
+            relax_all,
+            relax_exact,
+            weight_grad: [
+                grad_bind(&k.weight_grad, &grad_u, 0),
+                grad_bind(&k.weight_grad, &grad_u, 1),
+            ],
+            bias_grad: [
+                grad_bind(&k.bias_grad, &grad_u, 0),
+                grad_bind(&k.bias_grad, &grad_u, 1),
+            ],
+            weight_grad_exact: grad_bind(&k.weight_grad, &exact_u, 0),
+            bias_grad_exact: grad_bind(&k.bias_grad, &exact_u, 0),
+            sgd_params: k
+                .sgd
+                .bind(device, &[&sgd_uniform, &bufs.grads, &bufs.params]),
+            sgd_feedback: bufs
+                .feedback
+                .as_ref()
+                .filter(|_| opts.feedback == Feedback::Learned)
+                .map(|f| k.sgd.bind(device, &[&sgd_feedback_uniform, &bufs.grads, f])),
+        };
+        let engine = Self {
+            ctx,
+            spec: spec.clone(),
+            opts,
+            layout,
+            bufs,
+            kernels,
+            binds,
+            relax_uniform,
+            sgd_uniform,
+            sgd_feedback_uniform,
+            current: 0,
+        };
+        engine.ctx.check()?;
+        Ok(engine)
+    }
+
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    fn encoder(&self) -> wgpu::CommandEncoder {
+        self.ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+    }
+
+    fn submit(&self, enc: wgpu::CommandEncoder) {
+        self.ctx.queue.submit([enc.finish()]);
+    }
+
+    // ---- host ↔ device -------------------------------------------------------------------
+
+    pub fn set_params(&self, p: &Params) -> Result<()> {
+        self.write_packed(&self.bufs.params, p)
+    }
+
+    /// Uploads ψ (random or learned feedback). Errors for exact AR, which has no ψ.
+    pub fn set_feedback(&self, p: &Params) -> Result<()> {
+        let buf = self.bufs.feedback.as_ref().ok_or_else(|| {
+            Error::Config("this engine uses W as its feedback; it has no ψ to set".into())
+        })?;
+        self.write_packed(buf, p)
+    }
+
+    fn write_packed(&self, buf: &wgpu::Buffer, p: &Params) -> Result<()> {
+        let flat = p.packed();
+        if flat.len() != self.layout.params_len {
+            return Err(Error::Config(format!(
+                "parameters have {} values but the model needs {}",
+                flat.len(),
+                self.layout.params_len
+            )));
+        }
+        self.ctx
+            .queue
+            .write_buffer(buf, 0, bytemuck::cast_slice(&flat));
+        Ok(())
+    }
+
+    pub fn params(&self) -> Result<Params> {
+        self.read_packed(&self.bufs.params)
+    }
+
+    pub fn feedback(&self) -> Result<Option<Params>> {
+        self.bufs
+            .feedback
+            .as_ref()
+            .map(|b| self.read_packed(b))
+            .transpose()
+    }
+
+    /// The last computed gradients (AR's or backprop's), in parameter layout.
+    pub fn grads(&self) -> Result<Params> {
+        self.read_packed(&self.bufs.grads)
+    }
+
+    fn read_packed(&self, buf: &wgpu::Buffer) -> Result<Params> {
+        let flat = self.ctx.read_f32(buf, 0, self.layout.params_len as u64)?;
+        Ok(Params::unpack(&self.spec, &flat))
+    }
+
+    /// Uploads one batch: `input` is [B, n_0] and `target` [B, n_L], row-major.
+    pub fn set_batch(&self, input: &[f32], target: &[f32]) -> Result<()> {
+        let b = self.opts.batch;
+        let (n0, nl) = (self.spec.input_width(), self.spec.output_width());
+        if input.len() != b * n0 || target.len() != b * nl {
+            return Err(Error::Config(format!(
+                "batch of {} inputs / {} targets does not match [{b}, {n0}] / [{b}, {nl}]",
+                input.len(),
+                target.len()
+            )));
+        }
+        self.ctx
+            .queue
+            .write_buffer(&self.bufs.x, 0, bytemuck::cast_slice(input));
+        self.ctx
+            .queue
+            .write_buffer(&self.bufs.target, 0, bytemuck::cast_slice(target));
+        Ok(())
+    }
+
+    /// Changes the learning rate of later updates (e.g. a schedule).
+    pub fn set_lr(&mut self, lr: f32) {
+        self.opts.lr = lr;
+        let u = |decay| SgdUniform {
+            count: self.layout.params_len as u32,
+            lr,
+            decay,
+            pad: 0,
+        };
+        let q = &self.ctx.queue;
+        q.write_buffer(&self.sgd_uniform, 0, bytemuck::bytes_of(&u(0.0)));
+        q.write_buffer(
+            &self.sgd_feedback_uniform,
+            0,
+            bytemuck::bytes_of(&u(self.opts.feedback_decay)),
+        );
+    }
+
+    /// Changes the relaxation rate η of later relaxation steps.
+    pub fn set_relax_rate(&mut self, rate: f32) -> Result<()> {
+        let mut o = self.opts.clone();
+        o.relax_rate = rate;
+        check_options(&o)?;
+        self.opts.relax_rate = rate;
+        let mut flags = 0;
+        if !self.opts.relax_derivative {
+            flags |= FLAG_NO_RELAX_DERIV;
+        }
+        if !self.opts.update_derivative {
+            flags |= FLAG_NO_UPDATE_DERIV;
+        }
+        let u = PassUniform {
+            first: 1,
+            count: (self.spec.depth() - 1) as u32,
+            batch: self.opts.batch as u32,
+            flags,
+            rate,
+            pad: [0; 3],
+        };
+        self.ctx
+            .queue
+            .write_buffer(&self.relax_uniform, 0, bytemuck::bytes_of(&u));
+        Ok(())
+    }
+
+    /// Reads the activities x_0 … x_L of the last forward pass.
+    pub fn activities(&self) -> Result<Vec<Vec<f32>>> {
+        let all = self
+            .ctx
+            .read_f32(&self.bufs.x, 0, self.layout.x_len as u64)?;
+        Ok((0..=self.spec.depth())
+            .map(|l| {
+                let (o, n) = self.layout.x_block(l);
+                all[o..o + n].to_vec()
+            })
+            .collect())
+    }
+
+    /// Reads f'_0 … f'_{L−1} of the last forward pass.
+    pub fn derivatives(&self) -> Result<Vec<Vec<f32>>> {
+        let all = self
+            .ctx
+            .read_f32(&self.bufs.fprime, 0, self.layout.fp_len as u64)?;
+        Ok(self
+            .layout
+            .layers
+            .iter()
+            .map(|e| {
+                let n = self.opts.batch * e.n_out as usize;
+                all[e.fp as usize..e.fp as usize + n].to_vec()
+            })
+            .collect())
+    }
+
+    /// Reads the current relaxation state r_0 … r_L (r_0 empty).
+    pub fn state(&self) -> Result<Vec<Vec<f32>>> {
+        let all = self
+            .ctx
+            .read_f32(&self.bufs.r[self.current], 0, self.layout.r_len as u64)?;
+        let mut out = vec![Vec::new()];
+        for l in 1..=self.spec.depth() {
+            let (o, n) = self.layout.r_block(l);
+            out.push(all[o..o + n].to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Per-sample loss and correctness of the last output-error pass.
+    pub fn batch_stats(&self) -> Result<(Vec<f32>, Vec<bool>)> {
+        let b = self.opts.batch;
+        let v = self.ctx.read_f32(&self.bufs.stats, 0, 2 * b as u64)?;
+        Ok((v[..b].to_vec(), v[b..].iter().map(|&c| c > 0.5).collect()))
+    }
+
+    // ---- encoders --------------------------------------------------------------------------
+
+    /// Forward pass of every layer, then the output error (loss and clamp) from `target`.
+    pub fn encode_forward(&self, enc: &mut wgpu::CommandEncoder) {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        for l in 0..self.spec.depth() {
+            record(
+                &mut pass,
+                Dispatch {
+                    kernel: &self.kernels.forward,
+                    bind: &self.binds.forward[l],
+                    groups: self.layout.forward_groups(l),
+                },
+            );
+        }
+        record(
+            &mut pass,
+            Dispatch {
+                kernel: &self.kernels.loss,
+                bind: &self.binds.loss,
+                groups: self.opts.batch.div_ceil(64) as u32,
+            },
+        );
+    }
+
+    /// Sets the hidden relaxation state to its start (forward values or zero) in buffer 0.
+    pub fn encode_relax_start(&mut self, enc: &mut wgpu::CommandEncoder) {
+        let hidden = (self.layout.hidden_r_len() * 4) as u64;
+        self.current = 0;
+        if hidden == 0 {
+            return;
+        }
+        match self.opts.start {
+            RelaxStart::Forward => {
+                let from = (self.opts.batch * self.spec.input_width() * 4) as u64;
+                enc.copy_buffer_to_buffer(&self.bufs.x, from, &self.bufs.r[0], 0, hidden);
+            }
+            RelaxStart::Zero => enc.clear_buffer(&self.bufs.r[0], 0, Some(hidden)),
+        }
+    }
+
+    /// `steps` Jacobi relaxation steps, each one dispatch covering every hidden layer.
+    pub fn encode_relax(&mut self, enc: &mut wgpu::CommandEncoder, steps: usize) {
+        let depth = self.spec.depth();
+        if depth < 2 || steps == 0 {
+            return;
+        }
+        let groups = self.layout.relax_groups(1, depth - 1);
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        for _ in 0..steps {
+            record(
+                &mut pass,
+                Dispatch {
+                    kernel: &self.kernels.relax,
+                    bind: &self.binds.relax_all[self.current],
+                    groups,
+                },
+            );
+            self.current = 1 - self.current;
+        }
+    }
+
+    /// Exact backprop signals: r_l = dLoss/dx_l, top-down, one layer per dispatch with η = 1.
+    /// Leaves the result in buffer 0.
+    pub fn encode_backprop_signals(&mut self, enc: &mut wgpu::CommandEncoder) {
+        self.current = 0;
+        // η = 1 multiplies the old state by zero; clearing keeps a stale NaN from surviving that.
+        let hidden = (self.layout.hidden_r_len() * 4) as u64;
+        if hidden > 0 {
+            enc.clear_buffer(&self.bufs.r[0], 0, Some(hidden));
+        }
+        for l in (1..self.spec.depth()).rev() {
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                record(
+                    &mut pass,
+                    Dispatch {
+                        kernel: &self.kernels.relax,
+                        bind: self.binds.relax_exact[l].as_ref().expect("l >= 1"),
+                        groups: self.layout.relax_groups(l, 1),
+                    },
+                );
+            }
+            let (o, n) = self.layout.r_block(l);
+            let (o, n) = ((o * 4) as u64, (n * 4) as u64);
+            enc.copy_buffer_to_buffer(&self.bufs.r[1], o, &self.bufs.r[0], o, n);
+        }
+    }
+
+    /// Local gradients of every layer from the current relaxation state.
+    pub fn encode_grads(&self, enc: &mut wgpu::CommandEncoder) {
+        self.encode_grads_with(
+            enc,
+            &self.binds.weight_grad[self.current],
+            &self.binds.bias_grad[self.current],
+        );
+    }
+
+    fn encode_grads_with(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        w: &wgpu::BindGroup,
+        b: &wgpu::BindGroup,
+    ) {
+        let units: usize = self.spec.widths[1..].iter().sum();
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        record(
+            &mut pass,
+            Dispatch {
+                kernel: &self.kernels.weight_grad,
+                bind: w,
+                groups: self.layout.grad_groups(),
+            },
+        );
+        record(
+            &mut pass,
+            Dispatch {
+                kernel: &self.kernels.bias_grad,
+                bind: b,
+                groups: units.div_ceil(256) as u32,
+            },
+        );
+    }
+
+    /// Exact backprop's gradients (always with the derivative), from buffer 0.
+    pub fn encode_exact_grads(&self, enc: &mut wgpu::CommandEncoder) {
+        self.encode_grads_with(
+            enc,
+            &self.binds.weight_grad_exact,
+            &self.binds.bias_grad_exact,
+        );
+    }
+
+    /// SGD on W (and on ψ when feedback is learned) with the last gradients.
+    pub fn encode_sgd(&self, enc: &mut wgpu::CommandEncoder) {
+        let groups = self.layout.params_len.div_ceil(256) as u32;
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        record(
+            &mut pass,
+            Dispatch {
+                kernel: &self.kernels.sgd,
+                bind: &self.binds.sgd_params,
+                groups,
+            },
+        );
+        if let Some(bind) = &self.binds.sgd_feedback {
+            record(
+                &mut pass,
+                Dispatch {
+                    kernel: &self.kernels.sgd,
+                    bind,
+                    groups,
+                },
+            );
+        }
+    }
+
+    // ---- whole operations --------------------------------------------------------------------
+
+    /// Forward, relax for `steps`, local gradients; then reads the gradients back.
+    pub fn ar_gradients(&mut self, steps: usize) -> Result<Params> {
+        let mut enc = self.encoder();
+        self.encode_forward(&mut enc);
+        self.encode_relax_start(&mut enc);
+        self.encode_relax(&mut enc, steps);
+        self.encode_grads(&mut enc);
+        self.submit(enc);
+        self.grads()
+    }
+
+    /// AR's gradients after each step count in `checkpoints` (ascending), continuing one
+    /// relaxation rather than restarting it.
+    pub fn ar_gradient_series(&mut self, checkpoints: &[usize]) -> Result<Vec<Params>> {
+        let mut enc = self.encoder();
+        self.encode_forward(&mut enc);
+        self.encode_relax_start(&mut enc);
+        self.submit(enc);
+        let mut done = 0;
+        let mut out = Vec::new();
+        for &c in checkpoints {
+            let mut enc = self.encoder();
+            self.encode_relax(&mut enc, c.saturating_sub(done));
+            done = done.max(c);
+            self.encode_grads(&mut enc);
+            self.submit(enc);
+            out.push(self.grads()?);
+        }
+        Ok(out)
+    }
+
+    /// Exact backprop's gradients on the current batch and parameters.
+    pub fn bp_gradients(&mut self) -> Result<Params> {
+        let mut enc = self.encoder();
+        self.encode_forward(&mut enc);
+        self.encode_backprop_signals(&mut enc);
+        self.encode_exact_grads(&mut enc);
+        self.submit(enc);
+        self.grads()
+    }
+
+    /// One training step on the uploaded batch, in one submit with no readback:
+    /// AR (relaxation with `steps`) or exact backprop, then SGD.
+    pub fn train_step(&mut self, algorithm: Algorithm, steps: usize) {
+        let mut enc = self.encoder();
+        self.encode_train_step(&mut enc, algorithm, steps);
+        self.submit(enc);
+    }
+
+    pub fn encode_train_step(
+        &mut self,
+        enc: &mut wgpu::CommandEncoder,
+        algorithm: Algorithm,
+        steps: usize,
+    ) {
+        self.encode_forward(enc);
+        match algorithm {
+            Algorithm::Ar => {
+                self.encode_relax_start(enc);
+                self.encode_relax(enc, steps);
+                self.encode_grads(enc);
+            }
+            Algorithm::Bp => {
+                self.encode_backprop_signals(enc);
+                self.encode_exact_grads(enc);
+            }
+        }
+        self.encode_sgd(enc);
+    }
+
+    /// Waits for submitted work and surfaces any GPU error.
+    pub fn finish(&self) -> Result<()> {
+        self.ctx.wait()
+    }
+}
+
+/// How the learning signal is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    /// Activation relaxation (and its variants).
+    Ar,
+    /// Exact backprop, the baseline.
+    Bp,
+}

@@ -1,0 +1,152 @@
+//! Small helpers for creating storage and uniform buffers and compute pipelines.
+
+use wgpu::util::DeviceExt;
+
+pub const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// A zeroed f32 storage buffer of `len` elements (at least one, so empty layers still bind).
+pub fn storage(device: &wgpu::Device, label: &str, len: usize) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (len.max(1) * 4) as u64,
+        usage: STORAGE,
+        mapped_at_creation: false,
+    })
+}
+
+/// A storage buffer holding `data`.
+pub fn storage_init<T: bytemuck::Pod>(
+    device: &wgpu::Device,
+    label: &str,
+    data: &[T],
+) -> wgpu::Buffer {
+    let bytes: &[u8] = bytemuck::cast_slice(data);
+    if bytes.is_empty() {
+        return storage(device, label, 1);
+    }
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: bytes,
+        usage: STORAGE,
+    })
+}
+
+/// A uniform buffer holding `data`, written once.
+pub fn uniform<T: bytemuck::Pod>(device: &wgpu::Device, label: &str, data: &T) -> wgpu::Buffer {
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: bytemuck::bytes_of(data),
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+    })
+}
+
+/// Binding kinds, in binding-index order, for an explicit bind group layout.
+#[derive(Clone, Copy, Debug)]
+pub enum Slot {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+/// A compute pipeline with an explicit layout of one bind group described by `slots`.
+pub struct Kernel {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    pub name: &'static str,
+}
+
+impl Kernel {
+    pub fn new(
+        device: &wgpu::Device,
+        module: &wgpu::ShaderModule,
+        entry: &'static str,
+        slots: &[Slot],
+    ) -> Self {
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: match s {
+                    Slot::Uniform => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    Slot::Read | Slot::ReadWrite => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: matches!(s, Slot::Read),
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                },
+                count: None,
+            })
+            .collect();
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(entry),
+            entries: &entries,
+        });
+        let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(entry),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&pl),
+            module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        Self {
+            pipeline,
+            layout,
+            name: entry,
+        }
+    }
+
+    /// Binds whole buffers in binding-index order.
+    pub fn bind(&self, device: &wgpu::Device, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(self.name),
+            layout: &self.layout,
+            entries: &entries,
+        })
+    }
+}
+
+/// One recorded dispatch: a kernel, its bind group and its workgroup count.
+pub struct Dispatch<'a> {
+    pub kernel: &'a Kernel,
+    pub bind: &'a wgpu::BindGroup,
+    pub groups: u32,
+}
+
+/// WebGPU's default (and common) limit on workgroups per dispatch dimension.
+pub const MAX_GROUPS_PER_DIM: u32 = 65535;
+
+/// Records one dispatch into a compute pass (wgpu inserts the barriers between dispatches).
+/// Counts above the per-dimension limit spill into y; kernels linearise the workgroup index.
+pub fn record(pass: &mut wgpu::ComputePass<'_>, d: Dispatch<'_>) {
+    if d.groups == 0 {
+        return;
+    }
+    pass.set_pipeline(&d.kernel.pipeline);
+    pass.set_bind_group(0, d.bind, &[]);
+    let x = d.groups.min(MAX_GROUPS_PER_DIM);
+    pass.dispatch_workgroups(x, d.groups.div_ceil(x), 1);
+}

@@ -1,0 +1,7 @@
+//! The GPU layer: device context, buffer helpers, and one thin wrapper per `shaders/*.wgsl` file.
+
+pub mod buffers;
+pub mod context;
+pub mod shader;
+
+pub use context::{AdapterRequest, GpuContext, Needs};

@@ -1,0 +1,272 @@
+//! Every GPU kernel against its float64 CPU twin, on sizes that are not multiples of the 64-wide
+//! tile (and cross several tiles), for every activation, loss and reduction.
+
+#![allow(clippy::needless_range_loop)] // index loops mirror the maths
+
+mod common;
+
+use arelax::engine::{EngineOptions, Feedback, RelaxStart};
+use arelax::model::{Activation, Init, Loss, Params, Reduction};
+use arelax::reference::{self as cpu, Params64};
+use common::*;
+
+const ODD: [usize; 4] = [70, 67, 33, 5];
+const ODD_BATCH: usize = 66;
+
+fn encode(
+    engine: &mut arelax::engine::Engine,
+    f: impl FnOnce(&mut arelax::engine::Engine, &mut wgpu::CommandEncoder),
+) {
+    let mut enc = ctx().device.create_command_encoder(&Default::default());
+    f(engine, &mut enc);
+    ctx().queue.submit([enc.finish()]);
+    engine.finish().unwrap();
+}
+
+#[test]
+fn forward_matches_reference_for_every_activation() {
+    for act in [
+        Activation::Relu,
+        Activation::LeakyRelu,
+        Activation::Tanh,
+        Activation::Sigmoid,
+        Activation::Linear,
+    ] {
+        let s = spec(&ODD, act, Loss::Mse);
+        let mut p = problem(&s, EngineOptions::new(ODD_BATCH), Init::FanIn, 3);
+        encode(&mut p.engine, |e, enc| e.encode_forward(enc));
+        let fwd = cpu::forward(&s, &Params64::from(&p.params), &to64(&p.input), ODD_BATCH);
+        let x = p.engine.activities().unwrap();
+        let fp = p.engine.derivatives().unwrap();
+        for l in 1..=s.depth() {
+            let e = rel_err(&x[l], &fwd.x[l]);
+            assert!(e < 1e-5, "{act}: x_{l} rel. error {e}");
+        }
+        for l in 0..s.depth() {
+            let e = rel_err(&fp[l], &fwd.fp[l]);
+            assert!(e < 1e-5, "{act}: f'_{l} rel. error {e}");
+        }
+    }
+}
+
+#[test]
+fn output_error_matches_reference_for_each_loss_and_reduction() {
+    for loss in [Loss::Mse, Loss::Ce] {
+        for reduction in [Reduction::Sum, Reduction::Mean] {
+            let s = spec(&[9, 13, 7], Activation::Tanh, loss);
+            let mut opts = EngineOptions::new(11);
+            opts.reduction = reduction;
+            let mut p = problem(&s, opts, Init::Normal(0.5), 4);
+            encode(&mut p.engine, |e, enc| {
+                e.encode_forward(enc);
+                e.encode_relax_start(enc);
+            });
+            let fwd = cpu::forward(&s, &Params64::from(&p.params), &to64(&p.input), 11);
+            let out = cpu::output_error(&s, &fwd, &to64(&p.target), reduction);
+            let (loss_gpu, correct) = p.engine.batch_stats().unwrap();
+            let e = rel_err(&loss_gpu, &out.loss);
+            assert!(e < 1e-5, "{loss}/{reduction}: loss rel. error {e}");
+            assert_eq!(correct, out.correct, "{loss}: accuracy flags");
+            let g = &p.engine.state().unwrap()[s.depth()];
+            let e = rel_err(g, &out.g);
+            assert!(e < 1e-5, "{loss}/{reduction}: output clamp rel. error {e}");
+        }
+    }
+}
+
+/// The GPU after T steps equals T exact Jacobi steps on the CPU, for the variants of the step.
+#[test]
+fn relaxation_equals_t_jacobi_steps() {
+    let s = spec(&ODD, Activation::Relu, Loss::Mse);
+    let cases = [
+        (RelaxStart::Forward, true, 0.1f32, 7usize),
+        (RelaxStart::Zero, true, 0.3, 5),
+        (RelaxStart::Forward, false, 0.2, 6),
+        (RelaxStart::Forward, true, 1.0, 3),
+    ];
+    for (start, deriv, rate, steps) in cases {
+        let mut opts = EngineOptions::new(ODD_BATCH);
+        opts.start = start;
+        opts.relax_derivative = deriv;
+        opts.relax_rate = rate;
+        let mut p = problem(&s, opts, Init::FanIn, 5);
+        encode(&mut p.engine, |e, enc| {
+            e.encode_forward(enc);
+            e.encode_relax_start(enc);
+            e.encode_relax(enc, steps);
+        });
+        let w = Params64::from(&p.params);
+        let fwd = cpu::forward(&s, &w, &to64(&p.input), ODD_BATCH);
+        let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
+        let mut r = cpu::relax_start(&s, &fwd, &out.g, start == RelaxStart::Forward);
+        for _ in 0..steps {
+            r = cpu::relax_step(&s, &w, &fwd, &r, rate as f64, deriv);
+        }
+        let gpu = p.engine.state().unwrap();
+        for l in 1..=s.depth() {
+            let e = rel_err(&gpu[l], &r[l]);
+            assert!(
+                e < 1e-4,
+                "{start:?} deriv={deriv} eta={rate}: r_{l} rel. error {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn local_gradients_match_reference() {
+    let s = spec(&ODD, Activation::Tanh, Loss::Ce);
+    for update_derivative in [true, false] {
+        let mut opts = EngineOptions::new(ODD_BATCH);
+        opts.update_derivative = update_derivative;
+        let mut p = problem(&s, opts, Init::FanIn, 6);
+        let g_gpu = p.engine.ar_gradients(9).unwrap();
+        let w = Params64::from(&p.params);
+        let fwd = cpu::forward(&s, &w, &to64(&p.input), ODD_BATCH);
+        let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
+        let mut r = cpu::relax_start(&s, &fwd, &out.g, true);
+        for _ in 0..9 {
+            r = cpu::relax_step(&s, &w, &fwd, &r, 0.1, true);
+        }
+        let g = cpu::gradients(&s, &fwd, &r, update_derivative);
+        for l in 0..s.depth() {
+            let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
+            assert!(
+                e < 1e-4,
+                "deriv={update_derivative}: weight grad {l} rel. error {e}"
+            );
+            let e = rel_err(&g_gpu.biases[l], &g.biases[l]);
+            assert!(
+                e < 1e-4,
+                "deriv={update_derivative}: bias grad {l} rel. error {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn gpu_backprop_matches_cpu_backprop() {
+    for (act, loss) in [
+        (Activation::Relu, Loss::Mse),
+        (Activation::Sigmoid, Loss::Ce),
+    ] {
+        let s = spec(&ODD, act, loss);
+        let mut p = problem(&s, EngineOptions::new(ODD_BATCH), Init::FanIn, 7);
+        let g_gpu = p.engine.bp_gradients().unwrap();
+        let w = Params64::from(&p.params);
+        let fwd = cpu::forward(&s, &w, &to64(&p.input), ODD_BATCH);
+        let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
+        let g = cpu::gradients(&s, &fwd, &cpu::backprop(&s, &w, &fwd, &out.g), true);
+        for l in 0..s.depth() {
+            let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
+            assert!(e < 1e-5, "{act}/{loss}: weight grad {l} rel. error {e}");
+            let e = rel_err(&g_gpu.biases[l], &g.biases[l]);
+            assert!(e < 1e-5, "{act}/{loss}: bias grad {l} rel. error {e}");
+        }
+    }
+}
+
+/// One SGD step of AR and of backprop changes the weights by exactly −lr·G of the CPU.
+#[test]
+fn one_sgd_step_matches_reference() {
+    let s = spec(&[12, 10, 8, 4], Activation::Relu, Loss::Mse);
+    for algorithm in [arelax::engine::Algorithm::Ar, arelax::engine::Algorithm::Bp] {
+        let mut opts = EngineOptions::new(6);
+        opts.lr = 0.05;
+        let mut p = problem(&s, opts, Init::FanIn, 8);
+        p.engine.train_step(algorithm, 15);
+        p.engine.finish().unwrap();
+        let after = p.engine.params().unwrap();
+        let w = Params64::from(&p.params);
+        let fwd = cpu::forward(&s, &w, &to64(&p.input), 6);
+        let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
+        let r = match algorithm {
+            arelax::engine::Algorithm::Bp => cpu::backprop(&s, &w, &fwd, &out.g),
+            arelax::engine::Algorithm::Ar => {
+                let mut r = cpu::relax_start(&s, &fwd, &out.g, true);
+                for _ in 0..15 {
+                    r = cpu::relax_step(&s, &w, &fwd, &r, 0.1, true);
+                }
+                r
+            }
+        };
+        let mut expect = w.clone();
+        cpu::sgd(&mut expect, &cpu::gradients(&s, &fwd, &r, true), 0.05, 0.0);
+        for l in 0..s.depth() {
+            let delta_gpu: Vec<f32> = after.weights[l]
+                .iter()
+                .zip(&p.params.weights[l])
+                .map(|(a, b)| a - b)
+                .collect();
+            let delta_cpu: Vec<f64> = expect.weights[l]
+                .iter()
+                .zip(&w.weights[l])
+                .map(|(a, b)| a - b)
+                .collect();
+            let e = rel_err(&delta_gpu, &delta_cpu);
+            assert!(e < 1e-3, "{algorithm:?}: weight update {l} rel. error {e}");
+            let e = rel_err(&after.biases[l], &expect.biases[l]);
+            assert!(e < 1e-4, "{algorithm:?}: bias {l} rel. error {e}");
+        }
+    }
+}
+
+/// Random feedback relaxes through ψ, not W; learned feedback also takes the SGD step (with decay).
+#[test]
+fn feedback_weights_are_used_and_learned() {
+    let s = spec(&[10, 9, 7, 3], Activation::Relu, Loss::Mse);
+    let mut rng = arelax::rng::Rng::new(77);
+    let psi = Params::random(&s, Init::Normal(0.3), &mut rng);
+    for feedback in [Feedback::Random, Feedback::Learned] {
+        let mut opts = EngineOptions::new(5);
+        opts.feedback = feedback;
+        opts.lr = 0.05;
+        opts.feedback_decay = 0.1;
+        let mut p = problem(&s, opts, Init::FanIn, 9);
+        p.engine.set_feedback(&psi).unwrap();
+        let g_gpu = p.engine.ar_gradients(4).unwrap();
+        let w = Params64::from(&p.params);
+        let fwd = cpu::forward(&s, &w, &to64(&p.input), 5);
+        let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
+        let mut r = cpu::relax_start(&s, &fwd, &out.g, true);
+        for _ in 0..4 {
+            r = cpu::relax_step(&s, &Params64::from(&psi), &fwd, &r, 0.1, true);
+        }
+        let g = cpu::gradients(&s, &fwd, &r, true);
+        for l in 0..s.depth() {
+            let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
+            assert!(e < 1e-4, "{feedback:?}: grad {l} rel. error {e}");
+        }
+        p.engine.train_step(arelax::engine::Algorithm::Ar, 4);
+        p.engine.finish().unwrap();
+        let psi_after = p.engine.feedback().unwrap().unwrap();
+        let mut expect = Params64::from(&psi);
+        if feedback == Feedback::Learned {
+            cpu::sgd(&mut expect, &g, 0.05, 0.1);
+        }
+        for l in 0..s.depth() {
+            let e = rel_err(&psi_after.weights[l], &expect.weights[l]);
+            assert!(e < 1e-5, "{feedback:?}: psi {l} rel. error {e}");
+        }
+    }
+}
+
+#[test]
+fn impossible_settings_are_rejected() {
+    let s = spec(&[4, 3, 2], Activation::Relu, Loss::Mse);
+    for (batch, rate, lr) in [
+        (0, 0.1, 0.1),
+        (4, 0.0, 0.1),
+        (4, 2.5, 0.1),
+        (4, f32::NAN, 0.1),
+        (4, 0.1, f32::INFINITY),
+    ] {
+        let mut o = EngineOptions::new(batch);
+        o.relax_rate = rate;
+        o.lr = lr;
+        let err = arelax::engine::Engine::new(ctx(), &s, o)
+            .err()
+            .expect("should be rejected");
+        assert!(matches!(err, arelax::Error::Config(_)), "{err}");
+    }
+}
