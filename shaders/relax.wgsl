@@ -4,6 +4,12 @@
 // uses this kernel one layer at a time with eta = 1). Reads r_src, writes r_dst (ping-pong).
 // As a product: A = r_{l+1} * f'_l [B, n_out], B = W_l [n_out, n_in], so M = B, N = n_in, K = n_out.
 // `weights` is W itself, or the backward weights psi of the feedback variants.
+//
+// Adaptive relaxation (FLAG_ADAPTIVE): each workgroup also reduces max |r_new - r_old| and
+// max |r_new| of its tile into per-layer slots of `conv` (atomicMax on the bits of non-negative
+// floats, which order like integers, so the result is deterministic); relax_check.wgsl then
+// decides whether the batch has converged. Once it has, steps only copy r_src to r_dst, which
+// keeps the ping-pong parity the host encoded.
 
 //!include common.wgsl
 
@@ -13,6 +19,11 @@
 @group(0) @binding(3) var<storage, read> fprime: array<f32>;
 @group(0) @binding(4) var<storage, read> r_src: array<f32>;
 @group(0) @binding(5) var<storage, read_write> r_dst: array<f32>;
+// [0] converged flag, [1] steps used by this batch, [2] steps used in total,
+// [4 + 2l] max |delta r_l| bits, [5 + 2l] max |r_l| bits.
+@group(0) @binding(6) var<storage, read_write> conv: array<atomic<u32>>;
+
+var<workgroup> converged: u32;
 
 fn dims(l: u32) -> vec3<u32> {
     return vec3<u32>(pass_.batch, layers[l].n_in, layers[l].n_out);
@@ -40,17 +51,59 @@ fn relax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     if (t.layer >= pass_.first + pass_.count) {
         return;
     }
-    let acc = gemm_tile(t, lid);
     let L = layers[t.layer];
+    let adaptive = (pass_.flags & FLAG_ADAPTIVE) != 0u;
+    if (adaptive) {
+        if (lid == 0u) {
+            converged = atomicLoad(&conv[0]);
+        }
+        if (workgroupUniformLoad(&converged) != 0u) {
+            for (var i = 0u; i < 4u; i++) {
+                let m = t.m0 + block_row(lid) + i;
+                for (var j = 0u; j < 4u; j++) {
+                    let n = t.n0 + block_col(lid) + j;
+                    if (m < t.m && n < t.n) {
+                        let idx = L.r_in + m * L.n_in + n;
+                        r_dst[idx] = r_src[idx];
+                    }
+                }
+            }
+            return;
+        }
+    }
+    let acc = gemm_tile(t, lid);
     let eta = pass_.rate;
+    var max_delta = 0.0;
+    var max_abs = 0.0;
     for (var i = 0u; i < 4u; i++) {
         let m = t.m0 + block_row(lid) + i;
         for (var j = 0u; j < 4u; j++) {
             let n = t.n0 + block_col(lid) + j;
             if (m < t.m && n < t.n) {
                 let idx = L.r_in + m * L.n_in + n;
-                r_dst[idx] = (1.0 - eta) * r_src[idx] + eta * acc[i][j];
+                let old = r_src[idx];
+                let next = (1.0 - eta) * old + eta * acc[i][j];
+                r_dst[idx] = next;
+                max_delta = max(max_delta, abs(next - old));
+                max_abs = max(max_abs, abs(next));
             }
+        }
+    }
+    if (adaptive) {
+        // Tree reduction in the (now free) tile memory: a 4x4 block per thread means 256 values.
+        tile_a[lid] = max_delta;
+        tile_b[lid] = max_abs;
+        workgroupBarrier();
+        for (var s = 128u; s > 0u; s >>= 1u) {
+            if (lid < s) {
+                tile_a[lid] = max(tile_a[lid], tile_a[lid + s]);
+                tile_b[lid] = max(tile_b[lid], tile_b[lid + s]);
+            }
+            workgroupBarrier();
+        }
+        if (lid == 0u) {
+            atomicMax(&conv[4u + 2u * t.layer], bitcast<u32>(tile_a[0]));
+            atomicMax(&conv[5u + 2u * t.layer], bitcast<u32>(tile_b[0]));
         }
     }
 }

@@ -15,6 +15,9 @@ pub enum Error {
     Config(String),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    /// Training produced non-finite values; the message names the epoch and batch.
+    #[error("{0}")]
+    Diverged(String),
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("{0}")]

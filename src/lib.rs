@@ -14,6 +14,7 @@ pub mod model;
 pub mod plot;
 pub mod reference;
 pub mod rng;
+pub mod train;
 pub mod util;
 
 pub use error::{Error, Result};

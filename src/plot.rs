@@ -111,6 +111,18 @@ where
     DB::ErrorType: 'static,
 {
     let (x0, x1, y0, y1) = bounds(panel);
+    // Epochs and step counts are integers: label only whole ticks then.
+    let integer_x = panel
+        .series
+        .iter()
+        .all(|s| s.points.iter().all(|p| p.0.fract() == 0.0));
+    let x_tick = move |v: &f64| {
+        if integer_x && v.fract() != 0.0 {
+            String::new()
+        } else {
+            tick(*v)
+        }
+    };
     let mut builder = ChartBuilder::on(area);
     builder
         .caption(&panel.title, ("sans-serif", 18))
@@ -122,7 +134,7 @@ where
             let mut chart = $chart;
             chart
                 .configure_mesh()
-                .x_label_formatter(&|v: &f64| tick(*v))
+                .x_label_formatter(&x_tick)
                 .y_label_formatter(&|v: &f64| tick(*v))
                 .x_desc(panel.x_label.as_str())
                 .y_desc(panel.y_label.as_str())

@@ -36,6 +36,10 @@ pub struct Args {
     /// Data set of --data: mnist or fashion-mnist.
     #[arg(long, default_value = "mnist")]
     dataset: String,
+    /// Also relax adaptively with this tolerance (capped at --relax-steps) and report the
+    /// gradient error where it stopped.
+    #[arg(long)]
+    relax_tol: Option<f32>,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
@@ -66,6 +70,14 @@ struct Report {
     loss: String,
     reduction: String,
     series: Vec<Checkpoint>,
+    adaptive: Option<Adaptive>,
+}
+
+#[derive(Serialize)]
+struct Adaptive {
+    tol: f32,
+    steps_used: usize,
+    layers: Vec<LayerAgreement>,
 }
 
 /// Step counts for the plot: the table's and every `t/25` steps up to `t` (~35 readbacks).
@@ -168,6 +180,22 @@ pub fn run(args: Args) -> Result<()> {
     let steps = dense_checkpoints(args.relax.relax_steps);
     let series = engine.ar_gradient_series(&steps)?;
     let ar_final = series.last().cloned().expect("at least one checkpoint");
+    let adaptive = match args.relax_tol {
+        Some(tol) => {
+            let mut o = args.relax.engine_options(batch, reduction);
+            o.relax_tol = Some(tol);
+            let mut e = Engine::new(ctx.clone(), &spec, o)?;
+            e.set_params(&params)?;
+            e.set_batch(&input, &target)?;
+            let g = e.ar_gradients(args.relax.relax_steps)?;
+            Some(Adaptive {
+                tol,
+                steps_used: e.last_relax_steps()?.unwrap_or(args.relax.relax_steps),
+                layers: compare(&g, &bp),
+            })
+        }
+        None => None,
+    };
     let report = Report {
         adapter: ctx.describe(),
         model: spec.describe(),
@@ -187,6 +215,7 @@ pub fn run(args: Args) -> Result<()> {
                 layers: compare(g, &bp),
             })
             .collect(),
+        adaptive,
     };
 
     if args.json {
@@ -277,7 +306,19 @@ fn print_report(r: &Report) {
     let last = r.series.last().expect("non-empty");
     println!();
     println!("after {} steps:", last.steps);
-    for a in &last.layers {
+    print_layers(&last.layers);
+    if let Some(a) = &r.adaptive {
+        println!();
+        println!(
+            "adaptive relaxation (tol {}): stopped after {} of at most {} steps",
+            a.tol, a.steps_used, r.relax_steps
+        );
+        print_layers(&a.layers);
+    }
+}
+
+fn print_layers(layers: &[LayerAgreement]) {
+    for a in layers {
         println!(
             "  layer {}: weight cosine {:.6} ({:.3}°, rel. error {:.2e}); bias cosine {:.6} (rel. error {:.2e})",
             a.layer,

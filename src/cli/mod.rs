@@ -1,8 +1,11 @@
 //! The command-line interface: one file per subcommand. Errors print as one line, exit code 1.
 
 mod common;
+mod eval;
+mod experiment;
 mod gradcheck;
 mod info;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +22,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a network with AR, a variant of it, or backprop (the main job).
+    Train(Box<train::Args>),
+    /// Test loss and accuracy of a checkpoint.
+    Eval(Box<eval::Args>),
+    /// Run a grid of conditions × seeds × data sets and summarise it.
+    Experiment(experiment::Args),
     /// Print the GPU adapter, backend, driver and limits.
     Info(info::Args),
     /// Compare AR's gradients with exact backprop's as relaxation proceeds.
@@ -29,6 +38,9 @@ enum Command {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(a) => train::run(*a),
+        Command::Eval(a) => eval::run(*a),
+        Command::Experiment(a) => experiment::run(a),
         Command::Info(a) => info::run(a),
         Command::Gradcheck(a) => gradcheck::run(*a),
     };

@@ -7,7 +7,7 @@
 //! private temporary directory, and the crate reads exactly those copies, with inputs it can no
 //! longer reject.
 
-mod idx;
+pub mod idx;
 
 use std::fmt;
 use std::fs;

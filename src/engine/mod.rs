@@ -5,6 +5,7 @@
 //! forward (one dispatch per layer) → output error → relaxation start (a buffer copy) →
 //! T relaxation steps (one dispatch each, all layers at once, ping-pong) → gradients → SGD.
 
+pub mod feed;
 pub mod layout;
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use crate::gpu::buffers::{self, Dispatch, Kernel, Slot, record};
 use crate::gpu::{GpuContext, Needs, shader};
 use crate::model::{ModelSpec, Params, Reduction};
 use crate::{Error, Result};
-pub use layout::{FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV, Layout, PassUniform};
+pub use layout::{FLAG_ADAPTIVE, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV, Layout, PassUniform};
 
 /// Where the hidden relaxation state starts: the forward activities (the paper) or zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -50,6 +51,11 @@ pub struct EngineOptions {
     pub lr: f32,
     /// Weight decay applied to both W and ψ when feedback is learned (aligns ψ with W).
     pub feedback_decay: f32,
+    /// Adaptive relaxation: stop a batch once max over layers of max|Δr_l| / max|r_l| over one
+    /// step falls below this (the step count passed to the encoders is then a cap).
+    pub relax_tol: Option<f32>,
+    /// Top-down in-place relaxation (Gauss–Seidel, the authors' code) instead of Jacobi.
+    pub sweep: bool,
 }
 
 impl EngineOptions {
@@ -65,6 +71,8 @@ impl EngineOptions {
             feedback: Feedback::Transpose,
             lr: 0.0005,
             feedback_decay: 0.0,
+            relax_tol: None,
+            sweep: false,
         }
     }
 }
@@ -82,6 +90,16 @@ struct LossUniform {
     pad: [u32; 2],
 }
 
+/// Mirror of `CheckPass` in `shaders/relax_check.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+struct CheckUniform {
+    tol: f32,
+    first: u32,
+    count: u32,
+    pad: u32,
+}
+
 /// Mirror of `SgdPass` in `shaders/sgd.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
@@ -95,6 +113,7 @@ struct SgdUniform {
 struct Kernels {
     forward: Kernel,
     relax: Kernel,
+    relax_check: Kernel,
     weight_grad: Kernel,
     bias_grad: Kernel,
     loss: Kernel,
@@ -106,6 +125,7 @@ impl Kernels {
         use Slot::*;
         let fwd = shader::module(device, "forward.wgsl");
         let relax = shader::module(device, "relax.wgsl");
+        let check = shader::module(device, "relax_check.wgsl");
         let grad = shader::module(device, "grad.wgsl");
         let loss = shader::module(device, "loss.wgsl");
         let sgd = shader::module(device, "sgd.wgsl");
@@ -121,8 +141,9 @@ impl Kernels {
                 device,
                 &relax,
                 "relax",
-                &[Uniform, Read, Read, Read, Read, ReadWrite],
+                &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite],
             ),
+            relax_check: Kernel::new(device, &check, "relax_check", &[Uniform, ReadWrite]),
             weight_grad: Kernel::new(device, &grad, "weight_grad", &grad_slots),
             bias_grad: Kernel::new(device, &grad, "bias_grad", &grad_slots),
             loss: Kernel::new(
@@ -148,6 +169,8 @@ pub struct Buffers {
     pub target: wgpu::Buffer,
     pub stats: wgpu::Buffer,
     pub grads: wgpu::Buffer,
+    /// Adaptive relaxation's flags and counters (see `shaders/relax.wgsl`).
+    pub conv: wgpu::Buffer,
 }
 
 struct Binds {
@@ -157,6 +180,9 @@ struct Binds {
     relax_all: [wgpu::BindGroup; 2],
     /// One layer at a time with η = 1 (exact backprop), reading r[0] and writing r[1].
     relax_exact: Vec<Option<wgpu::BindGroup>>,
+    /// One layer at a time with the configured η (the sweep schedule), r[0] → r[1].
+    relax_single: Vec<Option<wgpu::BindGroup>>,
+    relax_check: wgpu::BindGroup,
     weight_grad: [wgpu::BindGroup; 2],
     bias_grad: [wgpu::BindGroup; 2],
     /// Exact backprop's gradients always use the derivative, whatever the variant.
@@ -175,6 +201,7 @@ pub struct Engine {
     kernels: Kernels,
     binds: Binds,
     relax_uniform: wgpu::Buffer,
+    relax_single_uniforms: Vec<wgpu::Buffer>,
     sgd_uniform: wgpu::Buffer,
     sgd_feedback_uniform: wgpu::Buffer,
     /// Which of `bufs.r` holds the latest relaxation state.
@@ -206,6 +233,18 @@ fn check_options(opts: &EngineOptions) -> Result<()> {
             "learning rate {} must be finite and non-negative",
             opts.lr
         )));
+    }
+    if let Some(t) = opts.relax_tol
+        && !(t.is_finite() && t > 0.0)
+    {
+        return Err(Error::Config(format!(
+            "relax tolerance {t} must be positive"
+        )));
+    }
+    if opts.relax_tol.is_some() && opts.sweep {
+        return Err(Error::Config(
+            "adaptive relaxation (relax_tol) needs the parallel schedule, not sweep".into(),
+        ));
     }
     if !opts.feedback_decay.is_finite() || opts.feedback_decay < 0.0 {
         return Err(Error::Config(format!(
@@ -251,6 +290,7 @@ impl Engine {
             target: buffers::storage(device, "target", b * n_out),
             stats: buffers::storage(device, "stats", 2 * b),
             grads: buffers::storage(device, "grads", layout.params_len),
+            conv: buffers::storage(device, "relaxation convergence", 4 + 2 * spec.depth()),
         };
         let depth = spec.depth();
         let mut flags = 0;
@@ -260,6 +300,11 @@ impl Engine {
         if !opts.update_derivative {
             flags |= FLAG_NO_UPDATE_DERIV;
         }
+        let adaptive = if opts.relax_tol.is_some() {
+            FLAG_ADAPTIVE
+        } else {
+            0
+        };
         let pass = |first: usize, count: usize, rate: f32, flags: u32| PassUniform {
             first: first as u32,
             count: count as u32,
@@ -311,7 +356,7 @@ impl Engine {
         let relax_uniform = buffers::uniform(
             device,
             "relax pass",
-            &pass(1, depth - 1, opts.relax_rate, flags),
+            &pass(1, depth - 1, opts.relax_rate, flags | adaptive),
         );
         let relax_bind = |u: &wgpu::Buffer, w: &wgpu::Buffer, src: usize| {
             k.relax.bind(
@@ -323,9 +368,29 @@ impl Engine {
                     &bufs.fprime,
                     &bufs.r[src],
                     &bufs.r[1 - src],
+                    &bufs.conv,
                 ],
             )
         };
+        let relax_single_uniforms: Vec<wgpu::Buffer> = (0..depth)
+            .map(|l| buffers::uniform(device, "sweep pass", &pass(l, 1, opts.relax_rate, flags)))
+            .collect();
+        let relax_single = relax_single_uniforms
+            .iter()
+            .enumerate()
+            .map(|(l, u)| (l >= 1).then(|| relax_bind(u, relax_weights, 0)))
+            .collect();
+        let check_u = buffers::uniform(
+            device,
+            "relax check",
+            &CheckUniform {
+                tol: opts.relax_tol.unwrap_or(0.0),
+                first: 1,
+                count: (depth - 1) as u32,
+                pad: 0,
+            },
+        );
+        let relax_check = k.relax_check.bind(device, &[&check_u, &bufs.conv]);
         let relax_all = [
             relax_bind(&relax_uniform, relax_weights, 0),
             relax_bind(&relax_uniform, relax_weights, 1),
@@ -378,6 +443,8 @@ impl Engine {
             loss,
             relax_all,
             relax_exact,
+            relax_single,
+            relax_check,
             weight_grad: [
                 grad_bind(&k.weight_grad, &grad_u, 0),
                 grad_bind(&k.weight_grad, &grad_u, 1),
@@ -406,6 +473,7 @@ impl Engine {
             kernels,
             binds,
             relax_uniform,
+            relax_single_uniforms,
             sgd_uniform,
             sgd_feedback_uniform,
             current: 0,
@@ -523,6 +591,34 @@ impl Engine {
         o.relax_rate = rate;
         check_options(&o)?;
         self.opts.relax_rate = rate;
+        let flags = self.flags();
+        let depth = self.spec.depth();
+        let u = |first: usize, count: usize, flags: u32| PassUniform {
+            first: first as u32,
+            count: count as u32,
+            batch: self.opts.batch as u32,
+            flags,
+            rate,
+            pad: [0; 3],
+        };
+        let q = &self.ctx.queue;
+        let adaptive = if self.opts.relax_tol.is_some() {
+            FLAG_ADAPTIVE
+        } else {
+            0
+        };
+        q.write_buffer(
+            &self.relax_uniform,
+            0,
+            bytemuck::bytes_of(&u(1, depth - 1, flags | adaptive)),
+        );
+        for (l, buf) in self.relax_single_uniforms.iter().enumerate() {
+            q.write_buffer(buf, 0, bytemuck::bytes_of(&u(l, 1, flags)));
+        }
+        Ok(())
+    }
+
+    fn flags(&self) -> u32 {
         let mut flags = 0;
         if !self.opts.relax_derivative {
             flags |= FLAG_NO_RELAX_DERIV;
@@ -530,18 +626,7 @@ impl Engine {
         if !self.opts.update_derivative {
             flags |= FLAG_NO_UPDATE_DERIV;
         }
-        let u = PassUniform {
-            first: 1,
-            count: (self.spec.depth() - 1) as u32,
-            batch: self.opts.batch as u32,
-            flags,
-            rate,
-            pad: [0; 3],
-        };
-        self.ctx
-            .queue
-            .write_buffer(&self.relax_uniform, 0, bytemuck::bytes_of(&u));
-        Ok(())
+        flags
     }
 
     /// Reads the activities x_0 … x_L of the last forward pass.
@@ -622,6 +707,11 @@ impl Engine {
     pub fn encode_relax_start(&mut self, enc: &mut wgpu::CommandEncoder) {
         let hidden = (self.layout.hidden_r_len() * 4) as u64;
         self.current = 0;
+        if self.opts.relax_tol.is_some() {
+            // Not converged, no steps used, per-layer maxima zero; keep the running total ([2]).
+            enc.clear_buffer(&self.bufs.conv, 0, Some(8));
+            enc.clear_buffer(&self.bufs.conv, 16, None);
+        }
         if hidden == 0 {
             return;
         }
@@ -634,13 +724,18 @@ impl Engine {
         }
     }
 
-    /// `steps` Jacobi relaxation steps, each one dispatch covering every hidden layer.
+    /// `steps` relaxation steps. Jacobi: one dispatch per step covering every hidden layer (plus
+    /// a one-thread convergence check when adaptive). Sweep: one dispatch per layer, top-down.
     pub fn encode_relax(&mut self, enc: &mut wgpu::CommandEncoder, steps: usize) {
         let depth = self.spec.depth();
         if depth < 2 || steps == 0 {
             return;
         }
+        if self.opts.sweep {
+            return self.encode_sweep(enc, steps);
+        }
         let groups = self.layout.relax_groups(1, depth - 1);
+        let adaptive = self.opts.relax_tol.is_some();
         let mut pass = enc.begin_compute_pass(&Default::default());
         for _ in 0..steps {
             record(
@@ -651,8 +746,75 @@ impl Engine {
                     groups,
                 },
             );
+            if adaptive {
+                record(
+                    &mut pass,
+                    Dispatch {
+                        kernel: &self.kernels.relax_check,
+                        bind: &self.binds.relax_check,
+                        groups: 1,
+                    },
+                );
+            }
             self.current = 1 - self.current;
         }
+    }
+
+    /// Gauss–Seidel: layer L−1 first, each layer seeing the already-updated layer above.
+    /// The state lives in buffer 0; each layer is computed into buffer 1 and copied back.
+    fn encode_sweep(&mut self, enc: &mut wgpu::CommandEncoder, steps: usize) {
+        debug_assert_eq!(self.current, 0, "sweep starts from buffer 0");
+        for _ in 0..steps {
+            for l in (1..self.spec.depth()).rev() {
+                self.encode_single_layer(enc, l, self.binds.relax_single[l].as_ref());
+            }
+        }
+    }
+
+    /// Relaxes layer `l` alone from buffer 0 into buffer 1 and copies it back into buffer 0.
+    fn encode_single_layer(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        l: usize,
+        bind: Option<&wgpu::BindGroup>,
+    ) {
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            record(
+                &mut pass,
+                Dispatch {
+                    kernel: &self.kernels.relax,
+                    bind: bind.expect("layers from 1 relax"),
+                    groups: self.layout.relax_groups(l, 1),
+                },
+            );
+        }
+        let (o, n) = self.layout.r_block(l);
+        let (o, n) = ((o * 4) as u64, (n * 4) as u64);
+        enc.copy_buffer_to_buffer(&self.bufs.r[1], o, &self.bufs.r[0], o, n);
+    }
+
+    /// Zeroes the running total of adaptive relaxation steps (at the start of an epoch).
+    pub fn encode_relax_counter_reset(&self, enc: &mut wgpu::CommandEncoder) {
+        enc.clear_buffer(&self.bufs.conv, 8, Some(4));
+    }
+
+    /// Mean relaxation steps per batch since the counter was reset: read from the GPU when
+    /// adaptive, otherwise the fixed `cap`.
+    pub fn relax_steps_used(&self, batches: usize, cap: usize) -> Result<f64> {
+        if self.opts.relax_tol.is_none() {
+            return Ok(cap as f64);
+        }
+        let v = self.ctx.read_u32(&self.bufs.conv, 2, 1)?;
+        Ok(v[0] as f64 / batches.max(1) as f64)
+    }
+
+    /// Steps the last batch's adaptive relaxation used (None when not adaptive).
+    pub fn last_relax_steps(&self) -> Result<Option<usize>> {
+        if self.opts.relax_tol.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.ctx.read_u32(&self.bufs.conv, 1, 1)?[0] as usize))
     }
 
     /// Exact backprop signals: r_l = dLoss/dx_l, top-down, one layer per dispatch with η = 1.
@@ -665,20 +827,7 @@ impl Engine {
             enc.clear_buffer(&self.bufs.r[0], 0, Some(hidden));
         }
         for l in (1..self.spec.depth()).rev() {
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                record(
-                    &mut pass,
-                    Dispatch {
-                        kernel: &self.kernels.relax,
-                        bind: self.binds.relax_exact[l].as_ref().expect("l >= 1"),
-                        groups: self.layout.relax_groups(l, 1),
-                    },
-                );
-            }
-            let (o, n) = self.layout.r_block(l);
-            let (o, n) = ((o * 4) as u64, (n * 4) as u64);
-            enc.copy_buffer_to_buffer(&self.bufs.r[1], o, &self.bufs.r[0], o, n);
+            self.encode_single_layer(enc, l, self.binds.relax_exact[l].as_ref());
         }
     }
 

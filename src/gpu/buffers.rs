@@ -46,6 +46,8 @@ pub fn uniform<T: bytemuck::Pod>(device: &wgpu::Device, label: &str, data: &T) -
 #[derive(Clone, Copy, Debug)]
 pub enum Slot {
     Uniform,
+    /// A uniform bound with a dynamic offset (one entry per batch, chosen at dispatch).
+    DynamicUniform,
     Read,
     ReadWrite,
 }
@@ -71,9 +73,9 @@ impl Kernel {
                 binding: i as u32,
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: match s {
-                    Slot::Uniform => wgpu::BindingType::Buffer {
+                    Slot::Uniform | Slot::DynamicUniform => wgpu::BindingType::Buffer {
                         ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
+                        has_dynamic_offset: matches!(s, Slot::DynamicUniform),
                         min_binding_size: None,
                     },
                     Slot::Read | Slot::ReadWrite => wgpu::BindingType::Buffer {
@@ -113,12 +115,29 @@ impl Kernel {
 
     /// Binds whole buffers in binding-index order.
     pub fn bind(&self, device: &wgpu::Device, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        self.bind_windowed(device, buffers, None)
+    }
+
+    /// Like [`Kernel::bind`], but binding 0 is a window of `window` bytes (for dynamic offsets).
+    pub fn bind_windowed(
+        &self,
+        device: &wgpu::Device,
+        buffers: &[&wgpu::Buffer],
+        window: Option<u64>,
+    ) -> wgpu::BindGroup {
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
             .map(|(i, b)| wgpu::BindGroupEntry {
                 binding: i as u32,
-                resource: b.as_entire_binding(),
+                resource: match (i, window) {
+                    (0, Some(size)) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: b,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(size),
+                    }),
+                    _ => b.as_entire_binding(),
+                },
             })
             .collect();
         device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -136,17 +155,26 @@ pub struct Dispatch<'a> {
     pub groups: u32,
 }
 
+/// Records a dispatch whose binding 0 takes a dynamic offset.
+pub fn record_at(pass: &mut wgpu::ComputePass<'_>, d: Dispatch<'_>, offset: u32) {
+    record_with(pass, d, &[offset]);
+}
+
 /// WebGPU's default (and common) limit on workgroups per dispatch dimension.
 pub const MAX_GROUPS_PER_DIM: u32 = 65535;
 
 /// Records one dispatch into a compute pass (wgpu inserts the barriers between dispatches).
 /// Counts above the per-dimension limit spill into y; kernels linearise the workgroup index.
 pub fn record(pass: &mut wgpu::ComputePass<'_>, d: Dispatch<'_>) {
+    record_with(pass, d, &[]);
+}
+
+fn record_with(pass: &mut wgpu::ComputePass<'_>, d: Dispatch<'_>, offsets: &[u32]) {
     if d.groups == 0 {
         return;
     }
     pass.set_pipeline(&d.kernel.pipeline);
-    pass.set_bind_group(0, d.bind, &[]);
+    pass.set_bind_group(0, d.bind, offsets);
     let x = d.groups.min(MAX_GROUPS_PER_DIM);
     pass.dispatch_workgroups(x, d.groups.div_ceil(x), 1);
 }

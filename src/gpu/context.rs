@@ -151,7 +151,14 @@ impl GpuContext {
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             if let Ok(mut v) = sink.lock() {
-                v.push(e.to_string().lines().next().unwrap_or("").to_string());
+                // wgpu's messages span lines ("Caused by: ..."); keep them on one.
+                let text: Vec<String> = e
+                    .to_string()
+                    .lines()
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty() && l != "Caused by:")
+                    .collect();
+                v.push(text.join(": "));
             }
         }));
         let lost = Arc::new(Mutex::new(None));
@@ -207,6 +214,17 @@ impl GpuContext {
         self.device
             .poll(wgpu::PollType::Wait {
                 submission_index: None,
+                timeout: Some(self.wait_timeout),
+            })
+            .map_err(|e| Error::Device(format!("waiting for the GPU failed: {e}")))?;
+        self.check()
+    }
+
+    /// Waits for one submission (earlier ones included), bounded by `wait_timeout`.
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
                 timeout: Some(self.wait_timeout),
             })
             .map_err(|e| Error::Device(format!("waiting for the GPU failed: {e}")))?;

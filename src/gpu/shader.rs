@@ -13,12 +13,22 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("forward.wgsl", include_str!("../../shaders/forward.wgsl")),
     ("loss.wgsl", include_str!("../../shaders/loss.wgsl")),
     ("relax.wgsl", include_str!("../../shaders/relax.wgsl")),
+    (
+        "relax_check.wgsl",
+        include_str!("../../shaders/relax_check.wgsl"),
+    ),
     ("grad.wgsl", include_str!("../../shaders/grad.wgsl")),
     ("sgd.wgsl", include_str!("../../shaders/sgd.wgsl")),
+    ("batch.wgsl", include_str!("../../shaders/batch.wgsl")),
+    ("gather.wgsl", include_str!("../../shaders/gather.wgsl")),
+    (
+        "accumulate.wgsl",
+        include_str!("../../shaders/accumulate.wgsl"),
+    ),
 ];
 
 /// Files that are only ever included, never compiled on their own.
-pub const FRAGMENTS: &[&str] = &["common.wgsl", "gemm_tile.wgsl"];
+pub const FRAGMENTS: &[&str] = &["common.wgsl", "gemm_tile.wgsl", "batch.wgsl"];
 
 fn raw(name: &str) -> Option<&'static str> {
     SOURCES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)

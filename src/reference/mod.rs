@@ -232,3 +232,45 @@ pub fn sgd(p: &mut Params64, g: &Params64, lr: f64, decay: f64) {
         }
     }
 }
+
+/// One sweep step (the authors' schedule): layers top-down, in place, so layer l already sees
+/// the new r_{l+1}.
+pub fn relax_sweep_step(
+    spec: &ModelSpec,
+    w: &Params64,
+    fwd: &Forward,
+    r: &State,
+    rate: f64,
+    relax_derivative: bool,
+) -> State {
+    let mut next = r.clone();
+    for l in (1..spec.depth()).rev() {
+        let v = vjp(spec, w, fwd, &next[l + 1], l, relax_derivative);
+        for (dst, new) in next[l].iter_mut().zip(&v) {
+            *dst = (1.0 - rate) * *dst + rate * new;
+        }
+    }
+    next
+}
+
+/// max over hidden layers of max|a_l − b_l| / max|a_l| (the adaptive relaxation's criterion,
+/// with `a` the newer state).
+pub fn relative_change(a: &State, b: &State) -> f64 {
+    let mut worst: f64 = 0.0;
+    for l in 1..a.len().saturating_sub(1) {
+        let delta = a[l]
+            .iter()
+            .zip(&b[l])
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        let size = a[l].iter().map(|x| x.abs()).fold(0.0, f64::max);
+        worst = worst.max(if size > 0.0 {
+            delta / size
+        } else if delta > 0.0 {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    worst
+}

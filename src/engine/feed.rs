@@ -1,0 +1,257 @@
+//! A data split resident on the GPU (images as u8, labels, the epoch's sample order) and the
+//! kernels that gather a batch into the engine's input and accumulate loss and accuracy.
+//!
+//! Per batch the host chooses only a dynamic offset into a table of batch entries built once;
+//! per epoch it uploads the shuffled order (4 bytes a sample) and reads six numbers back.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::Engine;
+use crate::data::Split;
+use crate::gpu::buffers::{self, Dispatch, Kernel, Slot, record_at};
+use crate::gpu::shader;
+use crate::{Error, Result};
+
+/// Mirror of `BatchPass` in `shaders/batch.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+struct BatchEntry {
+    start: u32,
+    count: u32,
+    batch: u32,
+    pixels: u32,
+    classes: u32,
+    index: u32,
+    pad: [u32; 2],
+}
+
+/// Sums over an epoch, read back once.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EpochSums {
+    pub loss: f64,
+    pub correct: f64,
+    pub samples: f64,
+    /// The first batch (index within the epoch) whose loss was not finite.
+    pub diverged_at: Option<usize>,
+}
+
+impl EpochSums {
+    pub fn mean_loss(&self) -> f64 {
+        self.loss / self.samples.max(1.0)
+    }
+    pub fn accuracy(&self) -> f64 {
+        self.correct / self.samples.max(1.0)
+    }
+}
+
+pub struct DeviceSplit {
+    pub len: usize,
+    pub batches: usize,
+    stride: u32,
+    order: wgpu::Buffer,
+    acc: wgpu::Buffer,
+    gather: Kernel,
+    accumulate: Kernel,
+    gather_bind: wgpu::BindGroup,
+    accumulate_bind: wgpu::BindGroup,
+}
+
+impl DeviceSplit {
+    /// Uploads `split` for `engine`. With `drop_last`, a final partial batch is skipped (training,
+    /// where the engine's batch size is fixed); without, it runs with its valid rows (evaluation).
+    pub fn new(engine: &Engine, split: &Split, drop_last: bool) -> Result<Self> {
+        let ctx = engine.context();
+        let device = &ctx.device;
+        let b = engine.opts.batch;
+        let pixels = engine.spec.input_width();
+        let classes = engine.spec.output_width();
+        if split.len == 0 {
+            return Err(Error::Config("the data split is empty".into()));
+        }
+        if split.images.len() != split.len * pixels {
+            return Err(Error::Config(format!(
+                "the model's input width {pixels} does not match the data's {} pixels per image",
+                split.images.len() / split.len
+            )));
+        }
+        if let Some(&bad) = split.labels.iter().find(|&&l| l as usize >= classes) {
+            return Err(Error::Config(format!(
+                "the model has {classes} outputs but the data has label {bad}"
+            )));
+        }
+        let image_bytes = split.images.len() as u64;
+        let limit = ctx.limits.max_storage_buffer_binding_size;
+        if image_bytes > limit {
+            return Err(Error::Gpu(format!(
+                "the images need {} MiB on the GPU but max_storage_buffer_binding_size is {} MiB",
+                image_bytes >> 20,
+                limit >> 20
+            )));
+        }
+        let batches = if drop_last {
+            split.len / b
+        } else {
+            split.len.div_ceil(b)
+        };
+        if batches == 0 {
+            return Err(Error::Config(format!(
+                "batch size {b} is larger than the {} samples of the split",
+                split.len
+            )));
+        }
+        let stride = device.limits().min_uniform_buffer_offset_alignment;
+        let words: Vec<u32> = split
+            .images
+            .chunks(4)
+            .map(|c| {
+                let mut w = [0u8; 4];
+                w[..c.len()].copy_from_slice(c);
+                u32::from_le_bytes(w)
+            })
+            .collect();
+        let labels: Vec<u32> = split.labels.iter().map(|&l| l as u32).collect();
+        let images = buffers::storage_init(device, "images", &words);
+        let labels = buffers::storage_init(device, "labels", &labels);
+        let identity: Vec<u32> = (0..split.len as u32).collect();
+        let order = buffers::storage_init(device, "order", &identity);
+        let acc = buffers::storage(device, "epoch sums", 8);
+        let mut table = vec![0u8; batches * stride as usize];
+        for k in 0..batches {
+            let e = BatchEntry {
+                start: (k * b) as u32,
+                count: b.min(split.len - k * b) as u32,
+                batch: b as u32,
+                pixels: pixels as u32,
+                classes: classes as u32,
+                index: k as u32,
+                pad: [0; 2],
+            };
+            let at = k * stride as usize;
+            table[at..at + std::mem::size_of::<BatchEntry>()]
+                .copy_from_slice(bytemuck::bytes_of(&e));
+        }
+        let table = wgpu::util::DeviceExt::create_buffer_init(
+            device,
+            &wgpu::util::BufferInitDescriptor {
+                label: Some("batch table"),
+                contents: &table,
+                usage: wgpu::BufferUsages::UNIFORM,
+            },
+        );
+        let window = Some(std::mem::size_of::<BatchEntry>() as u64);
+        use Slot::*;
+        let gm = shader::module(device, "gather.wgsl");
+        let am = shader::module(device, "accumulate.wgsl");
+        let gather = Kernel::new(
+            device,
+            &gm,
+            "gather",
+            &[DynamicUniform, Read, Read, Read, ReadWrite, ReadWrite],
+        );
+        let accumulate = Kernel::new(
+            device,
+            &am,
+            "accumulate",
+            &[DynamicUniform, Read, ReadWrite],
+        );
+        let gather_bind = gather.bind_windowed(
+            device,
+            &[
+                &table,
+                &images,
+                &labels,
+                &order,
+                &engine.bufs.x,
+                &engine.bufs.target,
+            ],
+            window,
+        );
+        let accumulate_bind =
+            accumulate.bind_windowed(device, &[&table, &engine.bufs.stats, &acc], window);
+        Ok(Self {
+            len: split.len,
+            batches,
+            stride,
+            order,
+            acc,
+            gather,
+            accumulate,
+            gather_bind,
+            accumulate_bind,
+        })
+    }
+
+    /// Sets the order in which samples are visited (a permutation of 0..len).
+    pub fn set_order(&self, engine: &Engine, order: &[u32]) -> Result<()> {
+        if order.len() != self.len {
+            return Err(Error::Config(format!(
+                "order has {} entries for a split of {}",
+                order.len(),
+                self.len
+            )));
+        }
+        engine
+            .context()
+            .queue
+            .write_buffer(&self.order, 0, bytemuck::cast_slice(order));
+        Ok(())
+    }
+
+    /// Writes batch `k` into the engine's input and target buffers.
+    pub fn encode_gather(&self, engine: &Engine, enc: &mut wgpu::CommandEncoder, k: usize) {
+        let elems = engine.opts.batch * engine.spec.input_width();
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        record_at(
+            &mut pass,
+            Dispatch {
+                kernel: &self.gather,
+                bind: &self.gather_bind,
+                groups: elems.div_ceil(256) as u32,
+            },
+            k as u32 * self.stride,
+        );
+    }
+
+    /// Adds batch `k`'s loss and accuracy (from the last output-error pass) to the sums.
+    pub fn encode_accumulate(&self, enc: &mut wgpu::CommandEncoder, k: usize) {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        record_at(
+            &mut pass,
+            Dispatch {
+                kernel: &self.accumulate,
+                bind: &self.accumulate_bind,
+                groups: 1,
+            },
+            k as u32 * self.stride,
+        );
+    }
+
+    pub fn encode_reset(&self, enc: &mut wgpu::CommandEncoder) {
+        enc.clear_buffer(&self.acc, 0, None);
+    }
+
+    pub fn read_sums(&self, engine: &Engine) -> Result<EpochSums> {
+        let v = engine.context().read_f32(&self.acc, 0, 6)?;
+        Ok(EpochSums {
+            loss: v[0] as f64,
+            correct: v[2] as f64,
+            samples: v[3] as f64,
+            diverged_at: (v[4] != 0.0).then_some(v[5] as usize),
+        })
+    }
+
+    /// Forward pass and loss over every batch (no update), returning the sums. Used for test
+    /// and validation accuracy.
+    pub fn evaluate(&self, engine: &Engine) -> Result<EpochSums> {
+        let ctx = engine.context();
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        self.encode_reset(&mut enc);
+        for k in 0..self.batches {
+            self.encode_gather(engine, &mut enc, k);
+            engine.encode_forward(&mut enc);
+            self.encode_accumulate(&mut enc, k);
+        }
+        ctx.queue.submit([enc.finish()]);
+        self.read_sums(engine)
+    }
+}

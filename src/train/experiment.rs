@@ -1,0 +1,284 @@
+//! Experiments: a grid of conditions × seeds × data sets, each a normal run in its own directory
+//! (so an interrupted experiment resumes where it stopped), summarised as mean ± std tables
+//! (Markdown and CSV) and mean test-accuracy curves with a ±1 std band.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::config::{Overrides, parse_overrides};
+use super::run_dir::{self, Mode};
+use super::{EpochMetrics, Progress, TrainConfig};
+use crate::gpu::GpuContext;
+use crate::plot::{Panel, Series, save_png};
+use crate::util::write_atomic;
+use crate::{Error, Result};
+
+/// An experiment file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Presets (see `arelax train --help`), one condition each.
+    pub conditions: Vec<String>,
+    pub seeds: Vec<u64>,
+    pub datasets: Vec<String>,
+    /// Where results go, unless `--out` is given.
+    pub out: Option<PathBuf>,
+    /// Data directory per data set name (else each data set's default).
+    #[serde(default)]
+    pub data: BTreeMap<String, PathBuf>,
+    /// Settings shared by every run (the keys of `config.toml`).
+    #[serde(default)]
+    pub base: toml::Table,
+}
+
+impl ExperimentConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+        let cfg: Self = toml::from_str(&text).map_err(|e| Error::file(path, e.message()))?;
+        if cfg.conditions.is_empty() || cfg.seeds.is_empty() || cfg.datasets.is_empty() {
+            return Err(Error::file(
+                path,
+                "conditions, seeds and datasets must each list at least one entry",
+            ));
+        }
+        // Check every run's settings before anything trains.
+        for ds in &cfg.datasets {
+            for c in &cfg.conditions {
+                cfg.run_config(path, ds, c, cfg.seeds[0])?;
+            }
+        }
+        Ok(cfg)
+    }
+
+    fn base(&self, path: &Path) -> Result<Overrides> {
+        let text = toml::to_string(&self.base).map_err(|e| Error::file(path, e))?;
+        parse_overrides(path, &text).map_err(|e| Error::file(path, format!("[base]: {e}")))
+    }
+
+    /// The resolved settings of one run.
+    pub fn run_config(
+        &self,
+        path: &Path,
+        dataset: &str,
+        condition: &str,
+        seed: u64,
+    ) -> Result<TrainConfig> {
+        let base = self.base(path)?;
+        let flags = Overrides {
+            preset: Some(condition.to_string()),
+            dataset: Some(dataset.to_string()),
+            data: self.data.get(dataset).cloned(),
+            seed: Some(seed),
+            ..Default::default()
+        };
+        TrainConfig::resolve(Some(&base), &flags)
+            .map_err(|e| Error::file(path, format!("{dataset}/{condition}/seed {seed}: {e}")))
+    }
+}
+
+/// Final-epoch statistics of one condition on one data set.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub dataset: String,
+    pub condition: String,
+    pub runs: usize,
+    pub test_accuracy_mean: f64,
+    pub test_accuracy_std: f64,
+    pub grad_angle_mean: f64,
+    pub diverged: usize,
+    /// Mean and std of test accuracy per epoch (over runs that reached that epoch).
+    pub curve: Vec<(f64, f64)>,
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+/// Runs (or resumes) every run of the grid, then writes the summary files into `out`.
+pub fn run(
+    ctx: Arc<GpuContext>,
+    exp: &ExperimentConfig,
+    path: &Path,
+    out: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Summary>> {
+    let mut summaries = Vec::new();
+    for ds in &exp.datasets {
+        for cond in &exp.conditions {
+            let mut finals = Vec::new();
+            let mut angles = Vec::new();
+            let mut curves: Vec<Vec<EpochMetrics>> = Vec::new();
+            let mut diverged = 0;
+            for &seed in &exp.seeds {
+                let cfg = exp.run_config(path, ds, cond, seed)?;
+                let dir = out.join(ds).join(cond).join(format!("seed-{seed}"));
+                let metrics = match finished_metrics(&dir)? {
+                    Some(m) => m,
+                    None => {
+                        let mode = if dir.join(run_dir::CHECKPOINT).exists() {
+                            Mode::Resume
+                        } else {
+                            Mode::Force
+                        };
+                        match super::run_with(ctx.clone(), &cfg, &dir, mode, &mut Quiet) {
+                            Ok(r) => r.metrics,
+                            Err(Error::Diverged(msg)) => {
+                                progress(&format!("{ds} {cond} seed {seed}: {msg}"));
+                                diverged += 1;
+                                run_dir::read_metrics(&dir.join(run_dir::METRICS))
+                                    .unwrap_or_default()
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                };
+                if let Some(last) = metrics.last().filter(|_| metrics.len() == cfg.epochs) {
+                    finals.push(last.test_accuracy);
+                    angles.push(last.grad_angle_deg);
+                    progress(&format!(
+                        "{ds} {cond} seed {seed}: test accuracy {:.2}% after {} epochs",
+                        100.0 * last.test_accuracy,
+                        metrics.len()
+                    ));
+                }
+                curves.push(metrics);
+            }
+            let (m, s) = mean_std(&finals);
+            let epochs = curves.iter().map(|c| c.len()).max().unwrap_or(0);
+            let curve = (0..epochs)
+                .map(|e| {
+                    let v: Vec<f64> = curves
+                        .iter()
+                        .filter_map(|c| c.get(e).map(|r| r.test_accuracy))
+                        .collect();
+                    mean_std(&v)
+                })
+                .collect();
+            summaries.push(Summary {
+                dataset: ds.clone(),
+                condition: cond.clone(),
+                runs: finals.len(),
+                test_accuracy_mean: m,
+                test_accuracy_std: s,
+                grad_angle_mean: mean_std(&angles).0,
+                diverged,
+                curve,
+            });
+        }
+    }
+    write_summaries(out, &summaries, exp.seeds.len())?;
+    Ok(summaries)
+}
+
+struct Quiet;
+impl Progress for Quiet {}
+
+/// The metrics of a run directory that finished, if it did.
+fn finished_metrics(dir: &Path) -> Result<Option<Vec<EpochMetrics>>> {
+    let state = dir.join(run_dir::STATE);
+    let Ok(text) = std::fs::read_to_string(&state) else {
+        return Ok(None);
+    };
+    let finished = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("finished").and_then(|f| f.as_bool()))
+        .unwrap_or(false);
+    if !finished {
+        return Ok(None);
+    }
+    run_dir::read_metrics(&dir.join(run_dir::METRICS)).map(Some)
+}
+
+fn pct(v: f64) -> String {
+    if v.is_nan() {
+        "—".into()
+    } else {
+        format!("{:.2}", 100.0 * v)
+    }
+}
+
+/// `results.md`, `results.csv` and one `accuracy-<dataset>.png` per data set.
+pub fn write_summaries(out: &Path, s: &[Summary], seeds: usize) -> Result<()> {
+    let mut md = String::from(
+        "| data set | condition | final test accuracy (%) mean ± std | runs | diverged | mean gradient angle to backprop (°) |\n|---|---|---|---|---|---|\n",
+    );
+    let mut csv = String::from(
+        "dataset,condition,runs,diverged,test_accuracy_mean,test_accuracy_std,grad_angle_mean_deg\n",
+    );
+    for r in s {
+        md.push_str(&format!(
+            "| {} | {} | {} ± {} | {}/{} | {} | {:.2} |\n",
+            r.dataset,
+            r.condition,
+            pct(r.test_accuracy_mean),
+            pct(r.test_accuracy_std),
+            r.runs,
+            seeds,
+            r.diverged,
+            r.grad_angle_mean
+        ));
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{}\n",
+            r.dataset,
+            r.condition,
+            r.runs,
+            r.diverged,
+            r.test_accuracy_mean,
+            r.test_accuracy_std,
+            r.grad_angle_mean
+        ));
+    }
+    write_atomic(&out.join("results.md"), md.as_bytes())?;
+    write_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    let datasets: Vec<&String> = {
+        let mut d: Vec<&String> = s.iter().map(|r| &r.dataset).collect();
+        d.dedup();
+        d
+    };
+    for ds in datasets {
+        let series = s
+            .iter()
+            .filter(|r| &r.dataset == ds)
+            .map(|r| Series {
+                label: r.condition.clone(),
+                points: r
+                    .curve
+                    .iter()
+                    .enumerate()
+                    .map(|(e, (m, _))| ((e + 1) as f64, 100.0 * m))
+                    .collect(),
+                band: Some(
+                    r.curve
+                        .iter()
+                        .map(|(m, sd)| (100.0 * (m - sd), 100.0 * (m + sd)))
+                        .collect(),
+                ),
+            })
+            .collect();
+        let png = out.join(format!("accuracy-{ds}.png"));
+        save_png(
+            &png,
+            &[Panel {
+                title: format!("{ds}: mean test accuracy (±1 std over seeds)"),
+                x_label: "epoch".into(),
+                y_label: "test accuracy (%)".into(),
+                log_y: false,
+                series,
+            }],
+        )?;
+    }
+    Ok(())
+}

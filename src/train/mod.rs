@@ -1,0 +1,352 @@
+//! The training loop: epochs of GPU-resident batches, metrics once per epoch, atomic checkpoints,
+//! and resumption that reproduces an uninterrupted run bit for bit.
+
+pub mod config;
+pub mod experiment;
+pub mod run_dir;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::checkpoint::TensorFile;
+use crate::data::{self, DatasetKind, Split};
+use crate::engine::feed::{DeviceSplit, EpochSums};
+use crate::engine::{Algorithm, Engine, Feedback};
+use crate::gpu::{AdapterRequest, GpuContext};
+use crate::metrics::{compare, mean_angle};
+use crate::model::{ModelSpec, Params};
+use crate::rng::Rng;
+use crate::{Error, Result};
+pub use config::{Overrides, TrainConfig};
+use run_dir::RunDir;
+
+/// Batches encoded into one command buffer: one submit per this many training steps.
+const STEPS_PER_SUBMIT: usize = 16;
+
+/// One row of `metrics.csv`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    /// Mean over layers of the angle between this condition's and backprop's weight gradients.
+    pub grad_angle_deg: f64,
+    /// Mean relaxation steps a batch used (below the cap only with `relax_tol`).
+    pub relax_steps_mean: f64,
+    pub samples_per_s: f64,
+    pub seconds: f64,
+}
+
+/// How the loop reports progress (the CLI draws bars; experiments and tests stay quiet).
+pub trait Progress {
+    fn epoch_start(&mut self, _epoch: usize, _batches: usize) {}
+    fn batches_done(&mut self, _done: usize) {}
+    fn epoch_end(&mut self, _m: &EpochMetrics) {}
+}
+
+/// Reports nothing.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// What a finished (or stopped) run leaves behind.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub metrics: Vec<EpochMetrics>,
+    pub params: Params,
+    pub adapter: String,
+}
+
+/// Data prepared for a config: the splits after limits and the validation hold-out.
+pub struct Prepared {
+    pub train: Split,
+    pub test: Split,
+    pub val: Option<Split>,
+}
+
+fn take(split: &Split, n: Option<usize>) -> Split {
+    let n = n.unwrap_or(split.len).min(split.len);
+    let size = split.images.len() / split.len.max(1);
+    Split {
+        images: split.images[..n * size].to_vec(),
+        labels: split.labels[..n].to_vec(),
+        len: n,
+    }
+}
+
+pub fn prepare_data(cfg: &TrainConfig) -> Result<Prepared> {
+    let kind: DatasetKind = cfg.dataset.parse().map_err(Error::Config)?;
+    let dir = cfg.data.clone().unwrap_or_else(|| kind.default_dir());
+    let mut ds = data::load(&dir, kind)?;
+    let val = if cfg.validation > 0 {
+        Some(ds.split_validation(cfg.validation)?)
+    } else {
+        None
+    };
+    Ok(Prepared {
+        train: take(&ds.train, cfg.train_limit),
+        test: take(&ds.test, cfg.test_limit),
+        val,
+    })
+}
+
+/// The permutation of training samples for `epoch`, a function of the seed alone.
+pub fn epoch_order(seed: u64, epoch: usize, len: usize) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..len as u32).collect();
+    Rng::stream(seed, 1000 + epoch as u64).shuffle(&mut order);
+    order
+}
+
+/// Initial parameters and feedback weights of a config.
+pub fn initial_state(cfg: &TrainConfig, spec: &ModelSpec) -> Result<(Params, Option<Params>)> {
+    let params = Params::init(spec, cfg.init()?, cfg.seed);
+    let opts = cfg.engine_options();
+    let feedback = (opts.feedback != Feedback::Transpose).then(|| {
+        let mut rng = Rng::stream(cfg.seed, 4);
+        cfg.feedback_init()
+            .map(|init| Params::random(spec, init, &mut rng))
+    });
+    Ok((params, feedback.transpose()?))
+}
+
+/// A training session on one device.
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub spec: ModelSpec,
+    pub engine: Engine,
+    train: DeviceSplit,
+    test: DeviceSplit,
+    val: Option<DeviceSplit>,
+}
+
+impl Trainer {
+    pub fn new(ctx: Arc<GpuContext>, cfg: &TrainConfig, data: &Prepared) -> Result<Self> {
+        cfg.validate()?;
+        let spec = cfg.spec()?;
+        let engine = Engine::new(ctx, &spec, cfg.engine_options())?;
+        let train = DeviceSplit::new(&engine, &data.train, true)?;
+        let test = DeviceSplit::new(&engine, &data.test, false)?;
+        let val = data
+            .val
+            .as_ref()
+            .map(|v| DeviceSplit::new(&engine, v, false))
+            .transpose()?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            spec,
+            engine,
+            train,
+            test,
+            val,
+        })
+    }
+
+    pub fn set_state(&self, params: &Params, feedback: Option<&Params>) -> Result<()> {
+        self.engine.set_params(params)?;
+        if let Some(f) = feedback {
+            self.engine.set_feedback(f)?;
+        }
+        Ok(())
+    }
+
+    /// Trains one epoch (0-based `epoch`) and measures it.
+    pub fn epoch(&mut self, epoch: usize, progress: &mut dyn Progress) -> Result<EpochMetrics> {
+        let ctx = self.engine.context().clone();
+        let order = epoch_order(self.cfg.seed, epoch, self.train.len);
+        self.train.set_order(&self.engine, &order)?;
+        let batches = self.train.batches;
+        progress.epoch_start(epoch, batches);
+        let started = Instant::now();
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        self.train.encode_reset(&mut enc);
+        self.engine.encode_relax_counter_reset(&mut enc);
+        let mut in_flight = None;
+        for k in 0..batches {
+            self.train.encode_gather(&self.engine, &mut enc, k);
+            self.engine
+                .encode_train_step(&mut enc, self.cfg.algorithm, self.cfg.relax_steps);
+            self.train.encode_accumulate(&mut enc, k);
+            if (k + 1) % STEPS_PER_SUBMIT == 0 || k + 1 == batches {
+                let full = std::mem::replace(
+                    &mut enc,
+                    ctx.device.create_command_encoder(&Default::default()),
+                );
+                let index = ctx.queue.submit([full.finish()]);
+                // At most two chunks queued: the GPU works on one while we encode the next.
+                if let Some(previous) = in_flight.replace(index) {
+                    ctx.wait_for(previous)?;
+                }
+                progress.batches_done(k + 1);
+            }
+        }
+        drop(enc);
+        ctx.wait()?;
+        let sums = self.train.read_sums(&self.engine)?;
+        let seconds = started.elapsed().as_secs_f64();
+        if let Some(b) = sums.diverged_at {
+            return Err(Error::Diverged(format!(
+                "training diverged: the loss became non-finite in epoch {} at batch {b} \
+                 (seed {}, lr {}, relax rate {}); the last good checkpoint is kept",
+                epoch + 1,
+                self.cfg.seed,
+                self.cfg.lr,
+                self.cfg.relax_rate
+            )));
+        }
+        let steps_used = match self.cfg.algorithm {
+            Algorithm::Bp => 0.0,
+            Algorithm::Ar => self
+                .engine
+                .relax_steps_used(batches, self.cfg.relax_steps)?,
+        };
+        let test = self.test.evaluate(&self.engine)?;
+        let val = self
+            .val
+            .as_ref()
+            .map(|v| v.evaluate(&self.engine))
+            .transpose()?;
+        let angle = self.gradient_angle()?;
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            train_loss: sums.mean_loss(),
+            train_accuracy: sums.accuracy(),
+            test_loss: test.mean_loss(),
+            test_accuracy: test.accuracy(),
+            val_loss: val.map(|v: EpochSums| v.mean_loss()),
+            val_accuracy: val.map(|v| v.accuracy()),
+            grad_angle_deg: angle,
+            relax_steps_mean: steps_used,
+            samples_per_s: (batches * self.cfg.batch_size) as f64 / seconds,
+            seconds,
+        };
+        progress.epoch_end(&m);
+        Ok(m)
+    }
+
+    /// Mean angle between this condition's gradient and backprop's on the first test batch.
+    fn gradient_angle(&mut self) -> Result<f64> {
+        let ctx = self.engine.context().clone();
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        self.test.encode_gather(&self.engine, &mut enc, 0);
+        ctx.queue.submit([enc.finish()]);
+        let bp = self.engine.bp_gradients()?;
+        if self.cfg.algorithm == Algorithm::Bp {
+            return Ok(0.0);
+        }
+        let ar = self.engine.ar_gradients(self.cfg.relax_steps)?;
+        Ok(mean_angle(&compare(&ar, &bp)))
+    }
+
+    pub fn params(&self) -> Result<Params> {
+        self.engine.params()
+    }
+
+    pub fn feedback(&self) -> Result<Option<Params>> {
+        self.engine.feedback()
+    }
+
+    /// Test loss and accuracy of the current parameters.
+    pub fn evaluate_test(&self) -> Result<EpochSums> {
+        self.test.evaluate(&self.engine)
+    }
+}
+
+/// Checkpoint contents: parameters under PyTorch names, ψ under `feedback.`, and metadata.
+pub fn checkpoint_file(
+    cfg: &TrainConfig,
+    spec: &ModelSpec,
+    params: &Params,
+    feedback: Option<&Params>,
+    epochs_done: usize,
+) -> TensorFile {
+    let mut f = TensorFile::default();
+    f.insert_params("", spec, params);
+    if let Some(fb) = feedback {
+        f.insert_params("feedback.", spec, fb);
+    }
+    f.metadata.insert("epoch".into(), epochs_done.to_string());
+    f.metadata.insert("config".into(), cfg.to_toml());
+    f.metadata
+        .insert("format".into(), "arelax-checkpoint-1".into());
+    f
+}
+
+/// Trains `cfg` into the run directory `out`, resuming if asked. Every finished epoch is
+/// checkpointed atomically before the next begins.
+pub fn run(
+    cfg: &TrainConfig,
+    device: &AdapterRequest,
+    out: &Path,
+    mode: run_dir::Mode,
+    progress: &mut dyn Progress,
+) -> Result<RunResult> {
+    cfg.validate()?;
+    let spec = cfg.spec()?;
+    let ctx = Arc::new(GpuContext::new(
+        device,
+        crate::engine::needs(&spec, cfg.batch_size),
+    )?);
+    run_with(ctx, cfg, out, mode, progress)
+}
+
+/// [`run`] on an open device (experiments share one).
+pub fn run_with(
+    ctx: Arc<GpuContext>,
+    cfg: &TrainConfig,
+    out: &Path,
+    mode: run_dir::Mode,
+    progress: &mut dyn Progress,
+) -> Result<RunResult> {
+    cfg.validate()?;
+    let spec = cfg.spec()?;
+    let dir = RunDir::open(out, mode)?;
+    let resumed = match mode {
+        run_dir::Mode::Resume => Some(dir.resume_state(&spec)?),
+        _ => None,
+    };
+    let data = prepare_data(cfg)?;
+    let adapter = ctx.describe();
+    let mut trainer = Trainer::new(ctx, cfg, &data)?;
+    let (mut metrics, start) = match resumed {
+        Some(r) => {
+            trainer.set_state(&r.params, r.feedback.as_ref())?;
+            (r.metrics, r.epochs_done)
+        }
+        None => {
+            let (p, f) = initial_state(cfg, &spec)?;
+            trainer.set_state(&p, f.as_ref())?;
+            (Vec::new(), 0)
+        }
+    };
+    dir.write_config(cfg)?;
+    for epoch in start..cfg.epochs {
+        let m = trainer.epoch(epoch, progress)?;
+        metrics.push(m);
+        let params = trainer.params()?;
+        if !params.all_finite() {
+            return Err(Error::Diverged(format!(
+                "training diverged: non-finite weights after epoch {} (seed {}); the last good \
+                 checkpoint is kept",
+                epoch + 1,
+                cfg.seed
+            )));
+        }
+        let fb = trainer.feedback()?;
+        dir.save_epoch(
+            &checkpoint_file(cfg, &spec, &params, fb.as_ref(), epoch + 1),
+            &metrics,
+        )?;
+    }
+    dir.finish(&metrics)?;
+    Ok(RunResult {
+        metrics,
+        params: trainer.params()?,
+        adapter,
+    })
+}

@@ -1,0 +1,292 @@
+//! The command-line tool as a user meets it: bad input gives one line naming the thing and the
+//! problem, a non-zero exit and no panic; a killed run resumes to bit-identical weights.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use arelax::checkpoint::TensorFile;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_arelax"))
+}
+
+fn mnist_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("arelax-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The error lines a user sees (wgpu's driver chatter about XDG_RUNTIME_DIR filtered out).
+fn error_lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_clean_failure(o: &Output, needles: &[&str]) {
+    let lines = error_lines(o);
+    assert_eq!(o.status.code(), Some(1), "exit code; stderr: {lines:?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    assert!(lines[0].starts_with("error: "), "{lines:?}");
+    assert!(!lines[0].contains("panicked"), "{lines:?}");
+    for n in needles {
+        assert!(lines[0].contains(n), "'{n}' missing from {lines:?}");
+    }
+}
+
+const TINY: &[&str] = &[
+    "--layers",
+    "784,8,10",
+    "--epochs",
+    "1",
+    "--relax-steps",
+    "2",
+    "--train-limit",
+    "128",
+    "--test-limit",
+    "64",
+];
+
+#[test]
+fn missing_data_directory() {
+    let out = temp_dir("nodata");
+    let o = bin()
+        .args(["train", "--data", "/nonexistent/mnist", "--out"])
+        .arg(&out)
+        .args(TINY)
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, &["/nonexistent/mnist", "not found"]);
+    let o = bin()
+        .args([
+            "train",
+            "--dataset",
+            "fashion-mnist",
+            "--data",
+            "/nonexistent/f",
+            "--out",
+        ])
+        .arg(&out)
+        .args(TINY)
+        .output()
+        .unwrap();
+    assert_clean_failure(
+        &o,
+        &["/nonexistent/f", "apt-get install dataset-fashion-mnist"],
+    );
+}
+
+#[test]
+fn corrupt_data_file() {
+    let dir = temp_dir("corrupt");
+    for f in std::fs::read_dir(mnist_dir()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let labels = dir.join("t10k-labels-idx1-ubyte.gz");
+    let bytes = std::fs::read(&labels).unwrap();
+    std::fs::write(&labels, &bytes[..bytes.len() / 2]).unwrap();
+    let out = temp_dir("corrupt-out");
+    let o = bin()
+        .args(["train", "--data"])
+        .arg(&dir)
+        .arg("--out")
+        .arg(&out)
+        .args(TINY)
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, &["t10k-labels-idx1-ubyte.gz"]);
+}
+
+#[test]
+fn malformed_config_and_impossible_settings() {
+    let dir = temp_dir("config");
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, "epochs = 2\nbatch_size = -4\n").unwrap();
+    let o = bin()
+        .args(["train", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, &["c.toml", "line 2"]);
+    std::fs::write(&cfg, "epochs = 2\nlearning_rate = 0.1\n").unwrap();
+    let o = bin()
+        .args(["train", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, &["c.toml", "learning_rate"]);
+    for (flag, value, key) in [
+        ("--relax-rate", "3", "relax_rate"),
+        ("--batch-size", "0", "batch_size"),
+        ("--relax-steps", "0", "relax_steps"),
+        ("--preset", "nope", "unknown preset"),
+        ("--lr", "inf", "lr"),
+    ] {
+        let o = bin()
+            .args(["train", flag, value, "--out"])
+            .arg(dir.join("x"))
+            .output()
+            .unwrap();
+        assert_clean_failure(&o, &[key]);
+    }
+}
+
+#[test]
+fn bad_checkpoints() {
+    let dir = temp_dir("ckpt");
+    let junk = dir.join("junk.safetensors");
+    std::fs::write(&junk, b"definitely not a safetensors file").unwrap();
+    let o = bin()
+        .args(["eval", "--checkpoint"])
+        .arg(&junk)
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, &["junk.safetensors", "not a valid safetensors file"]);
+    // Right format, wrong shapes for the model.
+    let spec = arelax::model::ModelSpec::new(
+        vec![784, 5, 10],
+        arelax::model::Activation::Relu,
+        arelax::model::Loss::Mse,
+    )
+    .unwrap();
+    let mut f = TensorFile::default();
+    f.insert_params(
+        "",
+        &spec,
+        &arelax::model::Params::init(&spec, arelax::model::Init::FanIn, 1),
+    );
+    let wrong = dir.join("wrong.safetensors");
+    f.save(&wrong).unwrap();
+    let o = bin()
+        .args(["eval", "--layers", "784,6,10", "--data"])
+        .arg(mnist_dir())
+        .arg("--checkpoint")
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    assert_clean_failure(
+        &o,
+        &[
+            "wrong.safetensors",
+            "layers.0.weight",
+            "[5, 784]",
+            "[6, 784]",
+        ],
+    );
+    let truncated = dir.join("truncated.safetensors");
+    let bytes = std::fs::read(&wrong).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() - 100]).unwrap();
+    let o = bin()
+        .args(["eval", "--checkpoint"])
+        .arg(&truncated)
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, &["truncated.safetensors"]);
+}
+
+fn weights(run: &Path) -> TensorFile {
+    TensorFile::load(&run.join("checkpoint.safetensors")).unwrap()
+}
+
+fn epochs_done(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["epochs_done"].as_u64())
+        .unwrap_or(0) as usize
+}
+
+/// Kill a training process during its second epoch, resume it, and get the weights of an
+/// uninterrupted run exactly.
+#[test]
+fn a_killed_run_resumes_to_identical_weights() {
+    let dir = temp_dir("kill");
+    let settings = [
+        "--layers",
+        "784,32,10",
+        "--epochs",
+        "3",
+        "--relax-steps",
+        "10",
+        "--train-limit",
+        "6400",
+        "--test-limit",
+        "200",
+        "--lr",
+        "0.001",
+    ];
+    let full = dir.join("full");
+    let o = bin()
+        .arg("train")
+        .args(settings)
+        .arg("--data")
+        .arg(mnist_dir())
+        .arg("--out")
+        .arg(&full)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", error_lines(&o));
+
+    let killed = dir.join("killed");
+    let mut child = bin()
+        .arg("train")
+        .args(settings)
+        .arg("--data")
+        .arg(mnist_dir())
+        .arg("--out")
+        .arg(&killed)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while epochs_done(&killed) < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "first epoch never finished"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        epochs_done(&killed) < 3,
+        "the run finished before the kill; the test proved nothing"
+    );
+    // The checkpoint left behind is complete and loadable.
+    assert!(weights(&killed).tensors.contains_key("layers.1.weight"));
+    let o = bin()
+        .arg("train")
+        .arg("--resume")
+        .arg(&killed)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", error_lines(&o));
+    assert_eq!(epochs_done(&killed), 3);
+    let (a, b) = (weights(&full), weights(&killed));
+    for name in [
+        "layers.0.weight",
+        "layers.0.bias",
+        "layers.1.weight",
+        "layers.1.bias",
+    ] {
+        assert_eq!(
+            a.tensors[name], b.tensors[name],
+            "{name} differs after resume"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

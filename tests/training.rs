@@ -1,0 +1,365 @@
+//! The training path on lavapipe: batches gathered on the GPU, epoch sums, adaptive and sweep
+//! relaxation against the CPU reference, resumption bit for bit, settings resolution, experiments.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use arelax::data::{self, Dataset, DatasetKind, Split};
+use arelax::engine::feed::DeviceSplit;
+use arelax::engine::{Engine, EngineOptions};
+use arelax::model::{Activation, Init, Loss, Params, Reduction};
+use arelax::reference::{self as cpu, Params64};
+use arelax::train::config::{Overrides, TrainConfig, parse_overrides};
+use arelax::train::run_dir::Mode;
+use common::*;
+
+fn mnist_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))
+}
+
+fn mnist() -> &'static Dataset {
+    static DS: OnceLock<Dataset> = OnceLock::new();
+    DS.get_or_init(|| data::load(&mnist_dir(), DatasetKind::Mnist).unwrap())
+}
+
+fn subset(s: &Split, n: usize) -> Split {
+    Split {
+        images: s.images[..n * 784].to_vec(),
+        labels: s.labels[..n].to_vec(),
+        len: n,
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("arelax-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn batches_are_gathered_on_the_gpu_exactly() {
+    let s = spec(&[784, 12, 10], Activation::Relu, Loss::Mse);
+    let b = 7;
+    let engine = Engine::new(ctx(), &s, EngineOptions::new(b)).unwrap();
+    let split = subset(&mnist().train, 50);
+    let dev = DeviceSplit::new(&engine, &split, true).unwrap();
+    let mut order: Vec<u32> = (0..50).collect();
+    arelax::rng::Rng::new(3).shuffle(&mut order);
+    dev.set_order(&engine, &order).unwrap();
+    let mut enc = ctx().device.create_command_encoder(&Default::default());
+    dev.encode_gather(&engine, &mut enc, 2);
+    ctx().queue.submit([enc.finish()]);
+    let x0 = &engine.activities().unwrap()[0];
+    let target = ctx()
+        .read_f32(&engine.bufs.target, 0, (b * 10) as u64)
+        .unwrap();
+    let idx: Vec<usize> = order[2 * b..3 * b].iter().map(|&i| i as usize).collect();
+    let (want_x, want_t) = data::one_hot_batch(&split, &idx);
+    assert_eq!(x0, &want_x, "pixels");
+    assert_eq!(target, want_t, "one-hot targets");
+}
+
+#[test]
+fn evaluation_sums_match_the_reference_with_a_partial_last_batch() {
+    for loss in [Loss::Mse, Loss::Ce] {
+        let s = spec(&[784, 20, 10], Activation::Tanh, loss);
+        let engine = Engine::new(ctx(), &s, EngineOptions::new(64)).unwrap();
+        let params = Params::init(&s, Init::FanIn, 2);
+        engine.set_params(&params).unwrap();
+        let split = subset(&mnist().test, 150); // 64 + 64 + 22
+        let dev = DeviceSplit::new(&engine, &split, false).unwrap();
+        let sums = dev.evaluate(&engine).unwrap();
+        let idx: Vec<usize> = (0..150).collect();
+        let (x, t) = data::one_hot_batch(&split, &idx);
+        let fwd = cpu::forward(&s, &Params64::from(&params), &to64(&x), 150);
+        let out = cpu::output_error(&s, &fwd, &to64(&t), Reduction::Sum);
+        let loss_sum: f64 = out.loss.iter().sum();
+        let correct = out.correct.iter().filter(|&&c| c).count();
+        assert_eq!(sums.samples, 150.0);
+        assert_eq!(sums.correct, correct as f64, "{loss}: correct count");
+        assert!(
+            (sums.loss - loss_sum).abs() < 1e-4 * loss_sum,
+            "{loss}: {} vs {loss_sum}",
+            sums.loss
+        );
+        assert_eq!(sums.diverged_at, None);
+    }
+}
+
+/// Adaptive relaxation stops where the CPU's criterion says, and its state and gradients are the
+/// CPU's after that many steps.
+#[test]
+fn adaptive_relaxation_stops_where_the_reference_does() {
+    let s = spec(&[30, 24, 20, 16, 10], Activation::Relu, Loss::Mse);
+    for tol in [1e-2f32, 1e-4] {
+        let mut opts = EngineOptions::new(9);
+        opts.relax_tol = Some(tol);
+        opts.relax_rate = 0.2;
+        let mut p = problem(&s, opts, Init::FanIn, 21);
+        let g_gpu = p.engine.ar_gradients(400).unwrap();
+        let used = p.engine.last_relax_steps().unwrap().unwrap();
+        let w = Params64::from(&p.params);
+        let fwd = cpu::forward(&s, &w, &to64(&p.input), 9);
+        let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
+        let mut r = cpu::relax_start(&s, &fwd, &out.g, true);
+        let mut steps = 0;
+        loop {
+            let next = cpu::relax_step(&s, &w, &fwd, &r, 0.2, true);
+            steps += 1;
+            let change = cpu::relative_change(&next, &r);
+            r = next;
+            if change < tol as f64 || steps == 400 {
+                break;
+            }
+        }
+        assert!(steps < 400, "reference did not converge");
+        assert!(
+            used.abs_diff(steps) <= 1,
+            "tol {tol}: GPU stopped after {used}, CPU after {steps}"
+        );
+        let mut r = cpu::relax_start(&s, &fwd, &out.g, true);
+        for _ in 0..used {
+            r = cpu::relax_step(&s, &w, &fwd, &r, 0.2, true);
+        }
+        let g = cpu::gradients(&s, &fwd, &r, true);
+        for l in 0..s.depth() {
+            let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
+            assert!(e < 1e-4, "tol {tol}: grad {l} rel. error {e}");
+        }
+    }
+}
+
+#[test]
+fn sweep_schedule_matches_the_reference_gauss_seidel() {
+    let s = spec(&[20, 17, 13, 9, 5], Activation::Sigmoid, Loss::Ce);
+    let mut opts = EngineOptions::new(6);
+    opts.sweep = true;
+    opts.relax_rate = 0.3;
+    let mut p = problem(&s, opts, Init::FanIn, 22);
+    let g_gpu = p.engine.ar_gradients(4).unwrap();
+    let w = Params64::from(&p.params);
+    let fwd = cpu::forward(&s, &w, &to64(&p.input), 6);
+    let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
+    let mut r = cpu::relax_start(&s, &fwd, &out.g, true);
+    for _ in 0..4 {
+        r = cpu::relax_sweep_step(&s, &w, &fwd, &r, 0.3, true);
+    }
+    let state = p.engine.state().unwrap();
+    for l in 1..s.depth() {
+        let e = rel_err(&state[l], &r[l]);
+        assert!(e < 1e-5, "r_{l} rel. error {e}");
+    }
+    let g = cpu::gradients(&s, &fwd, &r, true);
+    for l in 0..s.depth() {
+        let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
+        assert!(e < 1e-4, "grad {l} rel. error {e}");
+    }
+}
+
+fn tiny_config(epochs: usize) -> TrainConfig {
+    let flags = Overrides {
+        data: Some(mnist_dir()),
+        layers: Some("784,16,10".into()),
+        epochs: Some(epochs),
+        relax_steps: Some(5),
+        relax_rate: Some(0.5),
+        lr: Some(0.002),
+        train_limit: Some(640),
+        test_limit: Some(100),
+        ..Default::default()
+    };
+    TrainConfig::resolve(None, &flags).unwrap()
+}
+
+#[test]
+fn resuming_gives_bit_identical_results() {
+    let a = temp_dir("uninterrupted");
+    let b = temp_dir("resumed");
+    let full = arelax::train::run_with(
+        ctx(),
+        &tiny_config(3),
+        &a,
+        Mode::New,
+        &mut arelax::train::Quiet,
+    )
+    .unwrap();
+    arelax::train::run_with(
+        ctx(),
+        &tiny_config(1),
+        &b,
+        Mode::New,
+        &mut arelax::train::Quiet,
+    )
+    .unwrap();
+    let resumed = arelax::train::run_with(
+        ctx(),
+        &tiny_config(3),
+        &b,
+        Mode::Resume,
+        &mut arelax::train::Quiet,
+    )
+    .unwrap();
+    assert_eq!(full.params, resumed.params, "final weights differ");
+    assert_eq!(resumed.metrics.len(), 3);
+    for (x, y) in full.metrics.iter().zip(&resumed.metrics) {
+        assert_eq!(
+            (x.train_loss, x.test_accuracy),
+            (y.train_loss, y.test_accuracy)
+        );
+    }
+    assert!(
+        full.metrics[2].test_accuracy > 0.3,
+        "the tiny run should learn: {:?}",
+        full.metrics[2]
+    );
+    // A finished run is not overwritten without --force.
+    let err = arelax::train::run_with(
+        ctx(),
+        &tiny_config(3),
+        &a,
+        Mode::New,
+        &mut arelax::train::Quiet,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("finished run"), "{err}");
+    for d in [a, b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn settings_resolve_defaults_preset_file_then_flags() {
+    let file = parse_overrides(
+        std::path::Path::new("x.toml"),
+        "preset = \"feedback-alignment\"\nrelax_derivative = false\nepochs = 3\n",
+    )
+    .unwrap();
+    let flags = Overrides {
+        epochs: Some(5),
+        ..Default::default()
+    };
+    let cfg = TrainConfig::resolve(Some(&file), &flags).unwrap();
+    assert_eq!(cfg.epochs, 5, "flags win over the file");
+    assert!(!cfg.relax_derivative, "the file wins over the preset");
+    assert_eq!(
+        cfg.feedback,
+        arelax::engine::Feedback::Random,
+        "the preset applies"
+    );
+    assert_eq!(cfg.lr, 0.0005, "the paper's default");
+    // The written config reads back to the same settings.
+    let again = TrainConfig::resolve(
+        Some(&parse_overrides(std::path::Path::new("c"), &cfg.to_toml()).unwrap()),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(again, cfg);
+}
+
+#[test]
+fn bad_settings_name_the_key() {
+    let p = std::path::Path::new("bad.toml");
+    let e = parse_overrides(p, "epochs = 3\nrelax_sped = 4\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bad.toml") && e.contains("line 2") && e.contains("relax_sped"),
+        "{e}"
+    );
+    let e = parse_overrides(p, "epochs = \"many\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("line 1"), "{e}");
+    for (flags, key) in [
+        (
+            Overrides {
+                batch_size: Some(0),
+                ..Default::default()
+            },
+            "batch_size",
+        ),
+        (
+            Overrides {
+                relax_rate: Some(2.5),
+                ..Default::default()
+            },
+            "relax_rate",
+        ),
+        (
+            Overrides {
+                relax_rate: Some(0.0),
+                ..Default::default()
+            },
+            "relax_rate",
+        ),
+        (
+            Overrides {
+                relax_steps: Some(0),
+                ..Default::default()
+            },
+            "relax_steps",
+        ),
+        (
+            Overrides {
+                lr: Some(f64::NAN),
+                ..Default::default()
+            },
+            "lr",
+        ),
+        (
+            Overrides {
+                preset: Some("magic".into()),
+                ..Default::default()
+            },
+            "preset",
+        ),
+        (
+            Overrides {
+                layers: Some("784,0,10".into()),
+                ..Default::default()
+            },
+            "layers",
+        ),
+        (
+            Overrides {
+                activation: Some("swish".into()),
+                ..Default::default()
+            },
+            "activation",
+        ),
+    ] {
+        let e = TrainConfig::resolve(None, &flags).unwrap_err().to_string();
+        assert!(e.contains(key), "{key}: {e}");
+    }
+}
+
+#[test]
+fn a_tiny_experiment_writes_its_table_and_plot() {
+    let out = temp_dir("experiment");
+    std::fs::create_dir_all(&out).unwrap();
+    let path = out.join("tiny.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "conditions = [\"ar\", \"bp\"]\nseeds = [1, 2]\ndatasets = [\"mnist\"]\n[data]\nmnist = \"{}\"\n[base]\nlayers = \"784,8,10\"\nepochs = 1\nrelax_steps = 3\ntrain_limit = 256\ntest_limit = 64\nlr = 0.002\n",
+            mnist_dir().display()
+        ),
+    )
+    .unwrap();
+    let exp = arelax::train::experiment::ExperimentConfig::load(&path).unwrap();
+    let s = arelax::train::experiment::run(ctx(), &exp, &path, &out, &mut |_| {}).unwrap();
+    assert_eq!(s.len(), 2);
+    assert!(
+        s.iter()
+            .all(|r| r.runs == 2 && r.test_accuracy_mean.is_finite())
+    );
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        md.contains("| mnist | ar |") && md.contains("| mnist | bp |"),
+        "{md}"
+    );
+    assert!(out.join("accuracy-mnist.png").exists());
+    let _ = std::fs::remove_dir_all(out);
+}
