@@ -3,6 +3,7 @@
 //! Data flows one way: [`data`] → [`engine`] (GPU) → [`metrics`]. The [`reference`] module is the
 //! float64 CPU twin of every kernel and is what the tests treat as the truth.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;

@@ -1,5 +1,6 @@
 //! The command-line interface: one file per subcommand. Errors print as one line, exit code 1.
 
+mod bench;
 mod common;
 mod eval;
 mod experiment;
@@ -28,6 +29,8 @@ enum Command {
     Eval(Box<eval::Args>),
     /// Run a grid of conditions × seeds × data sets and summarise it.
     Experiment(experiment::Args),
+    /// Measure training-step and relaxation throughput per batch size.
+    Bench(bench::Args),
     /// Print the GPU adapter, backend, driver and limits.
     Info(info::Args),
     /// Compare AR's gradients with exact backprop's as relaxation proceeds.
@@ -41,6 +44,7 @@ pub fn main() -> i32 {
         Command::Train(a) => train::run(*a),
         Command::Eval(a) => eval::run(*a),
         Command::Experiment(a) => experiment::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Info(a) => info::run(a),
         Command::Gradcheck(a) => gradcheck::run(*a),
     };

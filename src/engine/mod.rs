@@ -206,6 +206,8 @@ pub struct Engine {
     sgd_feedback_uniform: wgpu::Buffer,
     /// Which of `bufs.r` holds the latest relaxation state.
     current: usize,
+    /// GPU time per phase, when attached (benchmarks).
+    profiler: Option<crate::gpu::profiler::Profiler>,
 }
 
 /// What the model needs from the device (checked before the device is created).
@@ -477,6 +479,7 @@ impl Engine {
             sgd_uniform,
             sgd_feedback_uniform,
             current: 0,
+            profiler: None,
         };
         engine.ctx.check()?;
         Ok(engine)
@@ -484,6 +487,33 @@ impl Engine {
 
     pub fn context(&self) -> &Arc<GpuContext> {
         &self.ctx
+    }
+
+    /// Times every later pass by phase with timestamp queries. False when the device has none.
+    pub fn enable_profiling(&mut self) -> bool {
+        self.profiler = crate::gpu::profiler::Profiler::new(&self.ctx);
+        self.profiler.is_some()
+    }
+
+    /// Milliseconds of GPU time per phase since the last call (profiling must be enabled and
+    /// the work submitted).
+    pub fn phase_times(&self) -> Result<Vec<(&'static str, f64)>> {
+        match &self.profiler {
+            Some(p) => p.read(&self.ctx),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// A compute pass, timed as `phase` when profiling.
+    fn begin<'e>(
+        &self,
+        enc: &'e mut wgpu::CommandEncoder,
+        phase: &'static str,
+    ) -> wgpu::ComputePass<'e> {
+        enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(phase),
+            timestamp_writes: self.profiler.as_ref().and_then(|p| p.writes(phase)),
+        })
     }
 
     fn encoder(&self) -> wgpu::CommandEncoder {
@@ -682,7 +712,7 @@ impl Engine {
 
     /// Forward pass of every layer, then the output error (loss and clamp) from `target`.
     pub fn encode_forward(&self, enc: &mut wgpu::CommandEncoder) {
-        let mut pass = enc.begin_compute_pass(&Default::default());
+        let mut pass = self.begin(enc, "forward");
         for l in 0..self.spec.depth() {
             record(
                 &mut pass,
@@ -736,7 +766,7 @@ impl Engine {
         }
         let groups = self.layout.relax_groups(1, depth - 1);
         let adaptive = self.opts.relax_tol.is_some();
-        let mut pass = enc.begin_compute_pass(&Default::default());
+        let mut pass = self.begin(enc, "relax");
         for _ in 0..steps {
             record(
                 &mut pass,
@@ -779,7 +809,7 @@ impl Engine {
         bind: Option<&wgpu::BindGroup>,
     ) {
         {
-            let mut pass = enc.begin_compute_pass(&Default::default());
+            let mut pass = self.begin(enc, "relax-layer");
             record(
                 &mut pass,
                 Dispatch {
@@ -847,7 +877,7 @@ impl Engine {
         b: &wgpu::BindGroup,
     ) {
         let units: usize = self.spec.widths[1..].iter().sum();
-        let mut pass = enc.begin_compute_pass(&Default::default());
+        let mut pass = self.begin(enc, "gradients");
         record(
             &mut pass,
             Dispatch {
@@ -878,7 +908,7 @@ impl Engine {
     /// SGD on W (and on ψ when feedback is learned) with the last gradients.
     pub fn encode_sgd(&self, enc: &mut wgpu::CommandEncoder) {
         let groups = self.layout.params_len.div_ceil(256) as u32;
-        let mut pass = enc.begin_compute_pass(&Default::default());
+        let mut pass = self.begin(enc, "update");
         record(
             &mut pass,
             Dispatch {

@@ -2,6 +2,7 @@
 
 pub mod buffers;
 pub mod context;
+pub mod profiler;
 pub mod shader;
 
 pub use context::{AdapterRequest, GpuContext, Needs};

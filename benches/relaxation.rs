@@ -1,0 +1,53 @@
+//! `cargo bench`: the `arelax bench` measurements on sizes small enough for lavapipe, so kernel
+//! changes can be compared on any machine. Set ARELAX_BENCH_LAYERS / ARELAX_BENCH_BATCHES /
+//! ARELAX_BENCH_STEPS to measure other shapes (e.g. the paper's MLP on a real GPU).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arelax::bench::{BenchOptions, run};
+use arelax::gpu::{AdapterRequest, GpuContext};
+use arelax::model::{Activation, Loss, ModelSpec};
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_string())
+}
+
+fn main() -> Result<(), arelax::Error> {
+    // `cargo bench` passes flags such as --bench; this harness takes its settings from the environment.
+    let widths = ModelSpec::parse_widths(&env_or("ARELAX_BENCH_LAYERS", "196,64,64,32,10"))?;
+    let spec = ModelSpec::new(widths, Activation::Relu, Loss::Mse)?;
+    let batch_sizes: Vec<usize> = env_or("ARELAX_BENCH_BATCHES", "16,64")
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let relax_steps: usize = env_or("ARELAX_BENCH_STEPS", "20").parse().unwrap_or(20);
+    let largest = batch_sizes.iter().copied().max().unwrap_or(1);
+    let mut needs = arelax::engine::needs(&spec, largest);
+    needs.timestamps = true;
+    let ctx = Arc::new(GpuContext::new(&AdapterRequest::default(), needs)?);
+    println!("adapter: {}", ctx.describe());
+    println!("model: {}, {relax_steps} relaxation steps", spec.describe());
+    let opts = BenchOptions {
+        spec,
+        batch_sizes,
+        relax_steps,
+        samples: 15,
+        warmup: Duration::from_millis(200),
+    };
+    run(ctx, &opts, &mut |r| {
+        println!(
+            "batch {:>5}: AR step {:.3} ms (median; min {:.3}, max {:.3}), relax {:.4} ms/step, {:.3e} sample-steps/s, {:.2} GFLOP/s; BP step {:.3} ms; AR/BP {:.1}",
+            r.batch_size,
+            r.ar_step_ms.median,
+            r.ar_step_ms.min,
+            r.ar_step_ms.max,
+            r.relax_step_ms,
+            r.relax_sample_steps_per_s,
+            r.achieved_gflops,
+            r.bp_step_ms.median,
+            r.ar_over_bp
+        );
+    })?;
+    Ok(())
+}

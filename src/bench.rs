@@ -1,0 +1,221 @@
+//! Relaxation throughput: time one AR training step (forward + T relaxation steps + update) and
+//! one exact-backprop step per batch size, by wall clock always and by GPU timestamps per phase
+//! where the adapter has them. Used by `arelax bench` and by `benches/`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::Result;
+use crate::engine::{Algorithm, Engine, EngineOptions};
+use crate::gpu::GpuContext;
+use crate::model::{Init, ModelSpec, Params};
+use crate::rng::Rng;
+
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub spec: ModelSpec,
+    pub batch_sizes: Vec<usize>,
+    pub relax_steps: usize,
+    /// Timed samples per measurement (at least 15 for reported figures).
+    pub samples: usize,
+    /// Untimed work before sampling.
+    pub warmup: Duration,
+}
+
+/// Median, min and max of a set of timings, in milliseconds.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Stat {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Stat {
+    fn of(mut v: Vec<f64>) -> Self {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            0.5 * (v[n / 2 - 1] + v[n / 2])
+        };
+        Self {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        }
+    }
+}
+
+/// One configuration's measurements.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    pub adapter: String,
+    pub backend: String,
+    pub driver: String,
+    pub model: String,
+    pub batch_size: usize,
+    pub relax_steps: usize,
+    pub samples: usize,
+    /// Floating-point operations of one AR training step, counting 2·B·n_in·n_out per product:
+    /// forward (all layers) + T × relaxation (layers 1..L−1) + weight gradients (all layers).
+    pub ar_flop: f64,
+    pub bp_flop: f64,
+    /// Wall time of one AR training step (submit to completion).
+    pub ar_step_ms: Stat,
+    /// GPU time of one AR training step from timestamps (None without timestamp queries).
+    pub ar_step_gpu_ms: Option<Stat>,
+    /// GPU milliseconds per phase of the median AR step (timestamps only).
+    pub ar_phases_ms: Vec<(String, f64)>,
+    /// One relaxation step: GPU time of the relax phase / T when timed, else the wall-time
+    /// difference between T steps and none, / T.
+    pub relax_step_ms: f64,
+    pub relax_step_source: String,
+    /// B·T / (time spent relaxing).
+    pub relax_sample_steps_per_s: f64,
+    /// ar_flop / (GPU time if timed, else wall time) of the median step.
+    pub achieved_gflops: f64,
+    pub bp_step_ms: Stat,
+    pub bp_step_gpu_ms: Option<Stat>,
+    /// Median AR step over median backprop step (GPU time when timed, else wall time).
+    pub ar_over_bp: f64,
+}
+
+fn products(spec: &ModelSpec, b: usize, layers: std::ops::Range<usize>) -> f64 {
+    layers
+        .map(|l| 2.0 * b as f64 * spec.widths[l] as f64 * spec.widths[l + 1] as f64)
+        .sum()
+}
+
+struct Timing {
+    wall: Stat,
+    gpu: Option<Stat>,
+    phases: Vec<(String, f64)>,
+}
+
+fn time_steps(
+    engine: &mut Engine,
+    alg: Algorithm,
+    steps: usize,
+    opts: &BenchOptions,
+) -> Result<Timing> {
+    let start = Instant::now();
+    loop {
+        engine.train_step(alg, steps);
+        engine.finish()?;
+        if start.elapsed() >= opts.warmup {
+            break;
+        }
+    }
+    engine.phase_times()?;
+    let (mut wall, mut gpu, mut phases) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..opts.samples.max(1) {
+        let t = Instant::now();
+        engine.train_step(alg, steps);
+        engine.finish()?;
+        wall.push(t.elapsed().as_secs_f64() * 1e3);
+        let p = engine.phase_times()?;
+        if !p.is_empty() {
+            gpu.push(p.iter().map(|x| x.1).sum::<f64>());
+            phases.push(p);
+        }
+    }
+    // The phases of the sample whose GPU time is the median.
+    let median_phases = if gpu.is_empty() {
+        Vec::new()
+    } else {
+        let mut idx: Vec<usize> = (0..gpu.len()).collect();
+        idx.sort_by(|&a, &b| gpu[a].total_cmp(&gpu[b]));
+        phases[idx[idx.len() / 2]]
+            .iter()
+            .map(|(n, ms)| (n.to_string(), *ms))
+            .collect()
+    };
+    Ok(Timing {
+        wall: Stat::of(wall),
+        gpu: (!gpu.is_empty()).then(|| Stat::of(gpu)),
+        phases: median_phases,
+    })
+}
+
+/// Measures every batch size in turn, reporting each result as soon as it is known.
+pub fn run(
+    ctx: Arc<GpuContext>,
+    opts: &BenchOptions,
+    report: &mut dyn FnMut(&BenchResult),
+) -> Result<Vec<BenchResult>> {
+    let spec = &opts.spec;
+    let depth = spec.depth();
+    let mut out = Vec::new();
+    for &b in &opts.batch_sizes {
+        let mut eo = EngineOptions::new(b);
+        // lr = 0: the same work every step, and weights that cannot drift or diverge.
+        eo.lr = 0.0;
+        let mut engine = Engine::new(ctx.clone(), spec, eo)?;
+        let timed = engine.enable_profiling();
+        engine.set_params(&Params::init(spec, Init::Normal(0.05), 1))?;
+        let mut rng = Rng::new(7);
+        let input: Vec<f32> = (0..b * spec.input_width())
+            .map(|_| rng.uniform() as f32)
+            .collect();
+        let n = spec.output_width();
+        let mut target = vec![0.0; b * n];
+        for i in 0..b {
+            target[i * n + rng.below(n)] = 1.0;
+        }
+        engine.set_batch(&input, &target)?;
+
+        let t = opts.relax_steps;
+        let ar = time_steps(&mut engine, Algorithm::Ar, t, opts)?;
+        let bp = time_steps(&mut engine, Algorithm::Bp, t, opts)?;
+        let ar0 = time_steps(&mut engine, Algorithm::Ar, 0, opts)?;
+        let fwd = products(spec, b, 0..depth);
+        let relax = products(spec, b, 1..depth);
+        let ar_flop = 2.0 * fwd + t as f64 * relax;
+        let bp_flop = 2.0 * fwd + relax;
+        let relax_gpu = ar
+            .phases
+            .iter()
+            .find(|(p, _)| p == "relax")
+            .map(|(_, ms)| ms / t.max(1) as f64);
+        let (relax_step_ms, source) = match relax_gpu {
+            Some(ms) if timed => (ms, "gpu timestamps of the relax phase / T"),
+            _ => (
+                (ar.wall.median - ar0.wall.median).max(0.0) / t.max(1) as f64,
+                "wall time (T steps minus 0 steps) / T",
+            ),
+        };
+        let step = |x: &Timing| x.gpu.map(|g| g.median).unwrap_or(x.wall.median);
+        let info = &ctx.info;
+        let r = BenchResult {
+            adapter: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            driver: format!("{} {}", info.driver, info.driver_info),
+            model: spec.describe(),
+            batch_size: b,
+            relax_steps: t,
+            samples: opts.samples,
+            ar_flop,
+            bp_flop,
+            ar_step_ms: ar.wall,
+            ar_step_gpu_ms: ar.gpu,
+            ar_phases_ms: ar.phases.clone(),
+            relax_step_ms,
+            relax_step_source: source.into(),
+            relax_sample_steps_per_s: if relax_step_ms > 0.0 {
+                b as f64 / (relax_step_ms / 1e3)
+            } else {
+                f64::INFINITY
+            },
+            achieved_gflops: ar_flop / (step(&ar) / 1e3) / 1e9,
+            bp_step_ms: bp.wall,
+            bp_step_gpu_ms: bp.gpu,
+            ar_over_bp: step(&ar) / step(&bp),
+        };
+        report(&r);
+        out.push(r);
+    }
+    Ok(out)
+}

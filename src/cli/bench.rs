@@ -1,0 +1,135 @@
+//! `arelax bench`: ms per AR training step, per relaxation step, relaxation throughput and
+//! GFLOP/s per batch size, with exact backprop's step for comparison.
+
+use clap::Args as ClapArgs;
+
+use super::common::DeviceArgs;
+use crate::bench::{self, BenchOptions, BenchResult};
+use crate::gpu::Needs;
+use crate::model::{Activation, Loss, ModelSpec};
+use crate::{Error, Result};
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// Layer widths [default: the paper's MLP].
+    #[arg(long, default_value = "784,300,300,100,10")]
+    layers: String,
+    /// Batch sizes to measure, comma-separated.
+    #[arg(long, default_value = "64,256,1024,4096")]
+    batch_sizes: String,
+    /// Relaxation steps per training step.
+    #[arg(long, default_value_t = 100)]
+    relax_steps: usize,
+    /// Timed samples per measurement.
+    #[arg(long, default_value_t = 15)]
+    samples: usize,
+    /// Warm-up before sampling, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    warmup_ms: u64,
+    /// Print one JSON object per configuration instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let spec = ModelSpec::new(
+        ModelSpec::parse_widths(&args.layers)?,
+        Activation::Relu,
+        Loss::Mse,
+    )?;
+    let batch_sizes = args
+        .batch_sizes
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&b| b > 0)
+                .ok_or_else(|| {
+                    Error::Config(format!("--batch-sizes: '{s}' is not a positive integer"))
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if args.relax_steps == 0 || args.samples == 0 {
+        return Err(Error::Config(
+            "--relax-steps and --samples must be at least 1".into(),
+        ));
+    }
+    let largest = *batch_sizes.iter().max().expect("non-empty");
+    let mut needs: Needs = crate::engine::needs(&spec, largest);
+    needs.timestamps = true;
+    let ctx = args.device.open(needs)?;
+    let opts = BenchOptions {
+        spec: spec.clone(),
+        batch_sizes,
+        relax_steps: args.relax_steps,
+        samples: args.samples,
+        warmup: std::time::Duration::from_millis(args.warmup_ms),
+    };
+    if !args.json {
+        println!("adapter: {}", ctx.describe());
+        println!(
+            "model:   {}, FP32, {} relaxation steps per training step, {} samples after {} ms warm-up",
+            spec.describe(),
+            args.relax_steps,
+            args.samples,
+            args.warmup_ms
+        );
+        println!(
+            "FLOPs:   2·B·n_in·n_out per product; AR step = forward + T × relaxation (layers 1..L−1) + gradients"
+        );
+        println!(
+            "GPU time: {}",
+            if ctx.timestamps {
+                "timestamp queries at pass boundaries"
+            } else {
+                "not available on this adapter (wall time only)"
+            }
+        );
+        println!();
+        println!(
+            "{:>6} | {:>28} | {:>9} | {:>13} | {:>15} | {:>8} | {:>10} | {:>6}",
+            "batch",
+            "AR step ms median [min, max]",
+            "GPU ms",
+            "relax ms/step",
+            "sample-steps/s",
+            "GFLOP/s",
+            "BP step ms",
+            "AR/BP"
+        );
+    }
+    let json = args.json;
+    bench::run(ctx, &opts, &mut |r: &BenchResult| {
+        if json {
+            println!("{}", serde_json::to_string(r).expect("serialisable"));
+        } else {
+            println!(
+                "{:>6} | {:>9.3} [{:>7.3}, {:>7.3}] | {:>9} | {:>13.4} | {:>15.3e} | {:>8.1} | {:>10.3} | {:>6.1}",
+                r.batch_size,
+                r.ar_step_ms.median,
+                r.ar_step_ms.min,
+                r.ar_step_ms.max,
+                r.ar_step_gpu_ms
+                    .map(|g| format!("{:.3}", g.median))
+                    .unwrap_or_else(|| "-".into()),
+                r.relax_step_ms,
+                r.relax_sample_steps_per_s,
+                r.achieved_gflops,
+                r.bp_step_ms.median,
+                r.ar_over_bp
+            );
+            if !r.ar_phases_ms.is_empty() {
+                let p: Vec<String> = r
+                    .ar_phases_ms
+                    .iter()
+                    .map(|(n, ms)| format!("{n} {ms:.3} ms"))
+                    .collect();
+                println!("{:>6}   GPU time by phase: {}", "", p.join(", "));
+            }
+        }
+    })?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! GPU time per phase from timestamp queries written at compute-pass boundaries (the portable
+//! place for them). Off unless the device has `TIMESTAMP_QUERY` and a profiler is attached.
+
+use std::cell::RefCell;
+
+use super::GpuContext;
+use crate::Result;
+
+/// Pairs of timestamps, at most this many passes between two reads.
+const CAPACITY: u32 = 2048;
+
+pub struct Profiler {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    /// Phase of each recorded pass, in query order.
+    phases: RefCell<Vec<&'static str>>,
+}
+
+impl Profiler {
+    /// A profiler, or None when the device cannot write timestamps.
+    pub fn new(ctx: &GpuContext) -> Option<Self> {
+        if !ctx.timestamps {
+            return None;
+        }
+        let queries = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("phase timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2 * CAPACITY,
+        });
+        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamp resolve"),
+            size: 2 * CAPACITY as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        Some(Self {
+            queries,
+            resolve,
+            phases: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// Timestamp writes for the next pass of `phase` (None once full: later passes go untimed).
+    pub fn writes(&self, phase: &'static str) -> Option<wgpu::ComputePassTimestampWrites<'_>> {
+        let mut phases = self.phases.borrow_mut();
+        let i = phases.len() as u32;
+        if i >= CAPACITY {
+            return None;
+        }
+        phases.push(phase);
+        Some(wgpu::ComputePassTimestampWrites {
+            query_set: &self.queries,
+            beginning_of_pass_write_index: Some(2 * i),
+            end_of_pass_write_index: Some(2 * i + 1),
+        })
+    }
+
+    /// Resolves the recorded passes (after their work was submitted) and returns milliseconds
+    /// per phase, summed over passes, in first-seen order; then starts afresh.
+    pub fn read(&self, ctx: &GpuContext) -> Result<Vec<(&'static str, f64)>> {
+        let phases = std::mem::take(&mut *self.phases.borrow_mut());
+        if phases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = 2 * phases.len() as u32;
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        enc.resolve_query_set(&self.queries, 0..n, &self.resolve, 0);
+        ctx.queue.submit([enc.finish()]);
+        let bytes = ctx.read_bytes(&self.resolve, 0, n as u64 * 8)?;
+        let ticks: &[u64] = bytemuck::cast_slice(&bytes);
+        let period = ctx.queue.get_timestamp_period() as f64;
+        let mut out: Vec<(&'static str, f64)> = Vec::new();
+        for (i, phase) in phases.iter().enumerate() {
+            let ms = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period / 1e6;
+            match out.iter_mut().find(|(p, _)| p == phase) {
+                Some(e) => e.1 += ms,
+                None => out.push((phase, ms)),
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,61 @@
+//! `arelax bench --json` prints every field the issue names, on a tiny model (timings are not
+//! asserted: only that they were measured).
+
+use std::process::Command;
+
+#[test]
+fn bench_json_has_every_field() {
+    let o = Command::new(env!("CARGO_BIN_EXE_arelax"))
+        .args([
+            "bench",
+            "--json",
+            "--layers",
+            "12,10,8,4",
+            "--batch-sizes",
+            "4,9",
+            "--relax-steps",
+            "3",
+            "--samples",
+            "3",
+            "--warmup-ms",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "one JSON object per batch size: {text}");
+    for (line, batch) in lines.iter().zip([4, 9]) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["batch_size"], batch);
+        for key in ["adapter", "backend", "driver", "model", "relax_step_source"] {
+            assert!(v[key].as_str().is_some_and(|s| !s.is_empty()), "{key}: {v}");
+        }
+        for stat in ["ar_step_ms", "bp_step_ms"] {
+            for f in ["median", "min", "max"] {
+                assert!(
+                    v[stat][f].as_f64().is_some_and(|x| x > 0.0),
+                    "{stat}.{f}: {v}"
+                );
+            }
+        }
+        for key in [
+            "ar_flop",
+            "bp_flop",
+            "relax_step_ms",
+            "relax_sample_steps_per_s",
+            "achieved_gflops",
+            "ar_over_bp",
+        ] {
+            assert!(
+                v[key].as_f64().is_some_and(|x| x.is_finite() && x >= 0.0),
+                "{key}: {v}"
+            );
+        }
+        // 2·B·(12·10 + 10·8 + 8·4) forward and gradients, T·2·B·(10·8 + 8·4) relaxation.
+        let b = batch as f64;
+        let expect = 2.0 * 2.0 * b * 232.0 + 3.0 * 2.0 * b * 112.0;
+        assert_eq!(v["ar_flop"].as_f64().unwrap(), expect);
+    }
+}
