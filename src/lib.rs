@@ -10,6 +10,7 @@ pub mod data;
 pub mod engine;
 pub mod error;
 pub mod gpu;
+pub mod graph;
 pub mod metrics;
 pub mod model;
 pub mod plot;

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::engine::net::ParamGroup;
 use crate::model::Params;
 
 /// Agreement between an approximate gradient `a` and the exact one `e`.
@@ -43,10 +44,12 @@ pub fn agreement(a: &[f32], e: &[f32]) -> Agreement {
     }
 }
 
-/// Per-layer agreement of weight and bias gradients.
+/// Per-layer (or per-node) agreement of weight and bias gradients.
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerAgreement {
     pub layer: usize,
+    /// `layers.{i}` for an MLP, the node id for a graph.
+    pub name: String,
     pub weight: Agreement,
     pub bias: Agreement,
 }
@@ -55,8 +58,23 @@ pub fn compare(ar: &Params, bp: &Params) -> Vec<LayerAgreement> {
     (0..ar.weights.len())
         .map(|l| LayerAgreement {
             layer: l,
+            name: format!("layers.{l}"),
             weight: agreement(&ar.weights[l], &bp.weights[l]),
             bias: agreement(&ar.biases[l], &bp.biases[l]),
+        })
+        .collect()
+}
+
+/// Agreement of named parameter groups (either engine), in order.
+pub fn compare_groups(ar: &[ParamGroup], bp: &[ParamGroup]) -> Vec<LayerAgreement> {
+    ar.iter()
+        .zip(bp)
+        .enumerate()
+        .map(|(i, (a, b))| LayerAgreement {
+            layer: i,
+            name: a.name.clone(),
+            weight: agreement(&a.weight, &b.weight),
+            bias: agreement(&a.bias, &b.bias),
         })
         .collect()
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use crate::Result;
-use crate::engine::{self, EngineOptions, RelaxStart};
+use crate::engine::{EngineOptions, RelaxStart};
 use crate::gpu::{AdapterRequest, GpuContext};
 use crate::model::{Activation, Init, Loss, ModelSpec, Reduction};
 
@@ -124,9 +124,4 @@ impl DataArgs {
         let dir = self.data.clone().unwrap_or_else(|| kind.default_dir());
         Ok(crate::data::load(&dir, kind)?)
     }
-}
-
-/// Device limits a model needs, for opening the context.
-pub fn needs(spec: &ModelSpec, batch: usize) -> crate::gpu::Needs {
-    engine::needs(spec, batch)
 }

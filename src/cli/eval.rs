@@ -6,8 +6,9 @@ use clap::Args as ClapArgs;
 
 use super::common::DeviceArgs;
 use crate::checkpoint::TensorFile;
-use crate::engine::Engine;
 use crate::engine::feed::DeviceSplit;
+use crate::engine::net::{Model, Net};
+use crate::graph::Graph;
 use crate::train::{Overrides, TrainConfig, prepare_data};
 use crate::{Error, Result};
 
@@ -36,18 +37,21 @@ pub fn run(args: Args) -> Result<()> {
     let mut cfg = TrainConfig::resolve(saved.as_ref(), &args.settings)?;
     cfg.validation = 0;
     cfg.train_limit = Some(1);
-    let spec = cfg.spec()?;
-    let params = file.params(&args.checkpoint, "", &spec)?;
+    // A graph checkpoint carries its model file's text.
+    let model = match (&args.settings.model, file.metadata.get("model")) {
+        (None, Some(text)) => Model::Graph(Graph::parse(&args.checkpoint, text)?),
+        _ => cfg.model()?,
+    };
     let data = prepare_data(&cfg)?;
-    let ctx = args
-        .device
-        .open(crate::engine::needs(&spec, cfg.batch_size))?;
-    let engine = Engine::new(ctx.clone(), &spec, cfg.engine_options())?;
-    engine.set_params(&params)?;
-    let test = DeviceSplit::new(&engine, &data.test, false)?;
-    let sums = test.evaluate(&engine)?;
+    let ctx = args.device.open(model.needs(cfg.batch_size))?;
+    let mut opts = cfg.engine_options();
+    opts.feedback = crate::engine::Feedback::Transpose;
+    let net = Net::new(ctx.clone(), &model, opts)?;
+    net.load_state(&file, &args.checkpoint)?;
+    let test = DeviceSplit::new(&net, &data.test, false)?;
+    let sums = test.evaluate(&net)?;
     println!("adapter:  {}", ctx.describe());
-    println!("model:    {}", spec.describe());
+    println!("model:    {}", model.describe());
     println!(
         "{} test set ({} samples): loss {:.4} per sample, accuracy {:.2}%",
         cfg.dataset,

@@ -1,17 +1,16 @@
 //! `arelax gradcheck`: AR's weight gradients against exact backprop's as relaxation proceeds
 //! (the paper's Figure 1), per layer: cosine, angle and relative error.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args as ClapArgs;
 use serde::Serialize;
 
-use super::common::{DataArgs, DeviceArgs, ModelArgs, RelaxArgs, needs};
+use super::common::{DataArgs, DeviceArgs, ModelArgs, RelaxArgs};
 use crate::checkpoint::TensorFile;
-use crate::engine::Engine;
-use crate::metrics::{LayerAgreement, compare};
-use crate::model::{ModelSpec, Params};
+use crate::engine::net::{Model, Net, insert_groups};
+use crate::graph::Graph;
+use crate::metrics::{LayerAgreement, compare_groups};
 use crate::plot::{Panel, Series, save_png};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -20,6 +19,9 @@ use crate::{Error, Result};
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
+    /// A model description file (graph); replaces --layers, --activation and --loss.
+    #[arg(long = "model")]
+    model_file: Option<PathBuf>,
     #[command(flatten)]
     relax: RelaxArgs,
     #[command(flatten)]
@@ -111,12 +113,9 @@ pub fn checkpoints(t: usize) -> Vec<usize> {
 }
 
 /// A seeded batch: inputs uniform in [0, 1), one-hot targets of random classes.
-pub fn random_batch(spec: &ModelSpec, batch: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+pub fn random_batch(n_in: usize, n: usize, batch: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut rng = Rng::stream(seed, 2);
-    let input = (0..batch * spec.input_width())
-        .map(|_| rng.uniform() as f32)
-        .collect();
-    let n = spec.output_width();
+    let input = (0..batch * n_in).map(|_| rng.uniform() as f32).collect();
     let mut target = vec![0.0; batch * n];
     for b in 0..batch {
         target[b * n + rng.below(n)] = 1.0;
@@ -124,13 +123,18 @@ pub fn random_batch(spec: &ModelSpec, batch: usize, seed: u64) -> (Vec<f32>, Vec
     (input, target)
 }
 
-fn real_batch(args: &Args, spec: &ModelSpec, dir: PathBuf) -> Result<(Vec<f32>, Vec<f32>)> {
+fn real_batch(
+    args: &Args,
+    n_in: usize,
+    n_out: usize,
+    dir: PathBuf,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let ds = DataArgs {
         dataset: args.dataset.clone(),
         data: Some(dir),
     }
     .load()?;
-    if spec.input_width() != ds.rows * ds.cols || spec.output_width() != 10 {
+    if n_in != ds.rows * ds.cols || n_out != 10 {
         return Err(Error::Config(format!(
             "a {} batch needs --layers starting at {} and ending at 10",
             args.dataset,
@@ -144,15 +148,19 @@ fn real_batch(args: &Args, spec: &ModelSpec, dir: PathBuf) -> Result<(Vec<f32>, 
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let spec = args.model.spec()?;
+    let model = match &args.model_file {
+        Some(path) => Model::Graph(Graph::load(path)?),
+        None => Model::Mlp(args.model.spec()?),
+    };
     let reduction = args.model.reduction()?;
     args.relax.check()?;
     if args.batch_size == 0 {
         return Err(Error::Config("--batch-size must be at least 1".into()));
     }
+    let (n_in, n_out) = (model.input_width(), model.output_width());
     let (input, target, batch_name) = match &args.data {
         Some(dir) => {
-            let (i, t) = real_batch(&args, &spec, dir.clone())?;
+            let (i, t) = real_batch(&args, n_in, n_out, dir.clone())?;
             (
                 i,
                 t,
@@ -160,7 +168,7 @@ pub fn run(args: Args) -> Result<()> {
             )
         }
         None => {
-            let (i, t) = random_batch(&spec, args.batch_size, args.seed);
+            let (i, t) = random_batch(n_in, n_out, args.batch_size, args.seed);
             (
                 i,
                 t,
@@ -168,51 +176,52 @@ pub fn run(args: Args) -> Result<()> {
             )
         }
     };
-    let batch = input.len() / spec.input_width();
-    let ctx = args.device.open(needs(&spec, batch))?;
+    let batch = input.len() / n_in;
+    let ctx = args.device.open(model.needs(batch))?;
     let opts = args.relax.engine_options(batch, reduction);
-    let mut engine = Engine::new(ctx.clone(), &spec, opts)?;
-    let params = Params::init(&spec, args.model.init()?, args.seed);
-    engine.set_params(&params)?;
-    engine.set_batch(&input, &target)?;
+    let mut net = Net::new(ctx.clone(), &model, opts)?;
+    let init = args.model.init()?;
+    net.initialise(init, init, args.seed)?;
+    let params = net.params()?;
+    net.set_batch(&input, &target)?;
 
-    let bp = engine.bp_gradients()?;
+    let bp = net.bp_gradients()?;
     let steps = dense_checkpoints(args.relax.relax_steps);
-    let series = engine.ar_gradient_series(&steps)?;
+    let series = net.ar_gradient_series(&steps)?;
     let ar_final = series.last().cloned().expect("at least one checkpoint");
     let adaptive = match args.relax_tol {
         Some(tol) => {
             let mut o = args.relax.engine_options(batch, reduction);
             o.relax_tol = Some(tol);
-            let mut e = Engine::new(ctx.clone(), &spec, o)?;
+            let mut e = Net::new(ctx.clone(), &model, o)?;
             e.set_params(&params)?;
             e.set_batch(&input, &target)?;
             let g = e.ar_gradients(args.relax.relax_steps)?;
             Some(Adaptive {
                 tol,
                 steps_used: e.last_relax_steps()?.unwrap_or(args.relax.relax_steps),
-                layers: compare(&g, &bp),
+                layers: compare_groups(&g, &bp),
             })
         }
         None => None,
     };
     let report = Report {
         adapter: ctx.describe(),
-        model: spec.describe(),
+        model: model.describe(),
         batch_size: batch,
         seed: args.seed,
         batch: batch_name,
         relax_rate: args.relax.relax_rate,
         relax_steps: args.relax.relax_steps,
         relax_start: args.relax.relax_start.clone(),
-        loss: spec.loss.to_string(),
+        loss: model.loss().to_string(),
         reduction: reduction.to_string(),
         series: steps
             .iter()
             .zip(&series)
             .map(|(&s, g)| Checkpoint {
                 steps: s,
-                layers: compare(g, &bp),
+                layers: compare_groups(g, &bp),
             })
             .collect(),
         adaptive,
@@ -234,34 +243,43 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(path) = &args.dump {
         let mut f = TensorFile::default();
-        f.insert("input", vec![batch, spec.input_width()], input);
-        f.insert("target", vec![batch, spec.output_width()], target);
-        f.insert_params("", &spec, &params);
-        f.insert_params("ar.", &spec, &ar_final);
-        f.insert_params("bp.", &spec, &bp);
-        let mut rename = BTreeMap::new();
-        for (k, v) in std::mem::take(&mut f.tensors) {
-            // Gradients are stored as layers.{i}.weight_grad, not layers.{i}.weight.
-            let k = if k.starts_with("ar.") || k.starts_with("bp.") {
-                format!("{k}_grad")
-            } else {
-                k
-            };
-            rename.insert(k, v);
+        f.insert("input", vec![batch, n_in], input);
+        f.insert("target", vec![batch, n_out], target);
+        insert_groups(&mut f, "", &params);
+        // Gradients are stored as {name}.weight_grad / {name}.bias_grad.
+        for (prefix, groups) in [("ar.", &ar_final), ("bp.", &bp)] {
+            for g in groups.iter() {
+                f.insert(
+                    format!("{prefix}{}.weight_grad", g.name),
+                    g.weight_shape.clone(),
+                    g.weight.clone(),
+                );
+                f.insert(
+                    format!("{prefix}{}.bias_grad", g.name),
+                    vec![g.bias.len()],
+                    g.bias.clone(),
+                );
+            }
         }
-        f.tensors = rename;
         let m = &mut f.metadata;
-        m.insert("activation".into(), spec.hidden.to_string());
+        match &model {
+            Model::Mlp(spec) => {
+                m.insert("activation".into(), spec.hidden.to_string());
+                m.insert("layers".into(), args.model.layers.clone());
+            }
+            Model::Graph(g) => {
+                m.insert("model".into(), g.source.clone());
+            }
+        }
         m.insert(
             "output_activation".into(),
-            spec.loss.output_activation().into(),
+            model.loss().output_activation().into(),
         );
-        m.insert("loss".into(), spec.loss.to_string());
+        m.insert("loss".into(), model.loss().to_string());
         m.insert("reduction".into(), reduction.to_string());
         m.insert("relax_steps".into(), args.relax.relax_steps.to_string());
         m.insert("relax_rate".into(), args.relax.relax_rate.to_string());
         m.insert("relax_start".into(), args.relax.relax_start.clone());
-        m.insert("layers".into(), args.model.layers.clone());
         m.insert("seed".into(), args.seed.to_string());
         f.save(path)?;
         if !args.json {
@@ -286,11 +304,10 @@ fn print_report(r: &Report) {
     println!(
         "AR vs exact backprop, weight gradient of each layer: cosine / angle / relative error"
     );
-    let layers = r.series[0].layers.len();
     let rows = checkpoints(r.relax_steps);
     print!("{:>6}", "steps");
-    for l in 0..layers {
-        print!("  {:>27}", format!("layer {l}"));
+    for a in &r.series[0].layers {
+        print!("  {:>27}", a.name);
     }
     println!();
     for c in r.series.iter().filter(|c| rows.contains(&c.steps)) {
@@ -320,8 +337,8 @@ fn print_report(r: &Report) {
 fn print_layers(layers: &[LayerAgreement]) {
     for a in layers {
         println!(
-            "  layer {}: weight cosine {:.6} ({:.3}°, rel. error {:.2e}); bias cosine {:.6} (rel. error {:.2e})",
-            a.layer,
+            "  {}: weight cosine {:.6} ({:.3}°, rel. error {:.2e}); bias cosine {:.6} (rel. error {:.2e})",
+            a.name,
             a.weight.cosine,
             a.weight.angle_deg,
             a.weight.rel_error,
@@ -340,7 +357,7 @@ fn plot(r: &Report, path: &std::path::Path) -> Result<()> {
         (0..layers)
             .filter(|&l| !exact(l))
             .map(|l| Series {
-                label: format!("layer {l} (W{l})"),
+                label: r.series[0].layers[l].name.clone(),
                 points: r
                     .series
                     .iter()

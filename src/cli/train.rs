@@ -107,10 +107,10 @@ pub fn run(args: Args) -> Result<()> {
             (cfg, out, if args.force { Mode::Force } else { Mode::New })
         }
     };
-    let spec = cfg.spec()?;
+    let model = cfg.model()?;
     println!(
         "training {} on {} with {} ({} epochs, batch {}, lr {}, {} relaxation steps at eta {}), seed {}",
-        spec.describe(),
+        model.describe(),
         cfg.dataset,
         condition(&cfg),
         cfg.epochs,

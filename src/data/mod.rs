@@ -256,15 +256,43 @@ struct CheckedSplit {
 }
 
 fn read_images(dir: &Path, name: &str) -> Result<(IdxFile, usize), DataError> {
-    let file = read_file(dir, name)?;
-    let count = idx::validate_images(&file.path, &file.bytes)?;
-    Ok((file, count))
+    read_checked(dir, name, true)
 }
 
 fn read_labels(dir: &Path, name: &str) -> Result<(IdxFile, usize), DataError> {
-    let file = read_file(dir, name)?;
-    let count = idx::validate_labels(&file.path, &file.bytes)?;
-    Ok((file, count))
+    read_checked(dir, name, false)
+}
+
+fn read_checked(dir: &Path, name: &str, images: bool) -> Result<(IdxFile, usize), DataError> {
+    let (path, raw) = read_file(dir, name)?;
+    let (bytes, count) = decode_idx(&path, raw, images)?;
+    Ok((IdxFile { path, bytes }, count))
+}
+
+/// Decodes one IDX file's bytes as read from `path`: decompressed (every gzip member) when the
+/// name ends in `.gz`, then validated as an image file (`images`) or a label file. Returns the
+/// decompressed bytes and the number of images or labels.
+pub fn decode_idx(path: &Path, raw: Vec<u8>, images: bool) -> Result<(Vec<u8>, usize), DataError> {
+    let bytes = if path.extension().is_some_and(|e| e == "gz") {
+        let mut bytes = Vec::new();
+        // Multi-member aware, so a concatenated gzip is read whole rather than cut after member
+        // one. Reading from memory, every failure is the stream's fault.
+        MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut bytes)
+            .map_err(|source| DataError::Gzip {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        bytes
+    } else {
+        raw
+    };
+    let count = if images {
+        idx::validate_images(path, &bytes)?
+    } else {
+        idx::validate_labels(path, &bytes)?
+    };
+    Ok((bytes, count))
 }
 
 fn pair_up(
@@ -300,40 +328,22 @@ fn check_standard_len(split: &CheckedSplit, required: u32, name: &str) -> Result
     })
 }
 
-/// Reads `dir/name`, or else `dir/name.gz` decompressed.
-fn read_file(dir: &Path, name: &str) -> Result<IdxFile, DataError> {
+/// Reads `dir/name`, or else `dir/name.gz` (still compressed), with the path it came from.
+fn read_file(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>), DataError> {
     let plain = dir.join(name);
-    if plain.is_file() {
-        let bytes = fs::read(&plain).map_err(|source| DataError::Io {
-            path: plain.clone(),
-            source,
-        })?;
-        return Ok(IdxFile { path: plain, bytes });
+    let path = if plain.is_file() {
+        plain
+    } else {
+        let gz = dir.join(format!("{name}.gz"));
+        if !gz.is_file() {
+            return Err(DataError::MissingFile { path: plain, gz });
+        }
+        gz
+    };
+    match fs::read(&path) {
+        Ok(raw) => Ok((path, raw)),
+        Err(source) => Err(DataError::Io { path, source }),
     }
-    let gz = dir.join(format!("{name}.gz"));
-    if !gz.is_file() {
-        return Err(DataError::MissingFile { path: plain, gz });
-    }
-    let file = fs::File::open(&gz).map_err(|source| DataError::Io {
-        path: gz.clone(),
-        source,
-    })?;
-    let mut bytes = Vec::new();
-    // Multi-member aware, so a concatenated gzip is read whole rather than cut after member one.
-    if let Err(source) = MultiGzDecoder::new(file).read_to_end(&mut bytes) {
-        // flate2 reports bad streams as these kinds; anything else is the disk's fault.
-        let corrupt = matches!(
-            source.kind(),
-            io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof
-        );
-        let path = gz;
-        return Err(if corrupt {
-            DataError::Gzip { path, source }
-        } else {
-            DataError::Io { path, source }
-        });
-    }
-    Ok(IdxFile { path: gz, bytes })
 }
 
 /// Hands the validated bytes to the `mnist` crate and returns its parse as (train, test).

@@ -4,10 +4,12 @@
 //! Per batch the host chooses only a dynamic offset into a table of batch entries built once;
 //! per epoch it uploads the shuffled order (4 bytes a sample) and reads six numbers back.
 
+use std::sync::Arc;
+
 use bytemuck::{Pod, Zeroable};
 
-use super::Engine;
 use crate::data::Split;
+use crate::gpu::GpuContext;
 use crate::gpu::buffers::{self, Dispatch, Kernel, Slot, record_at};
 use crate::gpu::shader;
 use crate::{Error, Result};
@@ -23,6 +25,60 @@ struct BatchEntry {
     classes: u32,
     index: u32,
     pad: [u32; 2],
+}
+
+/// What a data split feeds: any engine with an input, a target and a stats buffer.
+pub trait BatchTarget {
+    fn context(&self) -> &Arc<GpuContext>;
+    fn batch(&self) -> usize;
+    fn input_width(&self) -> usize;
+    fn output_width(&self) -> usize;
+    /// The input activities (x_0 first), the targets and the per-sample stats.
+    fn batch_buffers(&self) -> [&wgpu::Buffer; 3];
+    /// Forward pass and output error of the uploaded batch.
+    fn encode_forward(&self, enc: &mut wgpu::CommandEncoder);
+}
+
+impl BatchTarget for super::Engine {
+    fn context(&self) -> &Arc<GpuContext> {
+        super::Engine::context(self)
+    }
+    fn batch(&self) -> usize {
+        self.opts.batch
+    }
+    fn input_width(&self) -> usize {
+        self.spec.input_width()
+    }
+    fn output_width(&self) -> usize {
+        self.spec.output_width()
+    }
+    fn batch_buffers(&self) -> [&wgpu::Buffer; 3] {
+        [&self.bufs.x, &self.bufs.target, &self.bufs.stats]
+    }
+    fn encode_forward(&self, enc: &mut wgpu::CommandEncoder) {
+        super::Engine::encode_forward(self, enc)
+    }
+}
+
+impl BatchTarget for super::graph::GraphEngine {
+    fn context(&self) -> &Arc<GpuContext> {
+        super::graph::GraphEngine::context(self)
+    }
+    fn batch(&self) -> usize {
+        self.opts.batch
+    }
+    fn input_width(&self) -> usize {
+        self.graph.input_size()
+    }
+    fn output_width(&self) -> usize {
+        self.graph.output_size()
+    }
+    fn batch_buffers(&self) -> [&wgpu::Buffer; 3] {
+        [&self.bufs.x, &self.bufs.target, &self.bufs.stats]
+    }
+    fn encode_forward(&self, enc: &mut wgpu::CommandEncoder) {
+        super::graph::GraphEngine::encode_forward(self, enc)
+    }
 }
 
 /// Sums over an epoch, read back once.
@@ -59,12 +115,12 @@ pub struct DeviceSplit {
 impl DeviceSplit {
     /// Uploads `split` for `engine`. With `drop_last`, a final partial batch is skipped (training,
     /// where the engine's batch size is fixed); without, it runs with its valid rows (evaluation).
-    pub fn new(engine: &Engine, split: &Split, drop_last: bool) -> Result<Self> {
+    pub fn new(engine: &impl BatchTarget, split: &Split, drop_last: bool) -> Result<Self> {
         let ctx = engine.context();
         let device = &ctx.device;
-        let b = engine.opts.batch;
-        let pixels = engine.spec.input_width();
-        let classes = engine.spec.output_width();
+        let b = engine.batch();
+        let pixels = engine.input_width();
+        let classes = engine.output_width();
         if split.len == 0 {
             return Err(Error::Config("the data split is empty".into()));
         }
@@ -154,20 +210,13 @@ impl DeviceSplit {
             "accumulate",
             &[DynamicUniform, Read, ReadWrite],
         );
+        let [x, target, stats] = engine.batch_buffers();
         let gather_bind = gather.bind_windowed(
             device,
-            &[
-                &table,
-                &images,
-                &labels,
-                &order,
-                &engine.bufs.x,
-                &engine.bufs.target,
-            ],
+            &[&table, &images, &labels, &order, x, target],
             window,
         );
-        let accumulate_bind =
-            accumulate.bind_windowed(device, &[&table, &engine.bufs.stats, &acc], window);
+        let accumulate_bind = accumulate.bind_windowed(device, &[&table, stats, &acc], window);
         Ok(Self {
             len: split.len,
             batches,
@@ -182,7 +231,7 @@ impl DeviceSplit {
     }
 
     /// Sets the order in which samples are visited (a permutation of 0..len).
-    pub fn set_order(&self, engine: &Engine, order: &[u32]) -> Result<()> {
+    pub fn set_order(&self, engine: &impl BatchTarget, order: &[u32]) -> Result<()> {
         if order.len() != self.len {
             return Err(Error::Config(format!(
                 "order has {} entries for a split of {}",
@@ -198,8 +247,13 @@ impl DeviceSplit {
     }
 
     /// Writes batch `k` into the engine's input and target buffers.
-    pub fn encode_gather(&self, engine: &Engine, enc: &mut wgpu::CommandEncoder, k: usize) {
-        let elems = engine.opts.batch * engine.spec.input_width();
+    pub fn encode_gather(
+        &self,
+        engine: &impl BatchTarget,
+        enc: &mut wgpu::CommandEncoder,
+        k: usize,
+    ) {
+        let elems = engine.batch() * engine.input_width();
         let mut pass = enc.begin_compute_pass(&Default::default());
         record_at(
             &mut pass,
@@ -230,7 +284,7 @@ impl DeviceSplit {
         enc.clear_buffer(&self.acc, 0, None);
     }
 
-    pub fn read_sums(&self, engine: &Engine) -> Result<EpochSums> {
+    pub fn read_sums(&self, engine: &impl BatchTarget) -> Result<EpochSums> {
         let v = engine.context().read_f32(&self.acc, 0, 6)?;
         Ok(EpochSums {
             loss: v[0] as f64,
@@ -242,7 +296,7 @@ impl DeviceSplit {
 
     /// Forward pass and loss over every batch (no update), returning the sums. Used for test
     /// and validation accuracy.
-    pub fn evaluate(&self, engine: &Engine) -> Result<EpochSums> {
+    pub fn evaluate(&self, engine: &impl BatchTarget) -> Result<EpochSums> {
         let ctx = engine.context();
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         self.encode_reset(&mut enc);

@@ -6,7 +6,9 @@
 //! T relaxation steps (one dispatch each, all layers at once, ping-pong) → gradients → SGD.
 
 pub mod feed;
+pub mod graph;
 pub mod layout;
+pub mod net;
 
 use std::sync::Arc;
 
@@ -220,7 +222,7 @@ pub fn needs(spec: &ModelSpec, batch: usize) -> Needs {
     }
 }
 
-fn check_options(opts: &EngineOptions) -> Result<()> {
+pub(crate) fn check_options(opts: &EngineOptions) -> Result<()> {
     if opts.batch == 0 {
         return Err(Error::Config("batch size must be at least 1".into()));
     }

@@ -3,32 +3,43 @@
 //!
 //! A line `//!include NAME.wgsl` is replaced by that file's text (one level deep is all we use).
 
+macro_rules! shaders {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../shaders/", $name)))),*]
+    };
+}
+
 /// Every file in `shaders/`, by name.
-pub const SOURCES: &[(&str, &str)] = &[
-    ("common.wgsl", include_str!("../../shaders/common.wgsl")),
-    (
-        "gemm_tile.wgsl",
-        include_str!("../../shaders/gemm_tile.wgsl"),
-    ),
-    ("forward.wgsl", include_str!("../../shaders/forward.wgsl")),
-    ("loss.wgsl", include_str!("../../shaders/loss.wgsl")),
-    ("relax.wgsl", include_str!("../../shaders/relax.wgsl")),
-    (
-        "relax_check.wgsl",
-        include_str!("../../shaders/relax_check.wgsl"),
-    ),
-    ("grad.wgsl", include_str!("../../shaders/grad.wgsl")),
-    ("sgd.wgsl", include_str!("../../shaders/sgd.wgsl")),
-    ("batch.wgsl", include_str!("../../shaders/batch.wgsl")),
-    ("gather.wgsl", include_str!("../../shaders/gather.wgsl")),
-    (
-        "accumulate.wgsl",
-        include_str!("../../shaders/accumulate.wgsl"),
-    ),
+pub const SOURCES: &[(&str, &str)] = shaders![
+    "common.wgsl",
+    "gemm_tile.wgsl",
+    "forward.wgsl",
+    "loss.wgsl",
+    "relax.wgsl",
+    "relax_check.wgsl",
+    "grad.wgsl",
+    "sgd.wgsl",
+    "batch.wgsl",
+    "gather.wgsl",
+    "accumulate.wgsl",
+    "graph_common.wgsl",
+    "conv_forward.wgsl",
+    "pool_forward.wgsl",
+    "join_forward.wgsl",
+    "dense_vjp.wgsl",
+    "conv_vjp.wgsl",
+    "pool_vjp.wgsl",
+    "combine.wgsl",
+    "conv_grad.wgsl",
 ];
 
 /// Files that are only ever included, never compiled on their own.
-pub const FRAGMENTS: &[&str] = &["common.wgsl", "gemm_tile.wgsl", "batch.wgsl"];
+pub const FRAGMENTS: &[&str] = &[
+    "common.wgsl",
+    "gemm_tile.wgsl",
+    "batch.wgsl",
+    "graph_common.wgsl",
+];
 
 fn raw(name: &str) -> Option<&'static str> {
     SOURCES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)

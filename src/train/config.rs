@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::net::Model;
 use crate::engine::{Algorithm, EngineOptions, Feedback, RelaxStart};
+use crate::graph::Graph;
 use crate::model::{Activation, Init, Loss, ModelSpec, Reduction};
 use crate::{Error, Result};
 
@@ -27,6 +29,8 @@ pub enum Schedule {
 pub struct TrainConfig {
     pub dataset: String,
     pub data: Option<PathBuf>,
+    /// A model description file (graph); when set it replaces `layers`, `activation` and `loss`.
+    pub model: Option<PathBuf>,
     pub layers: String,
     pub activation: Activation,
     pub loss: Loss,
@@ -63,6 +67,7 @@ impl Default for TrainConfig {
         Self {
             dataset: "mnist".into(),
             data: None,
+            model: None,
             layers: "784,300,300,100,10".into(),
             activation: Activation::Relu,
             loss: Loss::Mse,
@@ -135,6 +140,14 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The network to build: the model file's graph, or the MLP of `layers`.
+    pub fn model(&self) -> Result<Model> {
+        match &self.model {
+            Some(path) => Ok(Model::Graph(Graph::load(path)?)),
+            None => Ok(Model::Mlp(self.spec()?)),
+        }
+    }
+
     pub fn spec(&self) -> Result<ModelSpec> {
         ModelSpec::new(
             ModelSpec::parse_widths(&self.layers)?,
@@ -154,7 +167,7 @@ impl TrainConfig {
     /// Rejects settings that cannot work, naming the setting.
     pub fn validate(&self) -> Result<()> {
         let bad = |k: &str, why: String| Err(Error::Config(format!("{k}: {why}")));
-        self.spec()?;
+        self.model()?;
         self.init()?;
         self.feedback_init()?;
         if self.epochs == 0 {
@@ -271,6 +284,9 @@ impl TrainConfig {
         if let Some(d) = &o.data {
             self.data = Some(d.clone());
         }
+        if let Some(m) = &o.model {
+            self.model = Some(m.clone());
+        }
         if let Some(t) = o.relax_tol {
             self.relax_tol = Some(t);
         }
@@ -368,6 +384,10 @@ pub struct Overrides {
     /// /usr/share/datasets/fashion-mnist].
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// A model description file (TOML graph; see examples/); replaces --layers, --activation
+    /// and --loss.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
     /// Layer widths from input to output [default: 784,300,300,100,10].
     #[arg(long)]
     pub layers: Option<String>,

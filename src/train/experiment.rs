@@ -37,7 +37,12 @@ pub struct ExperimentConfig {
 impl ExperimentConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
-        let cfg: Self = toml::from_str(&text).map_err(|e| Error::file(path, e.message()))?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and checks the text of an experiment file (`path` only names it in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let cfg: Self = toml::from_str(text).map_err(|e| Error::file(path, e.message()))?;
         if cfg.conditions.is_empty() || cfg.seeds.is_empty() || cfg.datasets.is_empty() {
             return Err(Error::file(
                 path,

@@ -13,11 +13,12 @@ use serde::Serialize;
 
 use crate::checkpoint::TensorFile;
 use crate::data::{self, DatasetKind, Split};
+use crate::engine::Algorithm;
+use crate::engine::feed::BatchTarget;
 use crate::engine::feed::{DeviceSplit, EpochSums};
-use crate::engine::{Algorithm, Engine, Feedback};
+use crate::engine::net::{Model, Net, ParamGroup};
 use crate::gpu::{AdapterRequest, GpuContext};
-use crate::metrics::{compare, mean_angle};
-use crate::model::{ModelSpec, Params};
+use crate::metrics::{compare_groups, mean_angle};
 use crate::rng::Rng;
 use crate::{Error, Result};
 pub use config::{Overrides, TrainConfig};
@@ -59,7 +60,7 @@ impl Progress for Quiet {}
 #[derive(Clone, Debug)]
 pub struct RunResult {
     pub metrics: Vec<EpochMetrics>,
-    pub params: Params,
+    pub params: Vec<ParamGroup>,
     pub adapter: String,
 }
 
@@ -103,23 +104,10 @@ pub fn epoch_order(seed: u64, epoch: usize, len: usize) -> Vec<u32> {
     order
 }
 
-/// Initial parameters and feedback weights of a config.
-pub fn initial_state(cfg: &TrainConfig, spec: &ModelSpec) -> Result<(Params, Option<Params>)> {
-    let params = Params::init(spec, cfg.init()?, cfg.seed);
-    let opts = cfg.engine_options();
-    let feedback = (opts.feedback != Feedback::Transpose).then(|| {
-        let mut rng = Rng::stream(cfg.seed, 4);
-        cfg.feedback_init()
-            .map(|init| Params::random(spec, init, &mut rng))
-    });
-    Ok((params, feedback.transpose()?))
-}
-
 /// A training session on one device.
 pub struct Trainer {
     pub cfg: TrainConfig,
-    pub spec: ModelSpec,
-    pub engine: Engine,
+    pub net: Net,
     train: DeviceSplit,
     test: DeviceSplit,
     val: Option<DeviceSplit>,
@@ -128,48 +116,38 @@ pub struct Trainer {
 impl Trainer {
     pub fn new(ctx: Arc<GpuContext>, cfg: &TrainConfig, data: &Prepared) -> Result<Self> {
         cfg.validate()?;
-        let spec = cfg.spec()?;
-        let engine = Engine::new(ctx, &spec, cfg.engine_options())?;
-        let train = DeviceSplit::new(&engine, &data.train, true)?;
-        let test = DeviceSplit::new(&engine, &data.test, false)?;
+        let net = Net::new(ctx, &cfg.model()?, cfg.engine_options())?;
+        let train = DeviceSplit::new(&net, &data.train, true)?;
+        let test = DeviceSplit::new(&net, &data.test, false)?;
         let val = data
             .val
             .as_ref()
-            .map(|v| DeviceSplit::new(&engine, v, false))
+            .map(|v| DeviceSplit::new(&net, v, false))
             .transpose()?;
         Ok(Self {
             cfg: cfg.clone(),
-            spec,
-            engine,
+            net,
             train,
             test,
             val,
         })
     }
 
-    pub fn set_state(&self, params: &Params, feedback: Option<&Params>) -> Result<()> {
-        self.engine.set_params(params)?;
-        if let Some(f) = feedback {
-            self.engine.set_feedback(f)?;
-        }
-        Ok(())
-    }
-
     /// Trains one epoch (0-based `epoch`) and measures it.
     pub fn epoch(&mut self, epoch: usize, progress: &mut dyn Progress) -> Result<EpochMetrics> {
-        let ctx = self.engine.context().clone();
+        let ctx = BatchTarget::context(&self.net).clone();
         let order = epoch_order(self.cfg.seed, epoch, self.train.len);
-        self.train.set_order(&self.engine, &order)?;
+        self.train.set_order(&self.net, &order)?;
         let batches = self.train.batches;
         progress.epoch_start(epoch, batches);
         let started = Instant::now();
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         self.train.encode_reset(&mut enc);
-        self.engine.encode_relax_counter_reset(&mut enc);
+        self.net.encode_relax_counter_reset(&mut enc);
         let mut in_flight = None;
         for k in 0..batches {
-            self.train.encode_gather(&self.engine, &mut enc, k);
-            self.engine
+            self.train.encode_gather(&self.net, &mut enc, k);
+            self.net
                 .encode_train_step(&mut enc, self.cfg.algorithm, self.cfg.relax_steps);
             self.train.encode_accumulate(&mut enc, k);
             if (k + 1) % STEPS_PER_SUBMIT == 0 || k + 1 == batches {
@@ -187,7 +165,7 @@ impl Trainer {
         }
         drop(enc);
         ctx.wait()?;
-        let sums = self.train.read_sums(&self.engine)?;
+        let sums = self.train.read_sums(&self.net)?;
         let seconds = started.elapsed().as_secs_f64();
         if let Some(b) = sums.diverged_at {
             return Err(Error::Diverged(format!(
@@ -201,15 +179,13 @@ impl Trainer {
         }
         let steps_used = match self.cfg.algorithm {
             Algorithm::Bp => 0.0,
-            Algorithm::Ar => self
-                .engine
-                .relax_steps_used(batches, self.cfg.relax_steps)?,
+            Algorithm::Ar => self.net.relax_steps_used(batches, self.cfg.relax_steps)?,
         };
-        let test = self.test.evaluate(&self.engine)?;
+        let test = self.test.evaluate(&self.net)?;
         let val = self
             .val
             .as_ref()
-            .map(|v| v.evaluate(&self.engine))
+            .map(|v| v.evaluate(&self.net))
             .transpose()?;
         let angle = self.gradient_angle()?;
         let m = EpochMetrics {
@@ -231,50 +207,36 @@ impl Trainer {
 
     /// Mean angle between this condition's gradient and backprop's on the first test batch.
     fn gradient_angle(&mut self) -> Result<f64> {
-        let ctx = self.engine.context().clone();
+        let ctx = BatchTarget::context(&self.net).clone();
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        self.test.encode_gather(&self.engine, &mut enc, 0);
+        self.test.encode_gather(&self.net, &mut enc, 0);
         ctx.queue.submit([enc.finish()]);
-        let bp = self.engine.bp_gradients()?;
+        let bp = self.net.bp_gradients()?;
         if self.cfg.algorithm == Algorithm::Bp {
             return Ok(0.0);
         }
-        let ar = self.engine.ar_gradients(self.cfg.relax_steps)?;
-        Ok(mean_angle(&compare(&ar, &bp)))
-    }
-
-    pub fn params(&self) -> Result<Params> {
-        self.engine.params()
-    }
-
-    pub fn feedback(&self) -> Result<Option<Params>> {
-        self.engine.feedback()
+        let ar = self.net.ar_gradients(self.cfg.relax_steps)?;
+        Ok(mean_angle(&compare_groups(&ar, &bp)))
     }
 
     /// Test loss and accuracy of the current parameters.
     pub fn evaluate_test(&self) -> Result<EpochSums> {
-        self.test.evaluate(&self.engine)
+        self.test.evaluate(&self.net)
     }
-}
 
-/// Checkpoint contents: parameters under PyTorch names, ψ under `feedback.`, and metadata.
-pub fn checkpoint_file(
-    cfg: &TrainConfig,
-    spec: &ModelSpec,
-    params: &Params,
-    feedback: Option<&Params>,
-    epochs_done: usize,
-) -> TensorFile {
-    let mut f = TensorFile::default();
-    f.insert_params("", spec, params);
-    if let Some(fb) = feedback {
-        f.insert_params("feedback.", spec, fb);
+    /// Parameters, ψ and metadata as a checkpoint.
+    pub fn checkpoint(&self, epochs_done: usize) -> Result<TensorFile> {
+        let mut f = TensorFile::default();
+        self.net.save_state(&mut f)?;
+        f.metadata.insert("epoch".into(), epochs_done.to_string());
+        f.metadata.insert("config".into(), self.cfg.to_toml());
+        if let Model::Graph(g) = self.net.model() {
+            f.metadata.insert("model".into(), g.source.clone());
+        }
+        f.metadata
+            .insert("format".into(), "arelax-checkpoint-1".into());
+        Ok(f)
     }
-    f.metadata.insert("epoch".into(), epochs_done.to_string());
-    f.metadata.insert("config".into(), cfg.to_toml());
-    f.metadata
-        .insert("format".into(), "arelax-checkpoint-1".into());
-    f
 }
 
 /// Trains `cfg` into the run directory `out`, resuming if asked. Every finished epoch is
@@ -287,11 +249,8 @@ pub fn run(
     progress: &mut dyn Progress,
 ) -> Result<RunResult> {
     cfg.validate()?;
-    let spec = cfg.spec()?;
-    let ctx = Arc::new(GpuContext::new(
-        device,
-        crate::engine::needs(&spec, cfg.batch_size),
-    )?);
+    let needs = cfg.model()?.needs(cfg.batch_size);
+    let ctx = Arc::new(GpuContext::new(device, needs)?);
     run_with(ctx, cfg, out, mode, progress)
 }
 
@@ -304,23 +263,22 @@ pub fn run_with(
     progress: &mut dyn Progress,
 ) -> Result<RunResult> {
     cfg.validate()?;
-    let spec = cfg.spec()?;
     let dir = RunDir::open(out, mode)?;
-    let resumed = match mode {
-        run_dir::Mode::Resume => Some(dir.resume_state(&spec)?),
-        _ => None,
-    };
     let data = prepare_data(cfg)?;
     let adapter = ctx.describe();
     let mut trainer = Trainer::new(ctx, cfg, &data)?;
-    let (mut metrics, start) = match resumed {
-        Some(r) => {
-            trainer.set_state(&r.params, r.feedback.as_ref())?;
+    let (mut metrics, start) = match mode {
+        run_dir::Mode::Resume => {
+            let r = dir.resume_state()?;
+            trainer
+                .net
+                .load_state(&r.checkpoint, &dir.path.join(run_dir::CHECKPOINT))?;
             (r.metrics, r.epochs_done)
         }
-        None => {
-            let (p, f) = initial_state(cfg, &spec)?;
-            trainer.set_state(&p, f.as_ref())?;
+        _ => {
+            trainer
+                .net
+                .initialise(cfg.init()?, cfg.feedback_init()?, cfg.seed)?;
             (Vec::new(), 0)
         }
     };
@@ -328,8 +286,11 @@ pub fn run_with(
     for epoch in start..cfg.epochs {
         let m = trainer.epoch(epoch, progress)?;
         metrics.push(m);
-        let params = trainer.params()?;
-        if !params.all_finite() {
+        let params = trainer.net.params()?;
+        if !params
+            .iter()
+            .all(|g| g.weight.iter().chain(&g.bias).all(|v| v.is_finite()))
+        {
             return Err(Error::Diverged(format!(
                 "training diverged: non-finite weights after epoch {} (seed {}); the last good \
                  checkpoint is kept",
@@ -337,16 +298,12 @@ pub fn run_with(
                 cfg.seed
             )));
         }
-        let fb = trainer.feedback()?;
-        dir.save_epoch(
-            &checkpoint_file(cfg, &spec, &params, fb.as_ref(), epoch + 1),
-            &metrics,
-        )?;
+        dir.save_epoch(&trainer.checkpoint(epoch + 1)?, &metrics)?;
     }
     dir.finish(&metrics)?;
     Ok(RunResult {
         metrics,
-        params: trainer.params()?,
+        params: trainer.net.params()?,
         adapter,
     })
 }

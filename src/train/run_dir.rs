@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use super::{EpochMetrics, TrainConfig};
 use crate::checkpoint::TensorFile;
-use crate::model::{ModelSpec, Params};
 use crate::plot::{Panel, Series, save_png};
 use crate::util::write_atomic;
 use crate::{Error, Result};
@@ -33,8 +32,7 @@ pub struct RunDir {
 
 /// What a resumed run starts from.
 pub struct Resumed {
-    pub params: Params,
-    pub feedback: Option<Params>,
+    pub checkpoint: TensorFile,
     pub epochs_done: usize,
     pub metrics: Vec<EpochMetrics>,
 }
@@ -102,16 +100,10 @@ impl RunDir {
     }
 
     /// Loads the last complete epoch's checkpoint and the metrics up to it.
-    pub fn resume_state(&self, spec: &ModelSpec) -> Result<Resumed> {
+    pub fn resume_state(&self) -> Result<Resumed> {
         let ckpt_path = self.path.join(CHECKPOINT);
-        let file = TensorFile::load(&ckpt_path)?;
-        let params = file.params(&ckpt_path, "", spec)?;
-        let feedback = if file.tensors.contains_key("feedback.layers.0.weight") {
-            Some(file.params(&ckpt_path, "feedback.", spec)?)
-        } else {
-            None
-        };
-        let epochs_done: usize = file
+        let checkpoint = TensorFile::load(&ckpt_path)?;
+        let epochs_done: usize = checkpoint
             .metadata
             .get("epoch")
             .and_then(|e| e.parse().ok())
@@ -133,8 +125,7 @@ impl RunDir {
         }
         metrics.truncate(epochs_done);
         Ok(Resumed {
-            params,
-            feedback,
+            checkpoint,
             epochs_done,
             metrics,
         })

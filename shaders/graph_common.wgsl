@@ -1,0 +1,57 @@
+// Shared by the graph kernels: one table entry per node (forward, gradients), per edge (VJPs)
+// or per contribution (combine). A dispatch covers a contiguous section of the table; each entry
+// owns `items` work items starting at `start` within that section, so one dispatch serves every
+// node of a kind however many there are.
+
+struct Op {
+    kind: u32,   // see KIND_*
+    act: u32,    // activation code (common.wgsl)
+    c_in: u32,   // input (parent) shape [c, h, w] per sample
+    h_in: u32,
+    w_in: u32,
+    c_out: u32,  // output shape of the node
+    h_out: u32,
+    w_out: u32,
+    k: u32,      // window (kernel) size
+    stride: u32,
+    pad: u32,
+    w: u32,      // weights (parameter or feedback buffer)
+    b: u32,      // bias
+    x_in: u32,   // parent activity, or the contributing child's r (combine)
+    x_out: u32,  // node activity
+    fp: u32,     // node f'(a)
+    r_self: u32, // node relaxation state
+    slot: u32,   // edge slot (VJP output) in the slot buffer
+    aux: u32,    // max-pool: argmax offset; concat: channel offset of this input; combine: first contribution
+    aux2: u32,   // combine: number of contributions
+    start: u32,  // first work item within the dispatch's section
+    items: u32,  // work items of this entry
+    pad0: u32,
+    pad1: u32,
+}
+
+const KIND_DENSE: u32 = 1u;
+const KIND_CONV: u32 = 2u;
+const KIND_MAXPOOL: u32 = 3u;
+const KIND_AVGPOOL: u32 = 4u;
+const KIND_FLATTEN: u32 = 5u;
+const KIND_ADD: u32 = 6u;
+const KIND_CONCAT: u32 = 7u;
+// Contributions to a node's relaxation (combine): a VJP slot, or a child's r read directly.
+const CONTRIB_SLOT: u32 = 10u;
+const CONTRIB_SAME: u32 = 11u;   // add / flatten child: same element
+const CONTRIB_CONCAT: u32 = 12u; // concat child: the channels this node fed
+
+// The entry of section [first, first + count) owning work item `item`, or first + count.
+fn find_op(first: u32, count: u32, item: u32) -> u32 {
+    for (var i = first; i < first + count; i++) {
+        if (item >= ops[i].start && item < ops[i].start + ops[i].items) {
+            return i;
+        }
+    }
+    return first + count;
+}
+
+fn global_item(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 256u;
+}

@@ -1,0 +1,1219 @@
+//! The engine for arbitrary computation graphs (dense, conv2d, pooling, flatten, add, concat).
+//!
+//! Forward runs node by node in topological order. One relaxation step is at most four
+//! dispatches however many nodes the graph has: the VJPs of every dense edge, of every
+//! convolution edge and of every pooling edge into per-edge slots, then one `combine` that
+//! relaxes every hidden node from the sum of its children's contributions (slots, or the child's
+//! own state for add/flatten/concat). Exact backprop is the same step with η = 1, repeated for
+//! the graph's depth: a Jacobi sweep at η = 1 is exact after that many steps on a DAG.
+
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::layout::{LayerEntry, PassUniform};
+use super::{
+    Algorithm, EngineOptions, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV, Feedback, RelaxStart,
+};
+use crate::gpu::buffers::{self, Dispatch, Kernel, Slot, record};
+use crate::gpu::{GpuContext, Needs, shader};
+use crate::graph::{Graph, GraphParams, NodeKind};
+use crate::model::Loss;
+use crate::{Error, Result};
+
+/// Mirror of `struct Op` in `shaders/graph_common.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct Op {
+    pub kind: u32,
+    pub act: u32,
+    pub c_in: u32,
+    pub h_in: u32,
+    pub w_in: u32,
+    pub c_out: u32,
+    pub h_out: u32,
+    pub w_out: u32,
+    pub k: u32,
+    pub stride: u32,
+    pub pad: u32,
+    pub w: u32,
+    pub b: u32,
+    pub x_in: u32,
+    pub x_out: u32,
+    pub fp: u32,
+    pub r_self: u32,
+    pub slot: u32,
+    pub aux: u32,
+    pub aux2: u32,
+    pub start: u32,
+    pub items: u32,
+    pub pad0: u32,
+    pub pad1: u32,
+}
+
+const KIND_DENSE: u32 = 1;
+const KIND_CONV: u32 = 2;
+const KIND_MAXPOOL: u32 = 3;
+const KIND_AVGPOOL: u32 = 4;
+const KIND_FLATTEN: u32 = 5;
+const KIND_ADD: u32 = 6;
+const KIND_CONCAT: u32 = 7;
+const CONTRIB_SLOT: u32 = 10;
+const CONTRIB_SAME: u32 = 11;
+const CONTRIB_CONCAT: u32 = 12;
+
+/// A contiguous run of table entries served by one dispatch.
+#[derive(Clone, Copy, Debug, Default)]
+struct Section {
+    first: usize,
+    count: usize,
+    /// Workgroups (256 threads, or 64×64 tiles for dense products).
+    groups: u32,
+}
+
+/// Forward work of one node, in topological order.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Dense(usize),
+    Table(KernelKind, usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KernelKind {
+    Conv,
+    Pool,
+    Join,
+}
+
+/// Offsets of every tensor and the kernel tables for one graph and batch size.
+struct Plan {
+    ops: Vec<Op>,
+    dense: Vec<LayerEntry>,
+    forward: Vec<Step>,
+    dense_vjp: Section,
+    conv_vjp: Section,
+    pool_vjp: Section,
+    combine: Section,
+    conv_grad: Section,
+    dense_units: usize,
+    params_len: usize,
+    x_len: usize,
+    fp_len: usize,
+    argmax_len: usize,
+    r_len: usize,
+    slots_len: usize,
+    x_off: Vec<usize>,
+    r_off: Vec<usize>,
+    p_off: Vec<Option<(usize, usize)>>,
+}
+
+fn groups(items: usize) -> u32 {
+    items.div_ceil(256) as u32
+}
+
+fn u(v: usize) -> u32 {
+    v as u32
+}
+
+impl Plan {
+    fn new(g: &Graph, batch: usize) -> Self {
+        let n = g.nodes.len();
+        let size = |i: usize| g.nodes[i].shape.size();
+        let mut x_off = vec![0; n];
+        let mut at = 0;
+        for (i, off) in x_off.iter_mut().enumerate() {
+            *off = at;
+            at += batch * size(i);
+        }
+        let x_len = at;
+        // r mirrors x without the input, so the forward start is one copy (see engine/layout.rs).
+        let base = batch * size(0);
+        let r_off: Vec<usize> = x_off.iter().map(|&o| o.saturating_sub(base)).collect();
+        let r_len = x_len - base;
+        let (mut fp_off, mut fp_len) = (vec![0; n], 0);
+        let (mut am_off, mut am_len) = (vec![0; n], 0);
+        let (mut p_off, mut params_len) = (vec![None; n], 0);
+        for i in 0..n {
+            if let Some((w, bias)) = g.param_shape(i) {
+                let nw: usize = w.iter().product();
+                p_off[i] = Some((params_len, params_len + nw));
+                params_len += nw + bias;
+            }
+            match g.nodes[i].kind {
+                NodeKind::Dense { .. } | NodeKind::Conv2d { .. } => {
+                    fp_off[i] = fp_len;
+                    fp_len += batch * size(i);
+                }
+                NodeKind::MaxPool { .. } => {
+                    am_off[i] = am_len;
+                    am_len += batch * size(i);
+                }
+                _ => {}
+            }
+        }
+        let act = |i: usize| g.activation(i).map(|a| a.code()).unwrap_or(0);
+        // The op describing node i reading its input slot k.
+        let op = |i: usize, k: usize| -> Op {
+            let node = &g.nodes[i];
+            let p = node.inputs[k];
+            let (si, so) = (g.nodes[p].shape, node.shape);
+            let (win, stride, pad, kind) = match node.kind {
+                NodeKind::Dense { .. } => (0, 0, 0, KIND_DENSE),
+                NodeKind::Conv2d {
+                    kernel,
+                    stride,
+                    padding,
+                    ..
+                } => (kernel, stride, padding, KIND_CONV),
+                NodeKind::MaxPool { kernel, stride } => (kernel, stride, 0, KIND_MAXPOOL),
+                NodeKind::AvgPool { kernel, stride } => (kernel, stride, 0, KIND_AVGPOOL),
+                NodeKind::Flatten => (0, 0, 0, KIND_FLATTEN),
+                NodeKind::Add => (0, 0, 0, KIND_ADD),
+                NodeKind::Concat => (0, 0, 0, KIND_CONCAT),
+                NodeKind::Input => (0, 0, 0, 0),
+            };
+            let (w, b) = p_off[i].unwrap_or((0, 0));
+            Op {
+                kind,
+                act: act(i),
+                c_in: u(si.c),
+                h_in: u(si.h),
+                w_in: u(si.w),
+                c_out: u(so.c),
+                h_out: u(so.h),
+                w_out: u(so.w),
+                k: u(win),
+                stride: u(stride),
+                pad: u(pad),
+                w: u(w),
+                b: u(b),
+                x_in: u(x_off[p]),
+                x_out: u(x_off[i]),
+                fp: u(fp_off[i]),
+                r_self: u(r_off[i]),
+                aux: u(am_off[i]),
+                ..Default::default()
+            }
+        };
+        let mut ops = Vec::new();
+        let mut dense = Vec::new();
+        let mut forward = Vec::new();
+        for i in 1..n {
+            let node = &g.nodes[i];
+            match node.kind {
+                NodeKind::Dense { .. } => {
+                    let o = op(i, 0);
+                    forward.push(Step::Dense(dense.len()));
+                    dense.push(LayerEntry {
+                        n_in: u(g.nodes[node.inputs[0]].shape.size()),
+                        n_out: o.c_out * o.h_out * o.w_out,
+                        w: o.w,
+                        b: o.b,
+                        x_in: o.x_in,
+                        x_out: o.x_out,
+                        fp: o.fp,
+                        r_in: 0,
+                        r_out: o.r_self,
+                        act: o.act,
+                        pad: [0; 2],
+                    });
+                }
+                NodeKind::Conv2d { .. } | NodeKind::MaxPool { .. } | NodeKind::AvgPool { .. } => {
+                    let mut o = op(i, 0);
+                    o.items = u(batch * size(i));
+                    let kind = if matches!(node.kind, NodeKind::Conv2d { .. }) {
+                        KernelKind::Conv
+                    } else {
+                        KernelKind::Pool
+                    };
+                    forward.push(Step::Table(kind, ops.len()));
+                    ops.push(o);
+                }
+                NodeKind::Flatten | NodeKind::Add | NodeKind::Concat => {
+                    let mut channel = 0;
+                    for k in 0..node.inputs.len() {
+                        let mut o = op(i, k);
+                        o.items = u(batch * g.nodes[node.inputs[k]].shape.size());
+                        o.aux = u(channel);
+                        o.aux2 = u(k);
+                        channel += g.nodes[node.inputs[k]].shape.c;
+                        forward.push(Step::Table(KernelKind::Join, ops.len()));
+                        ops.push(o);
+                    }
+                }
+                NodeKind::Input => {}
+            }
+        }
+        // Edges into hidden parents (the input does not relax), each with its own VJP slot.
+        let mut slots_len = 0;
+        let mut slot_of = std::collections::HashMap::new();
+        let mut section =
+            |ops: &mut Vec<Op>, want: &dyn Fn(&NodeKind) -> bool, tiles: bool| -> Section {
+                let first = ops.len();
+                let mut items = 0usize;
+                let mut tile_groups = 0u32;
+                for c in 1..n {
+                    if !want(&g.nodes[c].kind) {
+                        continue;
+                    }
+                    for (k, &p) in g.nodes[c].inputs.iter().enumerate() {
+                        if p == 0 {
+                            continue;
+                        }
+                        let mut o = op(c, k);
+                        o.c_in = u(size(p)); // dense edges treat the parent as flat
+                        if !tiles {
+                            let s = g.nodes[p].shape;
+                            (o.c_in, o.h_in, o.w_in) = (u(s.c), u(s.h), u(s.w));
+                        }
+                        o.slot = u(slots_len);
+                        slot_of.insert((c, k), slots_len);
+                        slots_len += batch * size(p);
+                        o.start = u(items);
+                        o.items = u(batch * size(p));
+                        items += batch * size(p);
+                        tile_groups += super::layout::Layout::tiles(batch, size(p));
+                        ops.push(o);
+                    }
+                }
+                Section {
+                    first,
+                    count: ops.len() - first,
+                    groups: if tiles { tile_groups } else { groups(items) },
+                }
+            };
+        let dense_vjp = section(&mut ops, &|k| matches!(k, NodeKind::Dense { .. }), true);
+        let conv_vjp = section(&mut ops, &|k| matches!(k, NodeKind::Conv2d { .. }), false);
+        let pool_vjp = section(
+            &mut ops,
+            &|k| matches!(k, NodeKind::MaxPool { .. } | NodeKind::AvgPool { .. }),
+            false,
+        );
+        // Combine: one entry per hidden node; its contributions follow the section.
+        let hidden: Vec<usize> = (1..n).filter(|&i| i != g.output).collect();
+        let combine_first = ops.len();
+        let mut items = 0;
+        for &i in &hidden {
+            let mut o = op_self(g, i, &x_off, &r_off);
+            o.start = u(items);
+            o.items = u(batch * size(i));
+            items += batch * size(i);
+            ops.push(o);
+        }
+        let combine = Section {
+            first: combine_first,
+            count: hidden.len(),
+            groups: groups(items),
+        };
+        for (h, &i) in hidden.iter().enumerate() {
+            let first = ops.len();
+            for c in g.children(i) {
+                let child = &g.nodes[c];
+                for (k, _) in child.inputs.iter().enumerate().filter(|(_, p)| **p == i) {
+                    let mut ct = Op::default();
+                    match child.kind {
+                        NodeKind::Flatten | NodeKind::Add => {
+                            ct.kind = CONTRIB_SAME;
+                            ct.x_in = u(r_off[c]);
+                        }
+                        NodeKind::Concat => {
+                            ct.kind = CONTRIB_CONCAT;
+                            ct.x_in = u(r_off[c]);
+                            ct.c_in = u(child.shape.c);
+                            ct.aux = u(child.inputs[..k]
+                                .iter()
+                                .map(|&q| g.nodes[q].shape.c)
+                                .sum::<usize>());
+                        }
+                        _ => {
+                            ct.kind = CONTRIB_SLOT;
+                            ct.slot = u(slot_of[&(c, k)]);
+                        }
+                    }
+                    ops.push(ct);
+                }
+            }
+            ops[combine_first + h].aux = u(first);
+            ops[combine_first + h].aux2 = u(ops.len() - first);
+        }
+        let conv_first = ops.len();
+        let mut items = 0;
+        for i in 1..n {
+            if let NodeKind::Conv2d { .. } = g.nodes[i].kind {
+                let mut o = op(i, 0);
+                let (w, b) = g.param_shape(i).expect("conv has parameters");
+                o.start = u(items);
+                o.items = u(w.iter().product::<usize>() + b);
+                items += o.items as usize;
+                ops.push(o);
+            }
+        }
+        let conv_grad = Section {
+            first: conv_first,
+            count: ops.len() - conv_first,
+            groups: groups(items),
+        };
+        let dense_units = dense.iter().map(|d| d.n_out as usize).sum();
+        Self {
+            ops,
+            dense,
+            forward,
+            dense_vjp,
+            conv_vjp,
+            pool_vjp,
+            combine,
+            conv_grad,
+            dense_units,
+            params_len,
+            x_len,
+            fp_len,
+            argmax_len: am_len,
+            r_len,
+            slots_len,
+            x_off,
+            r_off,
+            p_off,
+        }
+    }
+
+    fn max_buffer_bytes(&self) -> u64 {
+        [
+            self.params_len,
+            self.x_len,
+            self.fp_len,
+            self.r_len,
+            self.slots_len,
+            self.argmax_len,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(1) as u64
+            * 4
+    }
+}
+
+/// The op of node i as a relaxation target (combine): its own shape and state.
+fn op_self(g: &Graph, i: usize, x_off: &[usize], r_off: &[usize]) -> Op {
+    let s = g.nodes[i].shape;
+    Op {
+        c_out: u(s.c),
+        h_out: u(s.h),
+        w_out: u(s.w),
+        x_out: u(x_off[i]),
+        r_self: u(r_off[i]),
+        ..Default::default()
+    }
+}
+
+/// What a graph needs from the device.
+pub fn needs(g: &Graph, batch: usize) -> Needs {
+    let bytes = Plan::new(g, batch).max_buffer_bytes();
+    Needs {
+        max_binding_bytes: bytes,
+        max_buffer_bytes: bytes,
+        timestamps: false,
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+struct LossUniform {
+    x_off: u32,
+    r_off: u32,
+    width: u32,
+    batch: u32,
+    kind: u32,
+    scale: f32,
+    pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+struct SgdUniform {
+    count: u32,
+    lr: f32,
+    decay: f32,
+    pad: u32,
+}
+
+struct Kernels {
+    dense_forward: Kernel,
+    conv_forward: Kernel,
+    pool_forward: Kernel,
+    join_forward: Kernel,
+    loss: Kernel,
+    dense_vjp: Kernel,
+    conv_vjp: Kernel,
+    pool_vjp: Kernel,
+    combine: Kernel,
+    dense_grad: Kernel,
+    bias_grad: Kernel,
+    conv_grad: Kernel,
+    sgd: Kernel,
+}
+
+impl Kernels {
+    fn new(d: &wgpu::Device) -> Self {
+        use Slot::*;
+        let m = |name: &str| shader::module(d, name);
+        let grad = m("grad.wgsl");
+        let six = [Uniform, Read, Read, Read, Read, ReadWrite];
+        Self {
+            dense_forward: Kernel::new(
+                d,
+                &m("forward.wgsl"),
+                "forward",
+                &[Uniform, Read, Read, ReadWrite, ReadWrite],
+            ),
+            conv_forward: Kernel::new(
+                d,
+                &m("conv_forward.wgsl"),
+                "conv_forward",
+                &[Uniform, Read, Read, ReadWrite, ReadWrite],
+            ),
+            pool_forward: Kernel::new(
+                d,
+                &m("pool_forward.wgsl"),
+                "pool_forward",
+                &[Uniform, Read, ReadWrite, ReadWrite],
+            ),
+            join_forward: Kernel::new(
+                d,
+                &m("join_forward.wgsl"),
+                "join_forward",
+                &[Uniform, Read, ReadWrite],
+            ),
+            loss: Kernel::new(
+                d,
+                &m("loss.wgsl"),
+                "output_error",
+                &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
+            ),
+            dense_vjp: Kernel::new(d, &m("dense_vjp.wgsl"), "dense_vjp", &six),
+            conv_vjp: Kernel::new(d, &m("conv_vjp.wgsl"), "conv_vjp", &six),
+            pool_vjp: Kernel::new(
+                d,
+                &m("pool_vjp.wgsl"),
+                "pool_vjp",
+                &[Uniform, Read, Read, Read, ReadWrite],
+            ),
+            combine: Kernel::new(
+                d,
+                &m("combine.wgsl"),
+                "combine",
+                &[Uniform, Read, Read, Read, ReadWrite],
+            ),
+            dense_grad: Kernel::new(d, &grad, "weight_grad", &six),
+            bias_grad: Kernel::new(d, &grad, "bias_grad", &six),
+            conv_grad: Kernel::new(d, &m("conv_grad.wgsl"), "conv_grad", &six),
+            sgd: Kernel::new(d, &m("sgd.wgsl"), "sgd", &[Uniform, Read, ReadWrite]),
+        }
+    }
+}
+
+pub struct GraphBuffers {
+    pub ops: wgpu::Buffer,
+    pub dense: wgpu::Buffer,
+    pub params: wgpu::Buffer,
+    pub feedback: Option<wgpu::Buffer>,
+    pub x: wgpu::Buffer,
+    pub fprime: wgpu::Buffer,
+    pub argmax: wgpu::Buffer,
+    pub r: [wgpu::Buffer; 2],
+    pub slots: wgpu::Buffer,
+    pub target: wgpu::Buffer,
+    pub stats: wgpu::Buffer,
+    pub grads: wgpu::Buffer,
+}
+
+/// Bind groups of one relaxation configuration (AR's, or exact backprop's) for each parity.
+struct RelaxBinds {
+    dense: [wgpu::BindGroup; 2],
+    conv: [wgpu::BindGroup; 2],
+    pool: [wgpu::BindGroup; 2],
+    combine: [wgpu::BindGroup; 2],
+}
+
+struct GradBinds {
+    dense: [wgpu::BindGroup; 2],
+    bias: [wgpu::BindGroup; 2],
+    conv: [wgpu::BindGroup; 2],
+}
+
+pub struct GraphEngine {
+    ctx: Arc<GpuContext>,
+    pub graph: Graph,
+    pub opts: EngineOptions,
+    plan: Plan,
+    pub bufs: GraphBuffers,
+    kernels: Kernels,
+    forward_binds: Vec<wgpu::BindGroup>,
+    loss_bind: wgpu::BindGroup,
+    ar: RelaxBinds,
+    exact: RelaxBinds,
+    ar_grads: GradBinds,
+    exact_grads: GradBinds,
+    sgd_params: wgpu::BindGroup,
+    sgd_feedback: Option<wgpu::BindGroup>,
+    current: usize,
+}
+
+impl GraphEngine {
+    pub fn new(ctx: Arc<GpuContext>, graph: &Graph, opts: EngineOptions) -> Result<Self> {
+        super::check_options(&opts)?;
+        if opts.relax_tol.is_some() || opts.sweep {
+            return Err(Error::Config(
+                "adaptive relaxation (relax_tol) and the sweep schedule are implemented for \
+                 --layers MLPs only; graph models relax in parallel for a fixed number of steps"
+                    .into(),
+            ));
+        }
+        let plan = Plan::new(graph, opts.batch);
+        let limit = ctx.limits.max_storage_buffer_binding_size;
+        if plan.max_buffer_bytes() > limit {
+            return Err(Error::Gpu(format!(
+                "the model at batch {} needs a {} MiB buffer but the device allows {} MiB per \
+                 binding (max_storage_buffer_binding_size); use a smaller batch size or a smaller model",
+                opts.batch,
+                plan.max_buffer_bytes().div_ceil(1 << 20),
+                limit >> 20
+            )));
+        }
+        let d = &ctx.device;
+        let b = opts.batch;
+        let kernels = Kernels::new(d);
+        let bufs = GraphBuffers {
+            ops: buffers::storage_init(d, "graph ops", &plan.ops),
+            dense: buffers::storage_init(d, "dense nodes", &plan.dense),
+            params: buffers::storage(d, "params", plan.params_len),
+            feedback: (opts.feedback != Feedback::Transpose)
+                .then(|| buffers::storage(d, "feedback", plan.params_len)),
+            x: buffers::storage(d, "x", plan.x_len),
+            fprime: buffers::storage(d, "fprime", plan.fp_len),
+            argmax: buffers::storage(d, "argmax", plan.argmax_len),
+            r: [
+                buffers::storage(d, "r0", plan.r_len),
+                buffers::storage(d, "r1", plan.r_len),
+            ],
+            slots: buffers::storage(d, "vjp slots", plan.slots_len),
+            target: buffers::storage(d, "target", b * graph.output_size()),
+            stats: buffers::storage(d, "stats", 2 * b),
+            grads: buffers::storage(d, "grads", plan.params_len),
+        };
+        let mut flags = 0;
+        if !opts.relax_derivative {
+            flags |= FLAG_NO_RELAX_DERIV;
+        }
+        if !opts.update_derivative {
+            flags |= FLAG_NO_UPDATE_DERIV;
+        }
+        let pass = |s: Section, rate: f32, flags: u32| {
+            buffers::uniform(
+                d,
+                "graph pass",
+                &PassUniform {
+                    first: u(s.first),
+                    count: u(s.count),
+                    batch: u(b),
+                    flags,
+                    rate,
+                    pad: [0; 3],
+                },
+            )
+        };
+        let k = &kernels;
+        let forward_binds = plan
+            .forward
+            .iter()
+            .map(|step| match *step {
+                Step::Dense(i) => {
+                    let un = pass(
+                        Section {
+                            first: i,
+                            count: 1,
+                            groups: 0,
+                        },
+                        0.0,
+                        0,
+                    );
+                    k.dense_forward
+                        .bind(d, &[&un, &bufs.dense, &bufs.params, &bufs.x, &bufs.fprime])
+                }
+                Step::Table(kind, i) => {
+                    let un = pass(
+                        Section {
+                            first: i,
+                            count: 1,
+                            groups: 0,
+                        },
+                        0.0,
+                        0,
+                    );
+                    match kind {
+                        KernelKind::Conv => k
+                            .conv_forward
+                            .bind(d, &[&un, &bufs.ops, &bufs.params, &bufs.x, &bufs.fprime]),
+                        KernelKind::Pool => k
+                            .pool_forward
+                            .bind(d, &[&un, &bufs.ops, &bufs.x, &bufs.argmax]),
+                        KernelKind::Join => k.join_forward.bind(d, &[&un, &bufs.ops, &bufs.x]),
+                    }
+                }
+            })
+            .collect();
+        let out = graph.output;
+        let loss_u = buffers::uniform(
+            d,
+            "loss pass",
+            &LossUniform {
+                x_off: u(plan.x_off[out]),
+                r_off: u(plan.r_off[out]),
+                width: u(graph.output_size()),
+                batch: u(b),
+                kind: match graph.loss {
+                    Loss::Mse => 0,
+                    Loss::Ce => 1,
+                },
+                scale: opts.reduction.scale(b) as f32,
+                pad: [0; 2],
+            },
+        );
+        let loss_bind = k.loss.bind(
+            d,
+            &[
+                &loss_u,
+                &bufs.x,
+                &bufs.target,
+                &bufs.r[0],
+                &bufs.r[1],
+                &bufs.stats,
+            ],
+        );
+        let relax_binds = |rate: f32, flags: u32, weights: &wgpu::Buffer| {
+            let (dv, cv, pv, cb) = (
+                pass(plan.dense_vjp, rate, flags),
+                pass(plan.conv_vjp, rate, flags),
+                pass(plan.pool_vjp, rate, flags),
+                pass(plan.combine, rate, flags),
+            );
+            let per = |src: usize| {
+                (
+                    k.dense_vjp.bind(
+                        d,
+                        &[
+                            &dv,
+                            &bufs.ops,
+                            weights,
+                            &bufs.fprime,
+                            &bufs.r[src],
+                            &bufs.slots,
+                        ],
+                    ),
+                    k.conv_vjp.bind(
+                        d,
+                        &[
+                            &cv,
+                            &bufs.ops,
+                            weights,
+                            &bufs.fprime,
+                            &bufs.r[src],
+                            &bufs.slots,
+                        ],
+                    ),
+                    k.pool_vjp.bind(
+                        d,
+                        &[&pv, &bufs.ops, &bufs.argmax, &bufs.r[src], &bufs.slots],
+                    ),
+                    k.combine.bind(
+                        d,
+                        &[&cb, &bufs.ops, &bufs.slots, &bufs.r[src], &bufs.r[1 - src]],
+                    ),
+                )
+            };
+            let (a, bb) = (per(0), per(1));
+            RelaxBinds {
+                dense: [a.0, bb.0],
+                conv: [a.1, bb.1],
+                pool: [a.2, bb.2],
+                combine: [a.3, bb.3],
+            }
+        };
+        let relax_weights = bufs.feedback.as_ref().unwrap_or(&bufs.params);
+        let ar = relax_binds(opts.relax_rate, flags, relax_weights);
+        let exact = relax_binds(1.0, 0, &bufs.params);
+        let grad_binds = |flags: u32| {
+            let all_dense = Section {
+                first: 0,
+                count: plan.dense.len(),
+                groups: 0,
+            };
+            let (du, cu) = (
+                pass(all_dense, 0.0, flags),
+                pass(plan.conv_grad, 0.0, flags),
+            );
+            let per = |src: usize| {
+                (
+                    k.dense_grad.bind(
+                        d,
+                        &[
+                            &du,
+                            &bufs.dense,
+                            &bufs.x,
+                            &bufs.fprime,
+                            &bufs.r[src],
+                            &bufs.grads,
+                        ],
+                    ),
+                    k.bias_grad.bind(
+                        d,
+                        &[
+                            &du,
+                            &bufs.dense,
+                            &bufs.x,
+                            &bufs.fprime,
+                            &bufs.r[src],
+                            &bufs.grads,
+                        ],
+                    ),
+                    k.conv_grad.bind(
+                        d,
+                        &[
+                            &cu,
+                            &bufs.ops,
+                            &bufs.x,
+                            &bufs.fprime,
+                            &bufs.r[src],
+                            &bufs.grads,
+                        ],
+                    ),
+                )
+            };
+            let (a, bb) = (per(0), per(1));
+            GradBinds {
+                dense: [a.0, bb.0],
+                bias: [a.1, bb.1],
+                conv: [a.2, bb.2],
+            }
+        };
+        let ar_grads = grad_binds(flags);
+        let exact_grads = grad_binds(0);
+        let sgd_u = |decay: f32| {
+            buffers::uniform(
+                d,
+                "sgd",
+                &SgdUniform {
+                    count: u(plan.params_len),
+                    lr: opts.lr,
+                    decay,
+                    pad: 0,
+                },
+            )
+        };
+        let sgd_params = k.sgd.bind(d, &[&sgd_u(0.0), &bufs.grads, &bufs.params]);
+        let sgd_feedback = bufs
+            .feedback
+            .as_ref()
+            .filter(|_| opts.feedback == Feedback::Learned)
+            .map(|f| {
+                k.sgd
+                    .bind(d, &[&sgd_u(opts.feedback_decay), &bufs.grads, f])
+            });
+        let e = Self {
+            ctx,
+            graph: graph.clone(),
+            opts,
+            plan,
+            bufs,
+            kernels,
+            forward_binds,
+            loss_bind,
+            ar,
+            exact,
+            ar_grads,
+            exact_grads,
+            sgd_params,
+            sgd_feedback,
+            current: 0,
+        };
+        e.ctx.check()?;
+        Ok(e)
+    }
+
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    fn encoder(&self) -> wgpu::CommandEncoder {
+        self.ctx.device.create_command_encoder(&Default::default())
+    }
+
+    // ---- host ↔ device ---------------------------------------------------------------------
+
+    fn packed(&self, p: &GraphParams) -> Result<Vec<f32>> {
+        let mut flat = vec![0.0; self.plan.params_len];
+        for (i, off) in self.plan.p_off.iter().enumerate() {
+            if let Some((w, b)) = off {
+                let (pw, pb) = (&p.weights[i], &p.biases[i]);
+                if w + pw.len() != *b
+                    || pb.len() != self.graph.param_shape(i).map(|s| s.1).unwrap_or(0)
+                {
+                    return Err(Error::Config(format!(
+                        "parameters of node '{}' do not match its shape",
+                        self.graph.nodes[i].id
+                    )));
+                }
+                flat[*w..*b].copy_from_slice(pw);
+                flat[*b..*b + pb.len()].copy_from_slice(pb);
+            }
+        }
+        Ok(flat)
+    }
+
+    fn unpack(&self, flat: &[f32]) -> GraphParams {
+        let mut p = GraphParams::zeros_like(&self.graph);
+        for (i, off) in self.plan.p_off.iter().enumerate() {
+            if let Some((w, b)) = off {
+                let nb = p.biases[i].len();
+                p.weights[i].copy_from_slice(&flat[*w..*b]);
+                p.biases[i].copy_from_slice(&flat[*b..*b + nb]);
+            }
+        }
+        p
+    }
+
+    pub fn set_params(&self, p: &GraphParams) -> Result<()> {
+        let flat = self.packed(p)?;
+        self.ctx
+            .queue
+            .write_buffer(&self.bufs.params, 0, bytemuck::cast_slice(&flat));
+        Ok(())
+    }
+
+    pub fn set_feedback(&self, p: &GraphParams) -> Result<()> {
+        let buf = self.bufs.feedback.as_ref().ok_or_else(|| {
+            Error::Config("this engine uses W as its feedback; it has no ψ to set".into())
+        })?;
+        let flat = self.packed(p)?;
+        self.ctx
+            .queue
+            .write_buffer(buf, 0, bytemuck::cast_slice(&flat));
+        Ok(())
+    }
+
+    fn read_packed(&self, buf: &wgpu::Buffer) -> Result<GraphParams> {
+        Ok(self.unpack(&self.ctx.read_f32(buf, 0, self.plan.params_len as u64)?))
+    }
+
+    pub fn params(&self) -> Result<GraphParams> {
+        self.read_packed(&self.bufs.params)
+    }
+
+    pub fn feedback(&self) -> Result<Option<GraphParams>> {
+        self.bufs
+            .feedback
+            .as_ref()
+            .map(|b| self.read_packed(b))
+            .transpose()
+    }
+
+    pub fn grads(&self) -> Result<GraphParams> {
+        self.read_packed(&self.bufs.grads)
+    }
+
+    pub fn set_batch(&self, input: &[f32], target: &[f32]) -> Result<()> {
+        let b = self.opts.batch;
+        let (n0, nl) = (self.graph.input_size(), self.graph.output_size());
+        if input.len() != b * n0 || target.len() != b * nl {
+            return Err(Error::Config(format!(
+                "batch of {} inputs / {} targets does not match [{b}, {n0}] / [{b}, {nl}]",
+                input.len(),
+                target.len()
+            )));
+        }
+        self.ctx
+            .queue
+            .write_buffer(&self.bufs.x, 0, bytemuck::cast_slice(input));
+        self.ctx
+            .queue
+            .write_buffer(&self.bufs.target, 0, bytemuck::cast_slice(target));
+        Ok(())
+    }
+
+    /// Activities of every node from the last forward pass, [B, size] each.
+    pub fn activities(&self) -> Result<Vec<Vec<f32>>> {
+        let all = self.ctx.read_f32(&self.bufs.x, 0, self.plan.x_len as u64)?;
+        let b = self.opts.batch;
+        Ok((0..self.graph.nodes.len())
+            .map(|i| {
+                let o = self.plan.x_off[i];
+                all[o..o + b * self.graph.nodes[i].shape.size()].to_vec()
+            })
+            .collect())
+    }
+
+    /// The current relaxation state of every node (empty for the input).
+    pub fn state(&self) -> Result<Vec<Vec<f32>>> {
+        let all = self
+            .ctx
+            .read_f32(&self.bufs.r[self.current], 0, self.plan.r_len as u64)?;
+        let b = self.opts.batch;
+        Ok((0..self.graph.nodes.len())
+            .map(|i| {
+                if i == 0 {
+                    return Vec::new();
+                }
+                let o = self.plan.r_off[i];
+                all[o..o + b * self.graph.nodes[i].shape.size()].to_vec()
+            })
+            .collect())
+    }
+
+    pub fn batch_stats(&self) -> Result<(Vec<f32>, Vec<bool>)> {
+        let b = self.opts.batch;
+        let v = self.ctx.read_f32(&self.bufs.stats, 0, 2 * b as u64)?;
+        Ok((v[..b].to_vec(), v[b..].iter().map(|&c| c > 0.5).collect()))
+    }
+
+    // ---- encoders --------------------------------------------------------------------------
+
+    pub fn encode_forward(&self, enc: &mut wgpu::CommandEncoder) {
+        let b = self.opts.batch;
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        for (step, bind) in self.plan.forward.iter().zip(&self.forward_binds) {
+            let (kernel, groups) = match *step {
+                Step::Dense(i) => {
+                    let e = &self.plan.dense[i];
+                    (
+                        &self.kernels.dense_forward,
+                        super::layout::Layout::tiles(b, e.n_out as usize),
+                    )
+                }
+                Step::Table(kind, i) => (
+                    match kind {
+                        KernelKind::Conv => &self.kernels.conv_forward,
+                        KernelKind::Pool => &self.kernels.pool_forward,
+                        KernelKind::Join => &self.kernels.join_forward,
+                    },
+                    groups(self.plan.ops[i].items as usize),
+                ),
+            };
+            record(
+                &mut pass,
+                Dispatch {
+                    kernel,
+                    bind,
+                    groups,
+                },
+            );
+        }
+        record(
+            &mut pass,
+            Dispatch {
+                kernel: &self.kernels.loss,
+                bind: &self.loss_bind,
+                groups: b.div_ceil(64) as u32,
+            },
+        );
+    }
+
+    pub fn encode_relax_start(&mut self, enc: &mut wgpu::CommandEncoder) {
+        self.current = 0;
+        let hidden = (self.plan.r_off[self.graph.output] * 4) as u64;
+        if hidden == 0 {
+            return;
+        }
+        match self.opts.start {
+            RelaxStart::Forward => {
+                let from = (self.plan.x_off[1] * 4) as u64;
+                enc.copy_buffer_to_buffer(&self.bufs.x, from, &self.bufs.r[0], 0, hidden);
+            }
+            RelaxStart::Zero => enc.clear_buffer(&self.bufs.r[0], 0, Some(hidden)),
+        }
+    }
+
+    fn encode_steps(&mut self, enc: &mut wgpu::CommandEncoder, steps: usize, exact: bool) {
+        if self.plan.combine.count == 0 || steps == 0 {
+            return;
+        }
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        for _ in 0..steps {
+            let binds = if exact { &self.exact } else { &self.ar };
+            let c = self.current;
+            let k = &self.kernels;
+            for (kernel, bind, s) in [
+                (&k.dense_vjp, &binds.dense[c], self.plan.dense_vjp),
+                (&k.conv_vjp, &binds.conv[c], self.plan.conv_vjp),
+                (&k.pool_vjp, &binds.pool[c], self.plan.pool_vjp),
+                (&k.combine, &binds.combine[c], self.plan.combine),
+            ] {
+                if s.count > 0 {
+                    record(
+                        &mut pass,
+                        Dispatch {
+                            kernel,
+                            bind,
+                            groups: s.groups,
+                        },
+                    );
+                }
+            }
+            self.current = 1 - self.current;
+        }
+    }
+
+    /// `steps` parallel relaxation steps of every hidden node.
+    pub fn encode_relax(&mut self, enc: &mut wgpu::CommandEncoder, steps: usize) {
+        self.encode_steps(enc, steps, false);
+    }
+
+    /// Exact backprop signals: η = 1 steps, as many as the graph is deep.
+    pub fn encode_backprop_signals(&mut self, enc: &mut wgpu::CommandEncoder) {
+        self.current = 0;
+        let hidden = (self.plan.r_off[self.graph.output] * 4) as u64;
+        if hidden > 0 {
+            enc.clear_buffer(&self.bufs.r[0], 0, Some(hidden));
+        }
+        let depth = self.graph.depth();
+        self.encode_steps(enc, depth, true);
+    }
+
+    fn encode_grads_with(&self, enc: &mut wgpu::CommandEncoder, g: &GradBinds) {
+        let c = self.current;
+        let k = &self.kernels;
+        let dense_tiles: u32 = self
+            .plan
+            .dense
+            .iter()
+            .map(|e| super::layout::Layout::tiles(e.n_out as usize, e.n_in as usize))
+            .sum();
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        if !self.plan.dense.is_empty() {
+            record(
+                &mut pass,
+                Dispatch {
+                    kernel: &k.dense_grad,
+                    bind: &g.dense[c],
+                    groups: dense_tiles,
+                },
+            );
+            record(
+                &mut pass,
+                Dispatch {
+                    kernel: &k.bias_grad,
+                    bind: &g.bias[c],
+                    groups: groups(self.plan.dense_units),
+                },
+            );
+        }
+        if self.plan.conv_grad.count > 0 {
+            record(
+                &mut pass,
+                Dispatch {
+                    kernel: &k.conv_grad,
+                    bind: &g.conv[c],
+                    groups: self.plan.conv_grad.groups,
+                },
+            );
+        }
+    }
+
+    pub fn encode_grads(&self, enc: &mut wgpu::CommandEncoder) {
+        self.encode_grads_with(enc, &self.ar_grads);
+    }
+
+    pub fn encode_exact_grads(&self, enc: &mut wgpu::CommandEncoder) {
+        self.encode_grads_with(enc, &self.exact_grads);
+    }
+
+    pub fn encode_sgd(&self, enc: &mut wgpu::CommandEncoder) {
+        let g = groups(self.plan.params_len);
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        record(
+            &mut pass,
+            Dispatch {
+                kernel: &self.kernels.sgd,
+                bind: &self.sgd_params,
+                groups: g,
+            },
+        );
+        if let Some(bind) = &self.sgd_feedback {
+            record(
+                &mut pass,
+                Dispatch {
+                    kernel: &self.kernels.sgd,
+                    bind,
+                    groups: g,
+                },
+            );
+        }
+    }
+
+    pub fn encode_train_step(
+        &mut self,
+        enc: &mut wgpu::CommandEncoder,
+        algorithm: Algorithm,
+        steps: usize,
+    ) {
+        self.encode_forward(enc);
+        match algorithm {
+            Algorithm::Ar => {
+                self.encode_relax_start(enc);
+                self.encode_relax(enc, steps);
+                self.encode_grads(enc);
+            }
+            Algorithm::Bp => {
+                self.encode_backprop_signals(enc);
+                self.encode_exact_grads(enc);
+            }
+        }
+        self.encode_sgd(enc);
+    }
+
+    pub fn train_step(&mut self, algorithm: Algorithm, steps: usize) {
+        let mut enc = self.encoder();
+        self.encode_train_step(&mut enc, algorithm, steps);
+        self.ctx.queue.submit([enc.finish()]);
+    }
+
+    pub fn ar_gradients(&mut self, steps: usize) -> Result<GraphParams> {
+        let mut enc = self.encoder();
+        self.encode_forward(&mut enc);
+        self.encode_relax_start(&mut enc);
+        self.encode_relax(&mut enc, steps);
+        self.encode_grads(&mut enc);
+        self.ctx.queue.submit([enc.finish()]);
+        self.grads()
+    }
+
+    /// AR's gradients after each step count in `checkpoints` (ascending), one relaxation.
+    pub fn ar_gradient_series(&mut self, checkpoints: &[usize]) -> Result<Vec<GraphParams>> {
+        let mut enc = self.encoder();
+        self.encode_forward(&mut enc);
+        self.encode_relax_start(&mut enc);
+        self.ctx.queue.submit([enc.finish()]);
+        let mut done = 0;
+        let mut out = Vec::new();
+        for &c in checkpoints {
+            let mut enc = self.encoder();
+            self.encode_relax(&mut enc, c.saturating_sub(done));
+            done = done.max(c);
+            self.encode_grads(&mut enc);
+            self.ctx.queue.submit([enc.finish()]);
+            out.push(self.grads()?);
+        }
+        Ok(out)
+    }
+
+    pub fn bp_gradients(&mut self) -> Result<GraphParams> {
+        let mut enc = self.encoder();
+        self.encode_forward(&mut enc);
+        self.encode_backprop_signals(&mut enc);
+        self.encode_exact_grads(&mut enc);
+        self.ctx.queue.submit([enc.finish()]);
+        self.grads()
+    }
+
+    pub fn finish(&self) -> Result<()> {
+        self.ctx.wait()
+    }
+}

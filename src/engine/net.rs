@@ -1,0 +1,378 @@
+//! One front for both engines: the MLP engine (`--layers`: one fused dispatch per relaxation
+//! step, adaptive relaxation, the sweep schedule) and the graph engine (`--model FILE`). The
+//! training loop, gradcheck and checkpoints see parameters as named groups either way.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::feed::BatchTarget;
+use super::graph::GraphEngine;
+use super::{Algorithm, Engine, EngineOptions, Feedback};
+use crate::checkpoint::TensorFile;
+use crate::gpu::{GpuContext, Needs};
+use crate::graph::{Graph, GraphParams};
+use crate::model::{Init, Loss, ModelSpec, Params};
+use crate::rng::Rng;
+use crate::{Error, Result};
+
+/// The parameters of one layer or node: `{name}.weight` and `{name}.bias` in checkpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamGroup {
+    pub name: String,
+    pub weight_shape: Vec<usize>,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// What to build: an MLP from `--layers`, or a graph from a model file.
+#[derive(Clone, Debug)]
+pub enum Model {
+    Mlp(ModelSpec),
+    Graph(Graph),
+}
+
+impl Model {
+    pub fn describe(&self) -> String {
+        match self {
+            Model::Mlp(s) => s.describe(),
+            Model::Graph(g) => g.describe(),
+        }
+    }
+    pub fn input_width(&self) -> usize {
+        match self {
+            Model::Mlp(s) => s.input_width(),
+            Model::Graph(g) => g.input_size(),
+        }
+    }
+    pub fn output_width(&self) -> usize {
+        match self {
+            Model::Mlp(s) => s.output_width(),
+            Model::Graph(g) => g.output_size(),
+        }
+    }
+    pub fn loss(&self) -> Loss {
+        match self {
+            Model::Mlp(s) => s.loss,
+            Model::Graph(g) => g.loss,
+        }
+    }
+    pub fn needs(&self, batch: usize) -> Needs {
+        match self {
+            Model::Mlp(s) => super::needs(s, batch),
+            Model::Graph(g) => super::graph::needs(g, batch),
+        }
+    }
+    /// Parameter groups of freshly drawn weights (biases zero), seeded like `Params::init`.
+    pub fn random_groups(&self, init: Init, rng: &mut Rng) -> Vec<ParamGroup> {
+        match self {
+            Model::Mlp(s) => mlp_groups(s, &Params::random(s, init, rng)),
+            Model::Graph(g) => graph_groups(g, &GraphParams::random(g, init, rng)),
+        }
+    }
+}
+
+fn mlp_groups(s: &ModelSpec, p: &Params) -> Vec<ParamGroup> {
+    (0..s.depth())
+        .map(|l| ParamGroup {
+            name: format!("layers.{l}"),
+            weight_shape: vec![s.widths[l + 1], s.widths[l]],
+            weight: p.weights[l].clone(),
+            bias: p.biases[l].clone(),
+        })
+        .collect()
+}
+
+fn graph_groups(g: &Graph, p: &GraphParams) -> Vec<ParamGroup> {
+    (0..g.nodes.len())
+        .filter_map(|i| {
+            g.param_shape(i).map(|(shape, _)| ParamGroup {
+                name: g.nodes[i].id.clone(),
+                weight_shape: shape,
+                weight: p.weights[i].clone(),
+                bias: p.biases[i].clone(),
+            })
+        })
+        .collect()
+}
+
+fn mlp_params(groups: &[ParamGroup]) -> Params {
+    Params {
+        weights: groups.iter().map(|g| g.weight.clone()).collect(),
+        biases: groups.iter().map(|g| g.bias.clone()).collect(),
+    }
+}
+
+fn graph_params(g: &Graph, groups: &[ParamGroup]) -> GraphParams {
+    let mut p = GraphParams::zeros_like(g);
+    let mut it = groups.iter();
+    for i in 0..g.nodes.len() {
+        if g.param_shape(i).is_some()
+            && let Some(grp) = it.next()
+        {
+            p.weights[i] = grp.weight.clone();
+            p.biases[i] = grp.bias.clone();
+        }
+    }
+    p
+}
+
+/// Adds groups to a checkpoint under `{prefix}{name}.weight/.bias`.
+pub fn insert_groups(file: &mut TensorFile, prefix: &str, groups: &[ParamGroup]) {
+    for g in groups {
+        file.insert(
+            format!("{prefix}{}.weight", g.name),
+            g.weight_shape.clone(),
+            g.weight.clone(),
+        );
+        file.insert(
+            format!("{prefix}{}.bias", g.name),
+            vec![g.bias.len()],
+            g.bias.clone(),
+        );
+    }
+}
+
+/// Reads groups shaped like `like` from a checkpoint, checking every name and shape.
+pub fn read_groups(
+    file: &TensorFile,
+    path: &Path,
+    prefix: &str,
+    like: &[ParamGroup],
+) -> Result<Vec<ParamGroup>> {
+    like.iter()
+        .map(|g| {
+            let mut out = g.clone();
+            for (suffix, shape, dst) in [
+                ("weight", g.weight_shape.clone(), &mut out.weight),
+                ("bias", vec![g.bias.len()], &mut out.bias),
+            ] {
+                let name = format!("{prefix}{}.{suffix}", g.name);
+                let t = file.tensors.get(&name).ok_or_else(|| {
+                    Error::file(path, format!("tensor '{name}' is missing for this model"))
+                })?;
+                if t.shape != shape {
+                    return Err(Error::file(
+                        path,
+                        format!(
+                            "tensor '{name}' has shape {:?} but the model needs {shape:?}",
+                            t.shape
+                        ),
+                    ));
+                }
+                dst.clone_from(&t.data);
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+// One Net lives per run, so the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Net {
+    Mlp(Engine),
+    Graph(GraphEngine),
+}
+
+macro_rules! both {
+    ($self:expr, $e:ident => $body:expr) => {
+        match $self {
+            Net::Mlp($e) => $body,
+            Net::Graph($e) => $body,
+        }
+    };
+}
+
+impl Net {
+    pub fn new(ctx: Arc<GpuContext>, model: &Model, opts: EngineOptions) -> Result<Self> {
+        Ok(match model {
+            Model::Mlp(s) => Net::Mlp(Engine::new(ctx, s, opts)?),
+            Model::Graph(g) => Net::Graph(GraphEngine::new(ctx, g, opts)?),
+        })
+    }
+
+    pub fn model(&self) -> Model {
+        match self {
+            Net::Mlp(e) => Model::Mlp(e.spec.clone()),
+            Net::Graph(e) => Model::Graph(e.graph.clone()),
+        }
+    }
+
+    pub fn opts(&self) -> &EngineOptions {
+        both!(self, e => &e.opts)
+    }
+
+    pub fn has_feedback(&self) -> bool {
+        self.opts().feedback != Feedback::Transpose
+    }
+
+    fn to_groups(&self, p: Option<ParamsOf>) -> Option<Vec<ParamGroup>> {
+        match (self, p?) {
+            (Net::Mlp(e), ParamsOf::Mlp(p)) => Some(mlp_groups(&e.spec, &p)),
+            (Net::Graph(e), ParamsOf::Graph(p)) => Some(graph_groups(&e.graph, &p)),
+            _ => None,
+        }
+    }
+
+    pub fn params(&self) -> Result<Vec<ParamGroup>> {
+        let p = match self {
+            Net::Mlp(e) => ParamsOf::Mlp(e.params()?),
+            Net::Graph(e) => ParamsOf::Graph(e.params()?),
+        };
+        Ok(self.to_groups(Some(p)).expect("same kind"))
+    }
+
+    pub fn feedback(&self) -> Result<Option<Vec<ParamGroup>>> {
+        let p = match self {
+            Net::Mlp(e) => e.feedback()?.map(ParamsOf::Mlp),
+            Net::Graph(e) => e.feedback()?.map(ParamsOf::Graph),
+        };
+        Ok(self.to_groups(p))
+    }
+
+    pub fn grads(&self) -> Result<Vec<ParamGroup>> {
+        let p = match self {
+            Net::Mlp(e) => ParamsOf::Mlp(e.grads()?),
+            Net::Graph(e) => ParamsOf::Graph(e.grads()?),
+        };
+        Ok(self.to_groups(Some(p)).expect("same kind"))
+    }
+
+    pub fn set_params(&self, groups: &[ParamGroup]) -> Result<()> {
+        match self {
+            Net::Mlp(e) => e.set_params(&mlp_params(groups)),
+            Net::Graph(e) => e.set_params(&graph_params(&e.graph, groups)),
+        }
+    }
+
+    pub fn set_feedback(&self, groups: &[ParamGroup]) -> Result<()> {
+        match self {
+            Net::Mlp(e) => e.set_feedback(&mlp_params(groups)),
+            Net::Graph(e) => e.set_feedback(&graph_params(&e.graph, groups)),
+        }
+    }
+
+    /// Seeded initial weights (stream 1) and, for random or learned feedback, ψ (stream 4).
+    pub fn initialise(&self, init: Init, feedback_init: Init, seed: u64) -> Result<()> {
+        let model = self.model();
+        self.set_params(&model.random_groups(init, &mut Rng::stream(seed, 1)))?;
+        if self.has_feedback() {
+            self.set_feedback(&model.random_groups(feedback_init, &mut Rng::stream(seed, 4)))?;
+        }
+        Ok(())
+    }
+
+    /// Parameters (and ψ under `feedback.`) into a checkpoint.
+    pub fn save_state(&self, file: &mut TensorFile) -> Result<()> {
+        insert_groups(file, "", &self.params()?);
+        if let Some(f) = self.feedback()? {
+            insert_groups(file, "feedback.", &f);
+        }
+        Ok(())
+    }
+
+    /// Parameters (and ψ, when this net has one) from a checkpoint.
+    pub fn load_state(&self, file: &TensorFile, path: &Path) -> Result<()> {
+        let like = self.params()?;
+        self.set_params(&read_groups(file, path, "", &like)?)?;
+        if self.has_feedback() {
+            self.set_feedback(&read_groups(file, path, "feedback.", &like)?)?;
+        }
+        Ok(())
+    }
+
+    pub fn set_batch(&self, input: &[f32], target: &[f32]) -> Result<()> {
+        both!(self, e => e.set_batch(input, target))
+    }
+
+    pub fn encode_train_step(
+        &mut self,
+        enc: &mut wgpu::CommandEncoder,
+        alg: Algorithm,
+        steps: usize,
+    ) {
+        both!(self, e => e.encode_train_step(enc, alg, steps))
+    }
+
+    pub fn train_step(&mut self, alg: Algorithm, steps: usize) {
+        both!(self, e => e.train_step(alg, steps))
+    }
+
+    pub fn encode_relax_counter_reset(&self, enc: &mut wgpu::CommandEncoder) {
+        if let Net::Mlp(e) = self {
+            e.encode_relax_counter_reset(enc);
+        }
+    }
+
+    pub fn relax_steps_used(&self, batches: usize, cap: usize) -> Result<f64> {
+        match self {
+            Net::Mlp(e) => e.relax_steps_used(batches, cap),
+            Net::Graph(_) => Ok(cap as f64),
+        }
+    }
+
+    pub fn last_relax_steps(&self) -> Result<Option<usize>> {
+        match self {
+            Net::Mlp(e) => e.last_relax_steps(),
+            Net::Graph(_) => Ok(None),
+        }
+    }
+
+    pub fn bp_gradients(&mut self) -> Result<Vec<ParamGroup>> {
+        both!(self, e => { e.bp_gradients()?; });
+        self.grads()
+    }
+
+    pub fn ar_gradients(&mut self, steps: usize) -> Result<Vec<ParamGroup>> {
+        both!(self, e => { e.ar_gradients(steps)?; });
+        self.grads()
+    }
+
+    pub fn ar_gradient_series(&mut self, checkpoints: &[usize]) -> Result<Vec<Vec<ParamGroup>>> {
+        let series = match self {
+            Net::Mlp(e) => e
+                .ar_gradient_series(checkpoints)?
+                .into_iter()
+                .map(ParamsOf::Mlp)
+                .collect::<Vec<_>>(),
+            Net::Graph(e) => e
+                .ar_gradient_series(checkpoints)?
+                .into_iter()
+                .map(ParamsOf::Graph)
+                .collect(),
+        };
+        Ok(series
+            .into_iter()
+            .map(|p| self.to_groups(Some(p)).expect("same kind"))
+            .collect())
+    }
+
+    pub fn finish(&self) -> Result<()> {
+        both!(self, e => e.finish())
+    }
+}
+
+enum ParamsOf {
+    Mlp(Params),
+    Graph(GraphParams),
+}
+
+impl BatchTarget for Net {
+    fn context(&self) -> &Arc<GpuContext> {
+        both!(self, e => BatchTarget::context(e))
+    }
+    fn batch(&self) -> usize {
+        both!(self, e => BatchTarget::batch(e))
+    }
+    fn input_width(&self) -> usize {
+        both!(self, e => BatchTarget::input_width(e))
+    }
+    fn output_width(&self) -> usize {
+        both!(self, e => BatchTarget::output_width(e))
+    }
+    fn batch_buffers(&self) -> [&wgpu::Buffer; 3] {
+        both!(self, e => BatchTarget::batch_buffers(e))
+    }
+    fn encode_forward(&self, enc: &mut wgpu::CommandEncoder) {
+        both!(self, e => BatchTarget::encode_forward(e, enc))
+    }
+}
