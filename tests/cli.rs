@@ -290,3 +290,89 @@ fn a_killed_run_resumes_to_identical_weights() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A diverging run stops with the epoch and batch named and leaves the last good checkpoint.
+#[test]
+fn divergence_stops_cleanly_and_keeps_the_last_good_checkpoint() {
+    let dir = temp_dir("diverge");
+    let run = dir.join("run");
+    let o = bin()
+        .args([
+            "train",
+            "--layers",
+            "784,16,10",
+            "--epochs",
+            "1",
+            "--relax-steps",
+            "3",
+            "--train-limit",
+            "640",
+            "--test-limit",
+            "64",
+            "--data",
+        ])
+        .arg(mnist_dir())
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", error_lines(&o));
+    let before = weights(&run);
+    // Resume for a second epoch with an absurd learning rate.
+    let o = bin()
+        .args(["train", "--epochs", "2", "--lr", "1e30", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, &["diverged", "epoch 2", "batch", "seed 1"]);
+    assert_eq!(epochs_done(&run), 1);
+    let after = weights(&run);
+    assert_eq!(
+        before.tensors, after.tensors,
+        "the epoch-1 checkpoint must be untouched"
+    );
+    assert_eq!(after.metadata.get("epoch").map(String::as_str), Some("1"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Buffers beyond the adapter's limits are refused before anything runs, naming the limit.
+#[test]
+fn models_too_large_for_the_adapter_name_the_limit() {
+    let o = bin()
+        .args([
+            "gradcheck",
+            "--layers",
+            "784,200000,10",
+            "--batch-size",
+            "512",
+            "--relax-steps",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_clean_failure(
+        &o,
+        &[
+            "max_storage_buffer_binding_size",
+            "MiB",
+            "smaller batch size",
+        ],
+    );
+}
+
+/// A malformed model file is rejected before training, naming the file and the node.
+#[test]
+fn malformed_model_file() {
+    let dir = temp_dir("model");
+    let m = dir.join("bad.toml");
+    std::fs::write(&m, "[[node]]\nid = \"x\"\nkind = \"input\"\nsize = 4\n[[node]]\nid = \"y\"\nkind = \"dens\"\ninputs = [\"x\"]\n").unwrap();
+    let o = bin()
+        .args(["gradcheck", "--model"])
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, &["bad.toml", "'y'", "dens"]);
+    std::fs::write(&m, "[[node]]\nid = \"x\"\nkind = \"input\"\nsize = 4\n[[node]]\nid = \"y\"\nkind = \"dense\"\ninputs = [\"z\"]\nunits = 2\nactivation = \"linear\"\n").unwrap();
+    let o = bin().args(["train", "--model"]).arg(&m).output().unwrap();
+    assert_clean_failure(&o, &["bad.toml", "'y'", "'z'"]);
+}

@@ -363,3 +363,49 @@ fn a_tiny_experiment_writes_its_table_and_plot() {
     assert!(out.join("accuracy-mnist.png").exists());
     let _ = std::fs::remove_dir_all(out);
 }
+
+/// A graph model (the residual example) trains through the same loop, and resumes bit for bit.
+#[test]
+fn a_graph_model_trains_and_resumes() {
+    let model = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/residual-mlp.toml"
+    ));
+    let cfg = |epochs| {
+        let flags = Overrides {
+            data: Some(mnist_dir()),
+            model: Some(model.clone()),
+            epochs: Some(epochs),
+            relax_steps: Some(8),
+            relax_rate: Some(0.5),
+            lr: Some(0.002),
+            train_limit: Some(640),
+            test_limit: Some(100),
+            preset: Some("learned-backward".into()),
+            ..Default::default()
+        };
+        TrainConfig::resolve(None, &flags).unwrap()
+    };
+    let a = temp_dir("graph-full");
+    let b = temp_dir("graph-resumed");
+    let full =
+        arelax::train::run_with(ctx(), &cfg(2), &a, Mode::New, &mut arelax::train::Quiet).unwrap();
+    arelax::train::run_with(ctx(), &cfg(1), &b, Mode::New, &mut arelax::train::Quiet).unwrap();
+    let resumed =
+        arelax::train::run_with(ctx(), &cfg(2), &b, Mode::Resume, &mut arelax::train::Quiet)
+            .unwrap();
+    assert_eq!(full.params, resumed.params);
+    assert!(full.metrics[1].test_accuracy > 0.3, "{:?}", full.metrics[1]);
+    let ckpt = arelax::checkpoint::TensorFile::load(&a.join("checkpoint.safetensors")).unwrap();
+    for name in ["h1.weight", "h2.bias", "out.weight", "feedback.h1.weight"] {
+        assert!(ckpt.tensors.contains_key(name), "{name} missing");
+    }
+    assert!(
+        ckpt.metadata
+            .get("model")
+            .is_some_and(|m| m.contains("residual") || m.contains("add"))
+    );
+    for d in [a, b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
