@@ -70,9 +70,11 @@ impl TensorFile {
                     .map_err(|e| Error::Other(format!("tensor {k}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let meta: HashMap<String, String> = self.metadata.clone().into_iter().collect();
-        safetensors::serialize(views, Some(meta))
-            .map_err(|e| Error::Other(format!("safetensors: {e}")))
+        // No metadata is written as none: safetensors 0.8 serialises an empty map with no
+        // tensors as a header it cannot read back (`{},"__metadata__":{}}`).
+        let meta = (!self.metadata.is_empty())
+            .then(|| self.metadata.clone().into_iter().collect::<HashMap<_, _>>());
+        safetensors::serialize(views, meta).map_err(|e| Error::Other(format!("safetensors: {e}")))
     }
 
     /// Writes atomically (temporary file, sync, rename).

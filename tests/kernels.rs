@@ -270,3 +270,59 @@ fn impossible_settings_are_rejected() {
         assert!(matches!(err, arelax::Error::Config(_)), "{err}");
     }
 }
+
+/// The second paper's "no frozen forward pass": f' at the current state in the relaxation
+/// and/or the update, and the relaxed state as the update's pre-synaptic activity.
+#[test]
+fn no_frozen_forward_pass_options_match_the_reference() {
+    let s = spec(&[15, 13, 11, 9, 4], Activation::Tanh, Loss::Mse);
+    for (relax_cur, update_cur, relaxed_input) in [
+        (true, false, false),
+        (false, true, true),
+        (true, true, true),
+    ] {
+        let mut opts = EngineOptions::new(7);
+        opts.relax_fprime_current = relax_cur;
+        opts.update_fprime_current = update_cur;
+        opts.update_input_relaxed = relaxed_input;
+        opts.relax_rate = 0.3;
+        let mut p = problem(&s, opts, Init::FanIn, 31);
+        let g_gpu = p.engine.ar_gradients(6).unwrap();
+        let w = Params64::from(&p.params);
+        let fwd = cpu::forward(&s, &w, &to64(&p.input), 7);
+        let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
+        let mut r = cpu::relax_start(&s, &fwd, &out.g, true);
+        for _ in 0..6 {
+            let fp = if relax_cur {
+                cpu::current_derivatives(&s, &w, &fwd, &r)
+            } else {
+                fwd.fp.clone()
+            };
+            r = cpu::relax_step_fp(&s, &w, &fp, 7, &r, 0.3, true);
+        }
+        let fp = if update_cur {
+            cpu::current_derivatives(&s, &w, &fwd, &r)
+        } else {
+            fwd.fp.clone()
+        };
+        let mut x = fwd.x.clone();
+        if relaxed_input {
+            for l in 1..s.depth() {
+                x[l] = r[l].clone();
+            }
+        }
+        let g = cpu::gradients_from(&s, &x, &fp, 7, &r, true);
+        for l in 0..s.depth() {
+            let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
+            assert!(
+                e < 1e-4,
+                "({relax_cur}, {update_cur}, {relaxed_input}): grad {l} rel. error {e}"
+            );
+            let e = rel_err(&g_gpu.biases[l], &g.biases[l]);
+            assert!(
+                e < 1e-4,
+                "({relax_cur}, {update_cur}, {relaxed_input}): bias {l} rel. error {e}"
+            );
+        }
+    }
+}

@@ -159,6 +159,16 @@ pub fn condition(cfg: &TrainConfig) -> String {
     if let Some(t) = cfg.relax_tol {
         s.push_str(&format!(", adaptive tol {t}"));
     }
+    use crate::train::config::{FprimeAt, UpdateInput};
+    if cfg.relax_fprime == FprimeAt::Current {
+        s.push_str(", f' at the current state in relaxation");
+    }
+    if cfg.update_fprime == FprimeAt::Current {
+        s.push_str(", f' at the relaxed state in update");
+    }
+    if cfg.update_input == UpdateInput::Relaxed {
+        s.push_str(", relaxed pre-synaptic input");
+    }
     s.push(')');
     s
 }

@@ -561,10 +561,16 @@ pub struct GraphEngine {
 impl GraphEngine {
     pub fn new(ctx: Arc<GpuContext>, graph: &Graph, opts: EngineOptions) -> Result<Self> {
         super::check_options(&opts)?;
-        if opts.relax_tol.is_some() || opts.sweep {
+        if opts.relax_tol.is_some()
+            || opts.sweep
+            || opts.relax_fprime_current
+            || opts.update_fprime_current
+            || opts.update_input_relaxed
+        {
             return Err(Error::Config(
-                "adaptive relaxation (relax_tol) and the sweep schedule are implemented for \
-                 --layers MLPs only; graph models relax in parallel for a fixed number of steps"
+                "adaptive relaxation (relax_tol), the sweep schedule and the no-frozen-forward \
+                 options are implemented for --layers MLPs only; graph models relax in parallel \
+                 for a fixed number of steps with the forward pass frozen"
                     .into(),
             ));
         }

@@ -58,6 +58,13 @@ pub struct EngineOptions {
     pub relax_tol: Option<f32>,
     /// Top-down in-place relaxation (Gauss–Seidel, the authors' code) instead of Jacobi.
     pub sweep: bool,
+    /// "No frozen forward pass" (second paper): f' in the relaxation taken at the current state,
+    /// f'(r_l W_lᵀ + b_l), recomputed every step.
+    pub relax_fprime_current: bool,
+    /// f' in the weight update taken at the relaxed state.
+    pub update_fprime_current: bool,
+    /// The weight update's pre-synaptic activity is the relaxed r_l instead of the stored x̄_l.
+    pub update_input_relaxed: bool,
 }
 
 impl EngineOptions {
@@ -75,6 +82,9 @@ impl EngineOptions {
             feedback_decay: 0.0,
             relax_tol: None,
             sweep: false,
+            relax_fprime_current: false,
+            update_fprime_current: false,
+            update_input_relaxed: false,
         }
     }
 }
@@ -116,6 +126,7 @@ struct Kernels {
     forward: Kernel,
     relax: Kernel,
     relax_check: Kernel,
+    derivative: Kernel,
     weight_grad: Kernel,
     bias_grad: Kernel,
     loss: Kernel,
@@ -146,6 +157,12 @@ impl Kernels {
                 &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite],
             ),
             relax_check: Kernel::new(device, &check, "relax_check", &[Uniform, ReadWrite]),
+            derivative: Kernel::new(
+                device,
+                &shader::module(device, "derivative.wgsl"),
+                "derivative",
+                &[Uniform, Read, Read, Read, ReadWrite],
+            ),
             weight_grad: Kernel::new(device, &grad, "weight_grad", &grad_slots),
             bias_grad: Kernel::new(device, &grad, "bias_grad", &grad_slots),
             loss: Kernel::new(
@@ -173,6 +190,8 @@ pub struct Buffers {
     pub grads: wgpu::Buffer,
     /// Adaptive relaxation's flags and counters (see `shaders/relax.wgsl`).
     pub conv: wgpu::Buffer,
+    /// f' at the current relaxing state (the "no frozen forward pass" options).
+    pub fp_cur: wgpu::Buffer,
 }
 
 struct Binds {
@@ -185,6 +204,8 @@ struct Binds {
     /// One layer at a time with the configured η (the sweep schedule), r[0] → r[1].
     relax_single: Vec<Option<wgpu::BindGroup>>,
     relax_check: wgpu::BindGroup,
+    /// f' at the current state of r[i].
+    derivative: [wgpu::BindGroup; 2],
     weight_grad: [wgpu::BindGroup; 2],
     bias_grad: [wgpu::BindGroup; 2],
     /// Exact backprop's gradients always use the derivative, whatever the variant.
@@ -295,6 +316,7 @@ impl Engine {
             stats: buffers::storage(device, "stats", 2 * b),
             grads: buffers::storage(device, "grads", layout.params_len),
             conv: buffers::storage(device, "relaxation convergence", 4 + 2 * spec.depth()),
+            fp_cur: buffers::storage(device, "fprime at the current state", layout.fp_len),
         };
         let depth = spec.depth();
         let mut flags = 0;
@@ -362,14 +384,19 @@ impl Engine {
             "relax pass",
             &pass(1, depth - 1, opts.relax_rate, flags | adaptive),
         );
-        let relax_bind = |u: &wgpu::Buffer, w: &wgpu::Buffer, src: usize| {
+        let relax_fp = if opts.relax_fprime_current {
+            &bufs.fp_cur
+        } else {
+            &bufs.fprime
+        };
+        let relax_bind = |u: &wgpu::Buffer, w: &wgpu::Buffer, fp: &wgpu::Buffer, src: usize| {
             k.relax.bind(
                 device,
                 &[
                     u,
                     &bufs.table,
                     w,
-                    &bufs.fprime,
+                    fp,
                     &bufs.r[src],
                     &bufs.r[1 - src],
                     &bufs.conv,
@@ -382,7 +409,7 @@ impl Engine {
         let relax_single = relax_single_uniforms
             .iter()
             .enumerate()
-            .map(|(l, u)| (l >= 1).then(|| relax_bind(u, relax_weights, 0)))
+            .map(|(l, u)| (l >= 1).then(|| relax_bind(u, relax_weights, relax_fp, 0)))
             .collect();
         let check_u = buffers::uniform(
             device,
@@ -396,30 +423,42 @@ impl Engine {
         );
         let relax_check = k.relax_check.bind(device, &[&check_u, &bufs.conv]);
         let relax_all = [
-            relax_bind(&relax_uniform, relax_weights, 0),
-            relax_bind(&relax_uniform, relax_weights, 1),
+            relax_bind(&relax_uniform, relax_weights, relax_fp, 0),
+            relax_bind(&relax_uniform, relax_weights, relax_fp, 1),
         ];
+        let derivative_u = buffers::uniform(device, "derivative pass", &pass(1, depth - 1, 0.0, 0));
+        let derivative_bind = |src: usize| {
+            k.derivative.bind(
+                device,
+                &[
+                    &derivative_u,
+                    &bufs.table,
+                    &bufs.params,
+                    &bufs.r[src],
+                    &bufs.fp_cur,
+                ],
+            )
+        };
+        let derivative = [derivative_bind(0), derivative_bind(1)];
         let relax_exact = (0..depth)
             .map(|l| {
                 (l >= 1).then(|| {
                     let u = buffers::uniform(device, "backprop pass", &pass(l, 1, 1.0, 0));
-                    relax_bind(&u, &bufs.params, 0)
+                    relax_bind(&u, &bufs.params, &bufs.fprime, 0)
                 })
             })
             .collect();
         let grad_u = buffers::uniform(device, "grad pass", &pass(0, depth, 0.0, flags));
         let exact_u = buffers::uniform(device, "exact grad pass", &pass(0, depth, 0.0, 0));
-        let grad_bind = |kern: &Kernel, u: &wgpu::Buffer, src: usize| {
+        let update_fp = if opts.update_fprime_current {
+            &bufs.fp_cur
+        } else {
+            &bufs.fprime
+        };
+        let grad_bind = |kern: &Kernel, u: &wgpu::Buffer, fp: &wgpu::Buffer, src: usize| {
             kern.bind(
                 device,
-                &[
-                    u,
-                    &bufs.table,
-                    &bufs.x,
-                    &bufs.fprime,
-                    &bufs.r[src],
-                    &bufs.grads,
-                ],
+                &[u, &bufs.table, &bufs.x, fp, &bufs.r[src], &bufs.grads],
             )
         };
         let sgd_uniform = buffers::uniform(
@@ -449,16 +488,17 @@ impl Engine {
             relax_exact,
             relax_single,
             relax_check,
+            derivative,
             weight_grad: [
-                grad_bind(&k.weight_grad, &grad_u, 0),
-                grad_bind(&k.weight_grad, &grad_u, 1),
+                grad_bind(&k.weight_grad, &grad_u, update_fp, 0),
+                grad_bind(&k.weight_grad, &grad_u, update_fp, 1),
             ],
             bias_grad: [
-                grad_bind(&k.bias_grad, &grad_u, 0),
-                grad_bind(&k.bias_grad, &grad_u, 1),
+                grad_bind(&k.bias_grad, &grad_u, update_fp, 0),
+                grad_bind(&k.bias_grad, &grad_u, update_fp, 1),
             ],
-            weight_grad_exact: grad_bind(&k.weight_grad, &exact_u, 0),
-            bias_grad_exact: grad_bind(&k.bias_grad, &exact_u, 0),
+            weight_grad_exact: grad_bind(&k.weight_grad, &exact_u, &bufs.fprime, 0),
+            bias_grad_exact: grad_bind(&k.bias_grad, &exact_u, &bufs.fprime, 0),
             sgd_params: k
                 .sgd
                 .bind(device, &[&sgd_uniform, &bufs.grads, &bufs.params]),
@@ -744,6 +784,16 @@ impl Engine {
             enc.clear_buffer(&self.bufs.conv, 0, Some(8));
             enc.clear_buffer(&self.bufs.conv, 16, None);
         }
+        if self.opts.relax_fprime_current || self.opts.update_fprime_current {
+            // Layer 0's input never relaxes: its f' stays the forward one.
+            enc.copy_buffer_to_buffer(
+                &self.bufs.fprime,
+                0,
+                &self.bufs.fp_cur,
+                0,
+                (self.layout.fp_len * 4) as u64,
+            );
+        }
         if hidden == 0 {
             return;
         }
@@ -770,6 +820,9 @@ impl Engine {
         let adaptive = self.opts.relax_tol.is_some();
         let mut pass = self.begin(enc, "relax");
         for _ in 0..steps {
+            if self.opts.relax_fprime_current {
+                self.record_derivative(&mut pass, self.current);
+            }
             record(
                 &mut pass,
                 Dispatch {
@@ -797,6 +850,11 @@ impl Engine {
     fn encode_sweep(&mut self, enc: &mut wgpu::CommandEncoder, steps: usize) {
         debug_assert_eq!(self.current, 0, "sweep starts from buffer 0");
         for _ in 0..steps {
+            if self.opts.relax_fprime_current {
+                // Once per step, from the state the sweep starts the step with.
+                let mut pass = self.begin(enc, "derivative");
+                self.record_derivative(&mut pass, 0);
+            }
             for l in (1..self.spec.depth()).rev() {
                 self.encode_single_layer(enc, l, self.binds.relax_single[l].as_ref());
             }
@@ -863,8 +921,34 @@ impl Engine {
         }
     }
 
+    /// f' at the current state of buffer `src`, for every relaxing layer.
+    fn record_derivative(&self, pass: &mut wgpu::ComputePass<'_>, src: usize) {
+        let depth = self.spec.depth();
+        let groups = (1..depth)
+            .map(|l| Layout::tiles(self.opts.batch, self.spec.widths[l + 1]))
+            .sum();
+        record(
+            pass,
+            Dispatch {
+                kernel: &self.kernels.derivative,
+                bind: &self.binds.derivative[src],
+                groups,
+            },
+        );
+    }
+
     /// Local gradients of every layer from the current relaxation state.
     pub fn encode_grads(&self, enc: &mut wgpu::CommandEncoder) {
+        if self.opts.update_fprime_current && self.spec.depth() > 1 {
+            let mut pass = self.begin(enc, "derivative");
+            self.record_derivative(&mut pass, self.current);
+        }
+        let hidden = (self.layout.hidden_r_len() * 4) as u64;
+        if self.opts.update_input_relaxed && hidden > 0 {
+            // The stored x̄ is not needed again this step; the relaxed r takes its place.
+            let to = (self.opts.batch * self.spec.input_width() * 4) as u64;
+            enc.copy_buffer_to_buffer(&self.bufs.r[self.current], 0, &self.bufs.x, to, hidden);
+        }
         self.encode_grads_with(
             enc,
             &self.binds.weight_grad[self.current],

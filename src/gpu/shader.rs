@@ -31,6 +31,7 @@ pub const SOURCES: &[(&str, &str)] = shaders![
     "pool_vjp.wgsl",
     "combine.wgsl",
     "conv_grad.wgsl",
+    "derivative.wgsl",
 ];
 
 /// Files that are only ever included, never compiled on their own.

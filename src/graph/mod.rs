@@ -3,7 +3,7 @@
 //!
 //! AR generalises to a DAG unchanged: every hidden node relaxes towards the sum of its children's
 //! vector–Jacobian products while the single output is clamped to the loss gradient, and the fixed
-//! point is the multivariate chain rule. [`reference`] is the float64 CPU truth for every node
+//! point is the multivariate chain rule. [`mod@reference`] is the float64 CPU truth for every node
 //! kind. Conventions follow the MLP's: per-sample tensors are `[c, h, w]` row-major, batches are
 //! `[B, size]`, dense weights are `[units, in]` (PyTorch `nn.Linear`), convolution weights are
 //! `[c_out, c_in, k, k]` (PyTorch `Conv2d`).

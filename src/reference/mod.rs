@@ -138,18 +138,19 @@ pub fn relax_start(spec: &ModelSpec, fwd: &Forward, g: &[f64], from_forward: boo
 fn vjp(
     spec: &ModelSpec,
     w: &Params64,
-    fwd: &Forward,
+    fp: &[f64],
+    batch: usize,
     r_next: &[f64],
     l: usize,
     deriv: bool,
 ) -> Vec<f64> {
     let (n_in, n_out) = (spec.widths[l], spec.widths[l + 1]);
-    let mut v = vec![0.0; fwd.batch * n_in];
-    for b in 0..fwd.batch {
+    let mut v = vec![0.0; batch * n_in];
+    for b in 0..batch {
         for o in 0..n_out {
             let mut e = r_next[b * n_out + o];
             if deriv {
-                e *= fwd.fp[l][b * n_out + o];
+                e *= fp[b * n_out + o];
             }
             if e == 0.0 {
                 continue;
@@ -172,14 +173,54 @@ pub fn relax_step(
     rate: f64,
     relax_derivative: bool,
 ) -> State {
+    relax_step_fp(spec, w, &fwd.fp, fwd.batch, r, rate, relax_derivative)
+}
+
+/// [`relax_step`] with the derivatives `fp` given (frozen, or [`current_derivatives`]).
+pub fn relax_step_fp(
+    spec: &ModelSpec,
+    w: &Params64,
+    fp: &[Vec<f64>],
+    batch: usize,
+    r: &State,
+    rate: f64,
+    relax_derivative: bool,
+) -> State {
     let mut next = r.clone();
     for l in 1..spec.depth() {
-        let v = vjp(spec, w, fwd, &r[l + 1], l, relax_derivative);
+        let v = vjp(spec, w, &fp[l], batch, &r[l + 1], l, relax_derivative);
         for (dst, (old, new)) in next[l].iter_mut().zip(r[l].iter().zip(&v)) {
             *dst = (1.0 - rate) * old + rate * new;
         }
     }
     next
+}
+
+/// f' at the current state (no frozen forward pass): layer 0 keeps the forward derivative (its
+/// input never relaxes); layer l ≥ 1 uses a_l = r_l W_lᵀ + b_l with the forward weights `p`.
+pub fn current_derivatives(
+    spec: &ModelSpec,
+    p: &Params64,
+    fwd: &Forward,
+    r: &State,
+) -> Vec<Vec<f64>> {
+    let mut fp = vec![fwd.fp[0].clone()];
+    for l in 1..spec.depth() {
+        let (n_in, n_out) = (spec.widths[l], spec.widths[l + 1]);
+        let act = spec.activation(l);
+        let mut out = vec![0.0; fwd.batch * n_out];
+        for b in 0..fwd.batch {
+            for o in 0..n_out {
+                let mut a = p.biases[l][o];
+                for i in 0..n_in {
+                    a += r[l][b * n_in + i] * p.weights[l][o * n_in + i];
+                }
+                out[b * n_out + o] = act.df(a);
+            }
+        }
+        fp.push(out);
+    }
+    fp
 }
 
 /// Exact backprop: r_l = dLoss/dx_l for every layer, top-down.
@@ -188,28 +229,41 @@ pub fn backprop(spec: &ModelSpec, p: &Params64, fwd: &Forward, g: &[f64]) -> Sta
     let mut r: State = vec![Vec::new(); depth + 1];
     r[depth] = g.to_vec();
     for l in (1..depth).rev() {
-        r[l] = vjp(spec, p, fwd, &r[l + 1], l, true);
+        r[l] = vjp(spec, p, &fwd.fp[l], fwd.batch, &r[l + 1], l, true);
     }
     r
 }
 
 /// The local gradients G_l = (r_{l+1} ⊙ f'_l)ᵀ x_l and g_l = Σ_b r_{l+1} ⊙ f'_l.
 pub fn gradients(spec: &ModelSpec, fwd: &Forward, r: &State, update_derivative: bool) -> Params64 {
+    gradients_from(spec, &fwd.x, &fwd.fp, fwd.batch, r, update_derivative)
+}
+
+/// [`gradients`] with the pre-synaptic activities `x` and derivatives `fp` given (frozen, or
+/// the relaxed state and [`current_derivatives`]).
+pub fn gradients_from(
+    spec: &ModelSpec,
+    x: &[Vec<f64>],
+    fp: &[Vec<f64>],
+    batch: usize,
+    r: &State,
+    update_derivative: bool,
+) -> Params64 {
     let mut weights = Vec::new();
     let mut biases = Vec::new();
     for l in 0..spec.depth() {
         let (n_in, n_out) = (spec.widths[l], spec.widths[l + 1]);
         let mut gw = vec![0.0; n_out * n_in];
         let mut gb = vec![0.0; n_out];
-        for b in 0..fwd.batch {
+        for b in 0..batch {
             for o in 0..n_out {
                 let mut e = r[l + 1][b * n_out + o];
                 if update_derivative {
-                    e *= fwd.fp[l][b * n_out + o];
+                    e *= fp[l][b * n_out + o];
                 }
                 gb[o] += e;
                 for i in 0..n_in {
-                    gw[o * n_in + i] += e * fwd.x[l][b * n_in + i];
+                    gw[o * n_in + i] += e * x[l][b * n_in + i];
                 }
             }
         }
@@ -245,7 +299,15 @@ pub fn relax_sweep_step(
 ) -> State {
     let mut next = r.clone();
     for l in (1..spec.depth()).rev() {
-        let v = vjp(spec, w, fwd, &next[l + 1], l, relax_derivative);
+        let v = vjp(
+            spec,
+            w,
+            &fwd.fp[l],
+            fwd.batch,
+            &next[l + 1],
+            l,
+            relax_derivative,
+        );
         for (dst, new) in next[l].iter_mut().zip(&v) {
             *dst = (1.0 - rate) * *dst + rate * new;
         }

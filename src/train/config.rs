@@ -22,6 +22,26 @@ pub enum Schedule {
     Sweep,
 }
 
+/// Where a derivative f'(a) is evaluated (the second AR paper's "no frozen forward pass").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FprimeAt {
+    /// At the stored forward pre-activation.
+    Frozen,
+    /// At the current relaxing state, a_l = r_l W_lᵀ + b_l.
+    Current,
+}
+
+/// The pre-synaptic activity of the weight update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateInput {
+    /// The stored forward activity x̄_l.
+    Frozen,
+    /// The relaxed state r_l.
+    Relaxed,
+}
+
 /// Every setting of a training run, fully resolved. Written to `config.toml` in the run
 /// directory; that file can be passed back with `--config`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,6 +73,12 @@ pub struct TrainConfig {
     pub update_derivative: bool,
     pub relax_start: RelaxStart,
     pub schedule: Schedule,
+    /// Where f' in the relaxation is evaluated: at the frozen forward pass or the current state.
+    pub relax_fprime: FprimeAt,
+    /// Where f' in the weight update is evaluated.
+    pub update_fprime: FprimeAt,
+    /// The weight update's pre-synaptic activity: the stored forward x̄ or the relaxed state.
+    pub update_input: UpdateInput,
     /// Training samples held out (the last ones) as a validation split; 0 for none.
     pub validation: usize,
     /// Use only the first N training samples (quick runs and CI).
@@ -89,6 +115,9 @@ impl Default for TrainConfig {
             update_derivative: true,
             relax_start: RelaxStart::Forward,
             schedule: Schedule::Parallel,
+            relax_fprime: FprimeAt::Frozen,
+            update_fprime: FprimeAt::Frozen,
+            update_input: UpdateInput::Frozen,
             validation: 0,
             train_limit: None,
             test_limit: None,
@@ -230,6 +259,9 @@ impl TrainConfig {
         o.feedback_decay = self.feedback_decay as f32;
         o.relax_tol = self.relax_tol.map(|t| t as f32);
         o.sweep = self.schedule == Schedule::Sweep;
+        o.relax_fprime_current = self.relax_fprime == FprimeAt::Current;
+        o.update_fprime_current = self.update_fprime == FprimeAt::Current;
+        o.update_input_relaxed = self.update_input == UpdateInput::Relaxed;
         o
     }
 
@@ -281,6 +313,7 @@ impl TrainConfig {
             relax_start,
             schedule
         );
+        parse!(relax_fprime, update_fprime, update_input);
         if let Some(d) = &o.data {
             self.data = Some(d.clone());
         }
@@ -448,6 +481,16 @@ pub struct Overrides {
     /// parallel (Jacobi) or sweep (top-down in place) [default: parallel].
     #[arg(long)]
     pub schedule: Option<String>,
+    /// f' in the relaxation at the frozen forward pass or the current state: frozen or current
+    /// [default: frozen].
+    #[arg(long)]
+    pub relax_fprime: Option<String>,
+    /// f' in the weight update: frozen or current [default: frozen].
+    #[arg(long)]
+    pub update_fprime: Option<String>,
+    /// Pre-synaptic activity of the update: frozen (x̄) or relaxed (r) [default: frozen].
+    #[arg(long)]
+    pub update_input: Option<String>,
     /// Hold out the last N training samples as a validation split [default: 0].
     #[arg(long)]
     pub validation: Option<usize>,
