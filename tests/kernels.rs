@@ -307,9 +307,7 @@ fn no_frozen_forward_pass_options_match_the_reference() {
         };
         let mut x = fwd.x.clone();
         if relaxed_input {
-            for l in 1..s.depth() {
-                x[l] = r[l].clone();
-            }
+            x[1..s.depth()].clone_from_slice(&r[1..s.depth()]);
         }
         let g = cpu::gradients_from(&s, &x, &fp, 7, &r, true);
         for l in 0..s.depth() {

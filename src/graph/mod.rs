@@ -249,7 +249,8 @@ impl Graph {
         }
     }
 
-    /// One line for logs: "graph input 1x28x28 -> 10, 8 nodes, depth 7, 44426 parameters, mse loss".
+    /// One line for logs, e.g. for `examples/cnn.toml`:
+    /// "graph input 1x28x28 -> 10, 8 nodes, depth 7, 141302 parameters, mse loss".
     pub fn describe(&self) -> String {
         format!(
             "graph input {} -> {}, {} nodes, depth {}, {} parameters, {} loss",

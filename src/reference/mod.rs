@@ -2,6 +2,9 @@
 //! exact backprop, the local gradients and SGD. Tests hold the GPU to these; they follow the same
 //! conventions and the same formulas (e.g. the relaxation as `(1 − η) r + η v`).
 
+// Index loops here mirror the equations term by term, which is the point of a reference.
+#![allow(clippy::needless_range_loop)]
+
 use crate::model::{Loss, ModelSpec, Params, Reduction};
 
 /// Parameters (or gradients, or feedback weights) in float64, `weights[l]` is [n_{l+1}, n_l].
