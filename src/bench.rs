@@ -2,6 +2,7 @@
 //! one exact-backprop step per batch size, by wall clock always and by GPU timestamps per phase
 //! where the adapter has them. Used by `arelax bench` and by `benches/`.
 
+use crate::engine::Ops as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -4,6 +4,7 @@
 
 mod common;
 
+use arelax::engine::Ops as _;
 use arelax::engine::{Algorithm, EngineOptions};
 use arelax::metrics::compare;
 use arelax::model::{Activation, Init, Loss};

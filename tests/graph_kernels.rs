@@ -5,6 +5,7 @@
 
 mod common;
 
+use arelax::engine::Ops as _;
 use arelax::engine::graph::GraphEngine;
 use arelax::engine::{EngineOptions, Feedback, RelaxStart};
 use arelax::graph::reference::{self as gref, GraphParams64};

@@ -5,6 +5,7 @@
 
 mod common;
 
+use arelax::engine::Ops as _;
 use arelax::engine::{EngineOptions, Feedback, RelaxStart};
 use arelax::model::{Activation, Init, Loss, Params, Reduction};
 use arelax::reference::{self as cpu, Params64};

@@ -3,6 +3,7 @@
 
 mod common;
 
+use arelax::engine::Ops as _;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 

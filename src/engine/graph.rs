@@ -12,9 +12,7 @@ use std::sync::Arc;
 use bytemuck::{Pod, Zeroable};
 
 use super::layout::{LayerEntry, PassUniform};
-use super::{
-    Algorithm, EngineOptions, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV, Feedback, RelaxStart,
-};
+use super::{EngineOptions, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV, Feedback, RelaxStart};
 use crate::gpu::buffers::{self, Dispatch, Kernel, Slot, record};
 use crate::gpu::{GpuContext, Needs, shader};
 use crate::graph::{Graph, GraphParams, NodeKind};
@@ -849,10 +847,6 @@ impl GraphEngine {
         &self.ctx
     }
 
-    fn encoder(&self) -> wgpu::CommandEncoder {
-        self.ctx.device.create_command_encoder(&Default::default())
-    }
-
     // ---- host ↔ device ---------------------------------------------------------------------
 
     fn packed(&self, p: &GraphParams) -> Result<Vec<f32>> {
@@ -1153,73 +1147,6 @@ impl GraphEngine {
             );
         }
     }
-
-    pub fn encode_train_step(
-        &mut self,
-        enc: &mut wgpu::CommandEncoder,
-        algorithm: Algorithm,
-        steps: usize,
-    ) {
-        self.encode_forward(enc);
-        match algorithm {
-            Algorithm::Ar => {
-                self.encode_relax_start(enc);
-                self.encode_relax(enc, steps);
-                self.encode_grads(enc);
-            }
-            Algorithm::Bp => {
-                self.encode_backprop_signals(enc);
-                self.encode_exact_grads(enc);
-            }
-        }
-        self.encode_sgd(enc);
-    }
-
-    pub fn train_step(&mut self, algorithm: Algorithm, steps: usize) {
-        let mut enc = self.encoder();
-        self.encode_train_step(&mut enc, algorithm, steps);
-        self.ctx.queue.submit([enc.finish()]);
-    }
-
-    pub fn ar_gradients(&mut self, steps: usize) -> Result<GraphParams> {
-        let mut enc = self.encoder();
-        self.encode_forward(&mut enc);
-        self.encode_relax_start(&mut enc);
-        self.encode_relax(&mut enc, steps);
-        self.encode_grads(&mut enc);
-        self.ctx.queue.submit([enc.finish()]);
-        self.grads()
-    }
-
-    /// AR's gradients after each step count in `checkpoints` (ascending), one relaxation.
-    pub fn ar_gradient_series(&mut self, checkpoints: &[usize]) -> Result<Vec<GraphParams>> {
-        let mut enc = self.encoder();
-        self.encode_forward(&mut enc);
-        self.encode_relax_start(&mut enc);
-        self.ctx.queue.submit([enc.finish()]);
-        let mut done = 0;
-        let mut out = Vec::new();
-        for &c in checkpoints {
-            let mut enc = self.encoder();
-            self.encode_relax(&mut enc, c.saturating_sub(done));
-            done = done.max(c);
-            self.encode_grads(&mut enc);
-            self.ctx.queue.submit([enc.finish()]);
-            out.push(self.grads()?);
-        }
-        Ok(out)
-    }
-
-    pub fn bp_gradients(&mut self) -> Result<GraphParams> {
-        let mut enc = self.encoder();
-        self.encode_forward(&mut enc);
-        self.encode_backprop_signals(&mut enc);
-        self.encode_exact_grads(&mut enc);
-        self.ctx.queue.submit([enc.finish()]);
-        self.grads()
-    }
-
-    pub fn finish(&self) -> Result<()> {
-        self.ctx.wait()
-    }
 }
+
+crate::engine::ops::impl_ops!(GraphEngine, crate::graph::GraphParams);

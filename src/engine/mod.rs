@@ -9,6 +9,7 @@ pub mod feed;
 pub mod graph;
 pub mod layout;
 pub mod net;
+pub mod ops;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use crate::gpu::{GpuContext, Needs, shader};
 use crate::model::{ModelSpec, Params, Reduction};
 use crate::{Error, Result};
 pub use layout::{FLAG_ADAPTIVE, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV, Layout, PassUniform};
+pub use ops::Ops;
 
 /// Where the hidden relaxation state starts: the forward activities (the paper) or zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -558,16 +560,6 @@ impl Engine {
         })
     }
 
-    fn encoder(&self) -> wgpu::CommandEncoder {
-        self.ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-    }
-
-    fn submit(&self, enc: wgpu::CommandEncoder) {
-        self.ctx.queue.submit([enc.finish()]);
-    }
-
     // ---- host ↔ device -------------------------------------------------------------------
 
     pub fn set_params(&self, p: &Params) -> Result<()> {
@@ -1016,81 +1008,6 @@ impl Engine {
     }
 
     // ---- whole operations --------------------------------------------------------------------
-
-    /// Forward, relax for `steps`, local gradients; then reads the gradients back.
-    pub fn ar_gradients(&mut self, steps: usize) -> Result<Params> {
-        let mut enc = self.encoder();
-        self.encode_forward(&mut enc);
-        self.encode_relax_start(&mut enc);
-        self.encode_relax(&mut enc, steps);
-        self.encode_grads(&mut enc);
-        self.submit(enc);
-        self.grads()
-    }
-
-    /// AR's gradients after each step count in `checkpoints` (ascending), continuing one
-    /// relaxation rather than restarting it.
-    pub fn ar_gradient_series(&mut self, checkpoints: &[usize]) -> Result<Vec<Params>> {
-        let mut enc = self.encoder();
-        self.encode_forward(&mut enc);
-        self.encode_relax_start(&mut enc);
-        self.submit(enc);
-        let mut done = 0;
-        let mut out = Vec::new();
-        for &c in checkpoints {
-            let mut enc = self.encoder();
-            self.encode_relax(&mut enc, c.saturating_sub(done));
-            done = done.max(c);
-            self.encode_grads(&mut enc);
-            self.submit(enc);
-            out.push(self.grads()?);
-        }
-        Ok(out)
-    }
-
-    /// Exact backprop's gradients on the current batch and parameters.
-    pub fn bp_gradients(&mut self) -> Result<Params> {
-        let mut enc = self.encoder();
-        self.encode_forward(&mut enc);
-        self.encode_backprop_signals(&mut enc);
-        self.encode_exact_grads(&mut enc);
-        self.submit(enc);
-        self.grads()
-    }
-
-    /// One training step on the uploaded batch, in one submit with no readback:
-    /// AR (relaxation with `steps`) or exact backprop, then SGD.
-    pub fn train_step(&mut self, algorithm: Algorithm, steps: usize) {
-        let mut enc = self.encoder();
-        self.encode_train_step(&mut enc, algorithm, steps);
-        self.submit(enc);
-    }
-
-    pub fn encode_train_step(
-        &mut self,
-        enc: &mut wgpu::CommandEncoder,
-        algorithm: Algorithm,
-        steps: usize,
-    ) {
-        self.encode_forward(enc);
-        match algorithm {
-            Algorithm::Ar => {
-                self.encode_relax_start(enc);
-                self.encode_relax(enc, steps);
-                self.encode_grads(enc);
-            }
-            Algorithm::Bp => {
-                self.encode_backprop_signals(enc);
-                self.encode_exact_grads(enc);
-            }
-        }
-        self.encode_sgd(enc);
-    }
-
-    /// Waits for submitted work and surfaces any GPU error.
-    pub fn finish(&self) -> Result<()> {
-        self.ctx.wait()
-    }
 }
 
 /// How the learning signal is computed.
@@ -1102,3 +1019,5 @@ pub enum Algorithm {
     /// Exact backprop, the baseline.
     Bp,
 }
+
+crate::engine::ops::impl_ops!(Engine, crate::model::Params);

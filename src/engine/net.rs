@@ -2,6 +2,7 @@
 //! step, adaptive relaxation, the sweep schedule) and the graph engine (`--model FILE`). The
 //! training loop, gradcheck and checkpoints see parameters as named groups either way.
 
+use crate::engine::Ops as _;
 use std::path::Path;
 use std::sync::Arc;
 
