@@ -410,3 +410,22 @@ fn a_graph_model_trains_and_resumes() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+/// Every shipped experiment file resolves every one of its runs (model files included).
+#[test]
+fn shipped_experiment_files_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            // Relative data and model paths are relative to the repository root.
+            std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).unwrap();
+            let exp = arelax::train::experiment::ExperimentConfig::load(&path)
+                .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+            assert!(!exp.conditions.is_empty());
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "expected the shipped experiments");
+}
