@@ -39,6 +39,24 @@ pub trait BatchTarget {
     fn encode_forward(&self, enc: &mut wgpu::CommandEncoder);
 }
 
+/// Uploads one batch from the host: `input` [B, n_0] and `target` [B, n_L], row-major.
+pub fn upload_batch(engine: &impl BatchTarget, input: &[f32], target: &[f32]) -> Result<()> {
+    let b = engine.batch();
+    let (n0, nl) = (engine.input_width(), engine.output_width());
+    if input.len() != b * n0 || target.len() != b * nl {
+        return Err(Error::Config(format!(
+            "batch of {} inputs / {} targets does not match [{b}, {n0}] / [{b}, {nl}]",
+            input.len(),
+            target.len()
+        )));
+    }
+    let [x, t, _] = engine.batch_buffers();
+    let queue = &engine.context().queue;
+    queue.write_buffer(x, 0, bytemuck::cast_slice(input));
+    queue.write_buffer(t, 0, bytemuck::cast_slice(target));
+    Ok(())
+}
+
 impl BatchTarget for super::Engine {
     fn context(&self) -> &Arc<GpuContext> {
         super::Engine::context(self)

@@ -13,6 +13,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::layout::{LayerEntry, PassUniform};
 use super::{EngineOptions, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV, Feedback, RelaxStart};
+use super::{LossUniform, SgdUniform, feed};
 use crate::gpu::buffers::{self, Dispatch, Kernel, Slot, record};
 use crate::gpu::{GpuContext, Needs, shader};
 use crate::graph::{Graph, GraphParams, NodeKind};
@@ -411,27 +412,6 @@ pub fn needs(g: &Graph, batch: usize) -> Needs {
         max_buffer_bytes: bytes,
         timestamps: false,
     }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-struct LossUniform {
-    x_off: u32,
-    r_off: u32,
-    width: u32,
-    batch: u32,
-    kind: u32,
-    scale: f32,
-    pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-struct SgdUniform {
-    count: u32,
-    lr: f32,
-    decay: f32,
-    pad: u32,
 }
 
 struct Kernels {
@@ -920,23 +900,9 @@ impl GraphEngine {
         self.read_packed(&self.bufs.grads)
     }
 
+    /// Uploads one batch: `input` is [B, n_0] and `target` [B, n_L], row-major.
     pub fn set_batch(&self, input: &[f32], target: &[f32]) -> Result<()> {
-        let b = self.opts.batch;
-        let (n0, nl) = (self.graph.input_size(), self.graph.output_size());
-        if input.len() != b * n0 || target.len() != b * nl {
-            return Err(Error::Config(format!(
-                "batch of {} inputs / {} targets does not match [{b}, {n0}] / [{b}, {nl}]",
-                input.len(),
-                target.len()
-            )));
-        }
-        self.ctx
-            .queue
-            .write_buffer(&self.bufs.x, 0, bytemuck::cast_slice(input));
-        self.ctx
-            .queue
-            .write_buffer(&self.bufs.target, 0, bytemuck::cast_slice(target));
-        Ok(())
+        feed::upload_batch(self, input, target)
     }
 
     /// Activities of every node from the last forward pass, [B, size] each.

@@ -94,14 +94,14 @@ impl EngineOptions {
 /// Mirror of `LossPass` in `shaders/loss.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-struct LossUniform {
-    x_off: u32,
-    r_off: u32,
-    width: u32,
-    batch: u32,
-    kind: u32,
-    scale: f32,
-    pad: [u32; 2],
+pub(crate) struct LossUniform {
+    pub(crate) x_off: u32,
+    pub(crate) r_off: u32,
+    pub(crate) width: u32,
+    pub(crate) batch: u32,
+    pub(crate) kind: u32,
+    pub(crate) scale: f32,
+    pub(crate) pad: [u32; 2],
 }
 
 /// Mirror of `CheckPass` in `shaders/relax_check.wgsl`.
@@ -117,11 +117,11 @@ struct CheckUniform {
 /// Mirror of `SgdPass` in `shaders/sgd.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-struct SgdUniform {
-    count: u32,
-    lr: f32,
-    decay: f32,
-    pad: u32,
+pub(crate) struct SgdUniform {
+    pub(crate) count: u32,
+    pub(crate) lr: f32,
+    pub(crate) decay: f32,
+    pub(crate) pad: u32,
 }
 
 struct Kernels {
@@ -613,22 +613,7 @@ impl Engine {
 
     /// Uploads one batch: `input` is [B, n_0] and `target` [B, n_L], row-major.
     pub fn set_batch(&self, input: &[f32], target: &[f32]) -> Result<()> {
-        let b = self.opts.batch;
-        let (n0, nl) = (self.spec.input_width(), self.spec.output_width());
-        if input.len() != b * n0 || target.len() != b * nl {
-            return Err(Error::Config(format!(
-                "batch of {} inputs / {} targets does not match [{b}, {n0}] / [{b}, {nl}]",
-                input.len(),
-                target.len()
-            )));
-        }
-        self.ctx
-            .queue
-            .write_buffer(&self.bufs.x, 0, bytemuck::cast_slice(input));
-        self.ctx
-            .queue
-            .write_buffer(&self.bufs.target, 0, bytemuck::cast_slice(target));
-        Ok(())
+        feed::upload_batch(self, input, target)
     }
 
     /// Changes the learning rate of later updates (e.g. a schedule).
