@@ -7,23 +7,15 @@ use super::{Graph, GraphParams, NodeKind, Shape};
 use crate::model::{Loss, Reduction};
 use crate::reference::{OutputError, argmax};
 
-/// Parameters (or gradients, or feedback weights ψ) in float64, per node like [`GraphParams`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct GraphParams64 {
-    pub weights: Vec<Vec<f64>>,
-    pub biases: Vec<Vec<f64>>,
-}
+/// Parameters (or gradients, or feedback weights ψ) in float64, per node like [`GraphParams`]:
+/// the same container as the MLP reference's, indexed by node instead of layer.
+pub use crate::reference::Params64 as GraphParams64;
 
 impl From<&GraphParams> for GraphParams64 {
     fn from(p: &GraphParams) -> Self {
-        let up = |v: &Vec<Vec<f32>>| -> Vec<Vec<f64>> {
-            v.iter()
-                .map(|n| n.iter().map(|&x| x as f64).collect())
-                .collect()
-        };
         Self {
-            weights: up(&p.weights),
-            biases: up(&p.biases),
+            weights: crate::reference::widen(&p.weights),
+            biases: crate::reference::widen(&p.biases),
         }
     }
 }

@@ -8,22 +8,24 @@
 use crate::model::{Loss, ModelSpec, Params, Reduction};
 
 /// Parameters (or gradients, or feedback weights) in float64, `weights[l]` is [n_{l+1}, n_l].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Params64 {
     pub weights: Vec<Vec<f64>>,
     pub biases: Vec<Vec<f64>>,
 }
 
+/// f32 tensors to f64.
+pub fn widen(v: &[Vec<f32>]) -> Vec<Vec<f64>> {
+    v.iter()
+        .map(|l| l.iter().map(|&x| x as f64).collect())
+        .collect()
+}
+
 impl From<&Params> for Params64 {
     fn from(p: &Params) -> Self {
-        let up = |v: &Vec<Vec<f32>>| -> Vec<Vec<f64>> {
-            v.iter()
-                .map(|l| l.iter().map(|&x| x as f64).collect())
-                .collect()
-        };
         Self {
-            weights: up(&p.weights),
-            biases: up(&p.biases),
+            weights: widen(&p.weights),
+            biases: widen(&p.biases),
         }
     }
 }
