@@ -1,4 +1,4 @@
-//! Small host-side helpers: atomic file writes.
+//! Small host-side helpers: atomic file writes, bounded reads of settings files.
 
 use std::io::Write;
 use std::path::Path;
@@ -33,4 +33,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         Error::file(path, e)
     })
+}
+
+/// Reads a settings file (config, model, experiment) as text: a regular file of at most 4 MiB,
+/// so that a path such as /dev/zero gives an error instead of reading forever.
+pub fn read_settings(path: &Path) -> Result<String> {
+    const MAX: u64 = 4 << 20;
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(Error::file(path, "not a regular file"));
+    }
+    if meta.len() > MAX {
+        return Err(Error::file(
+            path,
+            format!(
+                "{} bytes is too large for a settings file (at most {MAX})",
+                meta.len()
+            ),
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))
 }

@@ -376,3 +376,20 @@ fn malformed_model_file() {
     let o = bin().args(["train", "--model"]).arg(&m).output().unwrap();
     assert_clean_failure(&o, &["bad.toml", "'y'", "'z'"]);
 }
+
+/// Settings paths that are not regular files are refused at once (no endless read of a device).
+#[test]
+fn settings_paths_that_are_not_files() {
+    let o = bin()
+        .args(["gradcheck", "--model", "/dev/zero"])
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, &["/dev/zero", "not a regular file"]);
+    let dir = temp_dir("settings-dir");
+    let o = bin()
+        .args(["train", "--config"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, &["not a regular file"]);
+}

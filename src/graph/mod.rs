@@ -14,9 +14,9 @@ pub mod reference;
 use std::fmt;
 use std::path::Path;
 
+use crate::Result;
 use crate::model::{Activation, Init, Loss, ModelSpec, Params};
 use crate::rng::Rng;
-use crate::{Error, Result};
 
 /// Per-sample tensor shape `[channels, height, width]`, row-major (c outermost). A dense/flat
 /// tensor is `(n, 1, 1)`.
@@ -145,8 +145,7 @@ impl Graph {
 
     /// Reads and parses a model file.
     pub fn load(path: &Path) -> Result<Graph> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::file(path, format!("cannot read the model file: {e}")))?;
+        let text = crate::util::read_settings(path)?;
         Self::parse(path, &text)
     }
 

@@ -340,7 +340,7 @@ impl TrainConfig {
 
     /// Reads a TOML file of [`Overrides`]; unknown keys and bad values name the key.
     pub fn read_file(path: &Path) -> Result<Overrides> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+        let text = crate::util::read_settings(path)?;
         parse_overrides(path, &text)
     }
 

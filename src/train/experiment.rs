@@ -36,7 +36,7 @@ pub struct ExperimentConfig {
 
 impl ExperimentConfig {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+        let text = crate::util::read_settings(path)?;
         Self::parse(path, &text)
     }
 
