@@ -165,7 +165,12 @@ impl GpuContext {
         let lost_sink = lost.clone();
         device.set_device_lost_callback(move |reason, msg| {
             if let Ok(mut l) = lost_sink.lock() {
-                *l = Some(format!("device lost ({reason:?}): {msg}"));
+                let detail = if msg.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {msg}")
+                };
+                *l = Some(format!("the device was lost ({reason:?}){detail}"));
             }
         });
         Ok(Self {
