@@ -344,14 +344,14 @@ fn a_tiny_experiment_writes_its_table_and_plot() {
     std::fs::write(
         &path,
         format!(
-            "conditions = [\"ar\", \"bp\"]\nseeds = [1, 2]\ndatasets = [\"mnist\"]\n[data]\nmnist = \"{}\"\n[base]\nlayers = \"784,8,10\"\nepochs = 1\nrelax_steps = 3\ntrain_limit = 256\ntest_limit = 64\nlr = 0.002\n",
+            "conditions = [\"ar\", \"bp\", {{ name = \"ar-current-fprime\", relax_fprime = \"current\" }}]\nseeds = [1, 2]\ndatasets = [\"mnist\"]\n[data]\nmnist = \"{}\"\n[base]\nlayers = \"784,8,8,10\"\nepochs = 1\nrelax_steps = 3\ntrain_limit = 256\ntest_limit = 64\nlr = 0.002\n",
             mnist_dir().display()
         ),
     )
     .unwrap();
     let exp = arelax::train::experiment::ExperimentConfig::load(&path).unwrap();
     let s = arelax::train::experiment::run(ctx(), &exp, &path, &out, &mut |_| {}).unwrap();
-    assert_eq!(s.len(), 2);
+    assert_eq!(s.len(), 3);
     assert!(
         s.iter()
             .all(|r| r.runs == 2 && r.test_accuracy_mean.is_finite())
@@ -361,6 +361,16 @@ fn a_tiny_experiment_writes_its_table_and_plot() {
         md.contains("| mnist | ar |") && md.contains("| mnist | bp |"),
         "{md}"
     );
+    assert!(md.contains("| mnist | ar-current-fprime |"), "{md}");
+    let cfg =
+        std::fs::read_to_string(out.join("mnist/ar-current-fprime/seed-1/config.toml")).unwrap();
+    assert!(cfg.contains("relax_fprime = \"current\""), "{cfg}");
+    // A custom condition needs a name fit for a directory.
+    let bad = arelax::train::experiment::ExperimentConfig::parse(
+        &path,
+        "conditions = [{ relax_fprime = \"current\" }]\nseeds = [1]\ndatasets = [\"mnist\"]\n",
+    );
+    assert!(bad.unwrap_err().to_string().contains("needs a name"));
     assert!(out.join("accuracy-mnist.png").exists());
     let _ = std::fs::remove_dir_all(out);
 }

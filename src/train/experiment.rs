@@ -20,8 +20,9 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentConfig {
-    /// Presets (see `arelax train --help`), one condition each.
-    pub conditions: Vec<String>,
+    /// One condition each: a preset name (see `arelax train --help`), or an inline table with a
+    /// `name` and any settings (e.g. `{ name = "no-frozen", relax_fprime = "current" }`).
+    pub conditions: Vec<Condition>,
     pub seeds: Vec<u64>,
     pub datasets: Vec<String>,
     /// Where results go, unless `--out` is given.
@@ -32,6 +33,28 @@ pub struct ExperimentConfig {
     /// Settings shared by every run (the keys of `config.toml`).
     #[serde(default)]
     pub base: toml::Table,
+}
+
+/// A condition of an experiment: a preset, or named settings on top of `[base]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Condition {
+    Preset(String),
+    Custom(toml::Table),
+}
+
+impl Condition {
+    /// The name in tables, plots and run directories.
+    pub fn name(&self) -> String {
+        match self {
+            Condition::Preset(p) => p.clone(),
+            Condition::Custom(t) => t
+                .get("name")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string(),
+        }
+    }
 }
 
 impl ExperimentConfig {
@@ -49,6 +72,23 @@ impl ExperimentConfig {
                 "conditions, seeds and datasets must each list at least one entry",
             ));
         }
+        for c in &cfg.conditions {
+            let name = c.name();
+            let safe = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+                && !name.starts_with('.');
+            if !safe {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "condition '{name}': a condition needs a name of letters, digits, '-', '_' \
+                         or '.' (it names a directory)"
+                    ),
+                ));
+            }
+        }
         // Check every run's settings before anything trains.
         for ds in &cfg.datasets {
             for c in &cfg.conditions {
@@ -58,9 +98,21 @@ impl ExperimentConfig {
         Ok(cfg)
     }
 
-    fn base(&self, path: &Path) -> Result<Overrides> {
-        let text = toml::to_string(&self.base).map_err(|e| Error::file(path, e))?;
-        parse_overrides(path, &text).map_err(|e| Error::file(path, format!("[base]: {e}")))
+    /// `[base]` with a custom condition's settings on top.
+    fn settings(&self, path: &Path, condition: &Condition) -> Result<Overrides> {
+        let mut table = self.base.clone();
+        if let Condition::Custom(t) = condition {
+            for (k, v) in t.iter().filter(|(k, _)| k.as_str() != "name") {
+                table.insert(k.clone(), v.clone());
+            }
+        }
+        let text = toml::to_string(&table).map_err(|e| Error::file(path, e))?;
+        parse_overrides(path, &text).map_err(|e| {
+            Error::file(
+                path,
+                format!("condition '{}' with [base]: {e}", condition.name()),
+            )
+        })
     }
 
     /// The resolved settings of one run.
@@ -68,19 +120,23 @@ impl ExperimentConfig {
         &self,
         path: &Path,
         dataset: &str,
-        condition: &str,
+        condition: &Condition,
         seed: u64,
     ) -> Result<TrainConfig> {
-        let base = self.base(path)?;
+        let settings = self.settings(path, condition)?;
         let flags = Overrides {
-            preset: Some(condition.to_string()),
+            preset: match condition {
+                Condition::Preset(p) => Some(p.clone()),
+                Condition::Custom(_) => None,
+            },
             dataset: Some(dataset.to_string()),
             data: self.data.get(dataset).cloned(),
             seed: Some(seed),
             ..Default::default()
         };
-        TrainConfig::resolve(Some(&base), &flags)
-            .map_err(|e| Error::file(path, format!("{dataset}/{condition}/seed {seed}: {e}")))
+        let name = condition.name();
+        TrainConfig::resolve(Some(&settings), &flags)
+            .map_err(|e| Error::file(path, format!("{dataset}/{name}/seed {seed}: {e}")))
     }
 }
 
@@ -122,14 +178,15 @@ pub fn run(
 ) -> Result<Vec<Summary>> {
     let mut summaries = Vec::new();
     for ds in &exp.datasets {
-        for cond in &exp.conditions {
+        for condition in &exp.conditions {
+            let cond = condition.name();
             let mut finals = Vec::new();
             let mut angles = Vec::new();
             let mut curves: Vec<Vec<EpochMetrics>> = Vec::new();
             let mut diverged = 0;
             for &seed in &exp.seeds {
-                let cfg = exp.run_config(path, ds, cond, seed)?;
-                let dir = out.join(ds).join(cond).join(format!("seed-{seed}"));
+                let cfg = exp.run_config(path, ds, condition, seed)?;
+                let dir = out.join(ds).join(&cond).join(format!("seed-{seed}"));
                 let metrics = match finished_metrics(&dir)? {
                     Some(m) => m,
                     None => {
