@@ -100,7 +100,11 @@ pub fn run(args: Args) -> Result<()> {
                 PathBuf::from("runs").join(format!(
                     "{}-{}-seed{}",
                     cfg.dataset,
-                    cfg.preset.as_deref().unwrap_or("custom"),
+                    // The preset, else the algorithm (variants set by hand are in config.toml).
+                    cfg.preset.as_deref().unwrap_or(match cfg.algorithm {
+                        crate::engine::Algorithm::Ar => "ar",
+                        crate::engine::Algorithm::Bp => "bp",
+                    }),
                     cfg.seed
                 ))
             });
