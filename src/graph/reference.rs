@@ -4,8 +4,8 @@
 //! (the relaxation written `(1 − η) r + η v`, `f'` at the pre-activation including the bias).
 
 use super::{Graph, GraphParams, NodeKind, Shape};
-use crate::model::{Loss, Reduction};
-use crate::reference::{OutputError, argmax};
+use crate::model::Reduction;
+use crate::reference::OutputError;
 
 /// Parameters (or gradients, or feedback weights ψ) in float64, per node like [`GraphParams`]:
 /// the same container as the MLP reference's, indexed by node instead of layer.
@@ -199,40 +199,7 @@ pub fn forward(g: &Graph, p: &GraphParams64, input: &[f64], batch: usize) -> GFo
 /// correctness, with the formulas of [`crate::reference::output_error`] applied to the output
 /// node: mse `Σ(x − y)²`, `g = 2(x − y)`; ce on the logits, `g = softmax(x) − y`.
 pub fn output_error(g: &Graph, f: &GForward, target: &[f64], reduction: Reduction) -> OutputError {
-    let n = g.output_size();
-    let out = &f.x[g.output];
-    let scale = reduction.scale(f.batch);
-    let mut loss = vec![0.0; f.batch];
-    let mut grad = vec![0.0; f.batch * n];
-    let mut correct = vec![false; f.batch];
-    for b in 0..f.batch {
-        let row = &out[b * n..(b + 1) * n];
-        let y = &target[b * n..(b + 1) * n];
-        correct[b] = argmax(row) == argmax(y);
-        match g.loss {
-            Loss::Mse => {
-                for j in 0..n {
-                    let d = row[j] - y[j];
-                    loss[b] += d * d;
-                    grad[b * n + j] = 2.0 * d * scale;
-                }
-            }
-            Loss::Ce => {
-                let top = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let log_z = row.iter().map(|v| (v - top).exp()).sum::<f64>().ln();
-                for j in 0..n {
-                    let lp = row[j] - top - log_z;
-                    loss[b] -= y[j] * lp;
-                    grad[b * n + j] = (lp.exp() - y[j]) * scale;
-                }
-            }
-        }
-    }
-    OutputError {
-        loss,
-        g: grad,
-        correct,
-    }
+    crate::reference::loss_on_outputs(g.loss, &f.x[g.output], target, f.batch, reduction)
 }
 
 /// Relaxation state: `r` per node; `r[0]` (the input, which does not relax) is empty.

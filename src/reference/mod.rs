@@ -78,17 +78,30 @@ pub fn output_error(
     target: &[f64],
     reduction: Reduction,
 ) -> OutputError {
-    let n = spec.output_width();
     let out = &fwd.x[spec.depth()];
-    let scale = reduction.scale(fwd.batch);
-    let mut loss = vec![0.0; fwd.batch];
-    let mut g = vec![0.0; fwd.batch * n];
-    let mut correct = vec![false; fwd.batch];
-    for b in 0..fwd.batch {
+    loss_on_outputs(spec.loss, out, target, fwd.batch, reduction)
+}
+
+/// The loss formulas on output activities `out` [B, n] (shared by the MLP and graph references):
+/// mse `Σ(x − y)²`, `g = 2(x − y)`; ce on the logits, `g = softmax(x) − y`; g scaled by the
+/// reduction.
+pub fn loss_on_outputs(
+    kind: Loss,
+    out: &[f64],
+    target: &[f64],
+    batch: usize,
+    reduction: Reduction,
+) -> OutputError {
+    let n = out.len() / batch.max(1);
+    let scale = reduction.scale(batch);
+    let mut loss = vec![0.0; batch];
+    let mut g = vec![0.0; batch * n];
+    let mut correct = vec![false; batch];
+    for b in 0..batch {
         let row = &out[b * n..(b + 1) * n];
         let y = &target[b * n..(b + 1) * n];
         correct[b] = argmax(row) == argmax(y);
-        match spec.loss {
+        match kind {
             Loss::Mse => {
                 for j in 0..n {
                     let d = row[j] - y[j];
