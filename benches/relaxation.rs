@@ -1,11 +1,13 @@
 //! `cargo bench`: the `arelax bench` measurements on sizes small enough for lavapipe, so kernel
 //! changes can be compared on any machine. Set ARELAX_BENCH_LAYERS / ARELAX_BENCH_BATCHES /
-//! ARELAX_BENCH_STEPS to measure other shapes (e.g. the paper's MLP on a real GPU).
+//! ARELAX_BENCH_STEPS to measure other shapes (e.g. the paper's MLP on a real GPU), and
+//! ARELAX_BENCH_TILES (e.g. `auto,32x32,64x64`) to compare tile shapes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arelax::bench::{BenchOptions, run};
+use arelax::gpu::tile::TileChoice;
 use arelax::gpu::{AdapterRequest, GpuContext};
 use arelax::model::{Activation, Loss, ModelSpec};
 
@@ -28,26 +30,37 @@ fn main() -> Result<(), arelax::Error> {
     let ctx = Arc::new(GpuContext::new(&AdapterRequest::default(), needs)?);
     println!("adapter: {}", ctx.describe());
     println!("model: {}, {relax_steps} relaxation steps", spec.describe());
-    let opts = BenchOptions {
-        spec,
-        batch_sizes,
-        relax_steps,
-        samples: 15,
-        warmup: Duration::from_millis(200),
-    };
-    run(ctx, &opts, &mut |r| {
-        println!(
-            "batch {:>5}: AR step {:.3} ms (median; min {:.3}, max {:.3}), relax {:.4} ms/step, {:.3e} sample-steps/s, {:.2} GFLOP/s; BP step {:.3} ms; AR/BP {:.1}",
-            r.batch_size,
-            r.ar_step_ms.median,
-            r.ar_step_ms.min,
-            r.ar_step_ms.max,
-            r.relax_step_ms,
-            r.relax_sample_steps_per_s,
-            r.achieved_gflops,
-            r.bp_step_ms.median,
-            r.ar_over_bp
-        );
-    })?;
+    let tiles = env_or("ARELAX_BENCH_TILES", "auto")
+        .split(',')
+        .map(|s| s.parse::<TileChoice>().map_err(arelax::Error::Config))
+        .collect::<Result<Vec<_>, _>>()?;
+    for tile in tiles {
+        let opts = BenchOptions {
+            spec: spec.clone(),
+            batch_sizes: batch_sizes.clone(),
+            relax_steps,
+            samples: 15,
+            warmup: Duration::from_millis(200),
+            tile,
+        };
+        run(ctx.clone(), &opts, &mut report)?;
+    }
     Ok(())
+}
+
+fn report(r: &arelax::bench::BenchResult) {
+    println!(
+        "batch {:>5}, tiles {} (relax {}): AR step {:.3} ms (median; min {:.3}, max {:.3}), relax {:.4} ms/step, {:.3e} sample-steps/s, {:.2} GFLOP/s; BP step {:.3} ms; AR/BP {:.1}",
+        r.batch_size,
+        r.tile_choice,
+        r.relax_tile,
+        r.ar_step_ms.median,
+        r.ar_step_ms.min,
+        r.ar_step_ms.max,
+        r.relax_step_ms,
+        r.relax_sample_steps_per_s,
+        r.achieved_gflops,
+        r.bp_step_ms.median,
+        r.ar_over_bp
+    );
 }

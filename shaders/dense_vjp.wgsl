@@ -13,6 +13,9 @@
 @group(0) @binding(4) var<storage, read> r_src: array<f32>;
 @group(0) @binding(5) var<storage, read_write> slots: array<f32>;
 
+const A_K_CONTIGUOUS: bool = true;
+const B_K_CONTIGUOUS: bool = false;
+
 fn dims(l: u32) -> vec3<u32> {
     return vec3<u32>(pass_.batch, ops[l].c_in, ops[l].c_out);
 }
@@ -32,7 +35,7 @@ fn load_b(l: u32, k: u32, n: u32) -> f32 {
 
 //!include gemm_tile.wgsl
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(THREADS)
 fn dense_vjp(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
     let t = locate_tile(pass_.first, pass_.count, linear_group(wid, nwg));
@@ -41,12 +44,12 @@ fn dense_vjp(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     }
     let acc = gemm_tile(t, lid);
     let o = ops[t.layer];
-    for (var i = 0u; i < 4u; i++) {
-        let m = t.m0 + block_row(lid) + i;
-        for (var j = 0u; j < 4u; j++) {
-            let n = t.n0 + block_col(lid) + j;
-            if (m < t.m && n < t.n) {
-                slots[o.slot + m * o.c_in + n] = acc[i][j];
+    for (var i = 0u; i < RM; i++) {
+        let m = t.m0 + out_row(lid, i);
+        for (var j = 0u; j < RN; j++) {
+            let n = t.n0 + out_col(lid, j);
+            if (owns_output(lid) && m < t.m && n < t.n) {
+                slots[o.slot + m * o.c_in + n] = acc[i][j / 4u][j % 4u];
             }
         }
     }

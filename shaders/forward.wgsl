@@ -10,6 +10,9 @@
 @group(0) @binding(3) var<storage, read_write> x: array<f32>;
 @group(0) @binding(4) var<storage, read_write> fprime: array<f32>;
 
+const A_K_CONTIGUOUS: bool = true;
+const B_K_CONTIGUOUS: bool = true;
+
 fn dims(l: u32) -> vec3<u32> {
     return vec3<u32>(pass_.batch, layers[l].n_out, layers[l].n_in);
 }
@@ -24,7 +27,7 @@ fn load_b(l: u32, k: u32, n: u32) -> f32 {
 
 //!include gemm_tile.wgsl
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(THREADS)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
     let t = locate_tile(pass_.first, pass_.count, linear_group(wid, nwg));
@@ -33,12 +36,12 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
     let acc = gemm_tile(t, lid);
     let L = layers[t.layer];
-    for (var i = 0u; i < 4u; i++) {
-        let m = t.m0 + block_row(lid) + i;
-        for (var j = 0u; j < 4u; j++) {
-            let n = t.n0 + block_col(lid) + j;
-            if (m < t.m && n < t.n) {
-                let a = acc[i][j] + params[L.b + n];
+    for (var i = 0u; i < RM; i++) {
+        let m = t.m0 + out_row(lid, i);
+        for (var j = 0u; j < RN; j++) {
+            let n = t.n0 + out_col(lid, j);
+            if (owns_output(lid) && m < t.m && n < t.n) {
+                let a = acc[i][j / 4u][j % 4u] + params[L.b + n];
                 x[L.x_out + m * L.n_out + n] = act_f(L.act, a);
                 fprime[L.fp + m * L.n_out + n] = act_df(L.act, a);
             }

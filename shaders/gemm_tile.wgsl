@@ -1,13 +1,36 @@
-// The shared tiled matrix product. Each 256-thread workgroup computes one 64x64 output tile of
-// A[M,K] * B[K,N]; each thread owns a 4x4 block held in registers. The including kernel supplies
-// load_a(l, m, k) and load_b(l, k, n) (which fuse prologues such as r * f') and bounds checks
-// happen here, so sizes need not be multiples of the tile.
+// The shared tiled matrix product A[M,K] * B[K,N]. One workgroup computes a TM x TN output tile;
+// each thread an RM x RN block held in registers, as 4x4 chunks spread TM/CM rows (TN/CN
+// columns) apart so that its workgroup-memory reads are vec4s without bank conflicts.
+//
+// With KS > 1 the workgroup is KS groups of threads that split K between them (each takes every
+// KS-th slice of KT), shortening the serial chain of slices for products with few output tiles;
+// the groups' partial sums are added in workgroup memory at the end, and only group 0 holds the
+// result (see owns_output).
+//
+// The host prepends the shape (TM, TN, RM, RN, KT, KS; see src/gpu/tile.rs), so every loop bound
+// is a constant. The including kernel supplies load_a(l, m, k), load_b(l, k, n) (which may fuse
+// prologues such as r * f'), dims(l) = (M, N, K), and A_K_CONTIGUOUS / B_K_CONTIGUOUS (whether
+// consecutive k are adjacent in memory), which decide how threads walk each operand so that
+// global loads coalesce. Bounds are checked here: sizes need not be multiples of the tile.
+//
+// Each K slice is fetched into registers one iteration ahead, so global-load latency overlaps
+// the arithmetic on the slice staged in workgroup memory.
 
-const TS: u32 = 64u;
-const KT: u32 = 16u;
+// Threads per K group, and in the workgroup.
+const TT: u32 = (TM / RM) * (TN / RN);
+const THREADS: u32 = TT * KS;
+const CM: u32 = RM / 4u;
+const CN: u32 = RN / 4u;
+const LOADS_A: u32 = TM * KT / TT;
+const LOADS_B: u32 = TN * KT / TT;
+// Rows of the staged slices are padded by one vec4 to spread stores across banks.
+const SA: u32 = TM + 4u;
+const SB: u32 = TN + 4u;
 
-var<workgroup> tile_a: array<f32, 1024>; // [KT][TS], k-major
-var<workgroup> tile_b: array<f32, 1024>; // [KT][TS], k-major
+var<workgroup> tile_a: array<vec4<f32>, KS * SA * KT / 4u>; // per group [KT][SA], k-major
+var<workgroup> tile_b: array<vec4<f32>, KS * SB * KT / 4u>; // per group [KT][SB], k-major
+// Scratch for reductions in epilogues (two values per thread).
+var<workgroup> reduce_buf: array<f32, 2u * THREADS>;
 
 struct Tile {
     layer: u32,
@@ -18,59 +41,146 @@ struct Tile {
     k: u32,
 }
 
-fn gemm_tile(t: Tile, lid: u32) -> array<vec4<f32>, 4> {
-    var acc: array<vec4<f32>, 4>;
-    let tm = block_row(lid);
-    let tn = block_col(lid);
-    for (var k0 = 0u; k0 < t.k; k0 += KT) {
-        for (var s = 0u; s < 4u; s++) {
-            let e = lid + s * 256u;
-            // A: consecutive threads walk k (contiguous in row-major A).
-            let am = e / KT;
-            let ak = e % KT;
-            var va = 0.0;
-            if (t.m0 + am < t.m && k0 + ak < t.k) {
-                va = load_a(t.layer, t.m0 + am, k0 + ak);
-            }
-            tile_a[ak * TS + am] = va;
-            // B: consecutive threads walk n (contiguous in row-major B).
-            let bk = e / TS;
-            let bn = e % TS;
-            var vb = 0.0;
-            if (k0 + bk < t.k && t.n0 + bn < t.n) {
-                vb = load_b(t.layer, k0 + bk, t.n0 + bn);
-            }
-            tile_b[bk * TS + bn] = vb;
+// Position (row, k) inside the A slice of the e-th staged element.
+fn a_coords(e: u32) -> vec2<u32> {
+    if (A_K_CONTIGUOUS) {
+        return vec2<u32>(e / KT, e % KT);
+    }
+    return vec2<u32>(e % TM, e / TM);
+}
+
+// Position (k, column) inside the B slice of the e-th staged element.
+fn b_coords(e: u32) -> vec2<u32> {
+    if (B_K_CONTIGUOUS) {
+        return vec2<u32>(e % KT, e / KT);
+    }
+    return vec2<u32>(e / TN, e % TN);
+}
+
+fn fetch_a(t: Tile, k0: u32, tl: u32, s: u32) -> f32 {
+    let c = a_coords(tl + s * TT);
+    if (t.m0 + c.x < t.m && k0 + c.y < t.k) {
+        return load_a(t.layer, t.m0 + c.x, k0 + c.y);
+    }
+    return 0.0;
+}
+
+fn fetch_b(t: Tile, k0: u32, tl: u32, s: u32) -> f32 {
+    let c = b_coords(tl + s * TT);
+    if (k0 + c.x < t.k && t.n0 + c.y < t.n) {
+        return load_b(t.layer, k0 + c.x, t.n0 + c.y);
+    }
+    return 0.0;
+}
+
+fn gemm_tile(t: Tile, lid: u32) -> array<array<vec4<f32>, CN>, RM> {
+    var acc: array<array<vec4<f32>, CN>, RM>;
+    var next_a: array<f32, LOADS_A>;
+    var next_b: array<f32, LOADS_B>;
+    let group = lid / TT;
+    let tl = lid % TT;
+    let row0 = (tl / (TN / RN)) * 4u;
+    let col0 = (tl % (TN / RN)) * 4u;
+    // This group's slices start at k0 + ko; its staging area at ga (A) and gb (B), in floats.
+    let ko = group * KT;
+    let ga = group * SA * KT;
+    let gb = group * SB * KT;
+    for (var s = 0u; s < LOADS_A; s++) {
+        next_a[s] = fetch_a(t, ko, tl, s);
+    }
+    for (var s = 0u; s < LOADS_B; s++) {
+        next_b[s] = fetch_b(t, ko, tl, s);
+    }
+    for (var k0 = 0u; k0 < t.k; k0 += KT * KS) {
+        for (var s = 0u; s < LOADS_A; s++) {
+            let c = a_coords(tl + s * TT);
+            let i = ga + c.y * SA + c.x;
+            tile_a[i / 4u][i % 4u] = next_a[s];
+        }
+        for (var s = 0u; s < LOADS_B; s++) {
+            let c = b_coords(tl + s * TT);
+            let i = gb + c.x * SB + c.y;
+            tile_b[i / 4u][i % 4u] = next_b[s];
         }
         workgroupBarrier();
+        // Past the end, fetch returns zeros: a group whose slice runs out before the others'
+        // must stage zeros, not its previous slice again.
+        let k1 = k0 + KT * KS + ko;
+        for (var s = 0u; s < LOADS_A; s++) {
+            next_a[s] = fetch_a(t, k1, tl, s);
+        }
+        for (var s = 0u; s < LOADS_B; s++) {
+            next_b[s] = fetch_b(t, k1, tl, s);
+        }
         for (var kk = 0u; kk < KT; kk++) {
-            let a = vec4<f32>(tile_a[kk * TS + tm], tile_a[kk * TS + tm + 1u],
-                              tile_a[kk * TS + tm + 2u], tile_a[kk * TS + tm + 3u]);
-            let b = vec4<f32>(tile_b[kk * TS + tn], tile_b[kk * TS + tn + 1u],
-                              tile_b[kk * TS + tn + 2u], tile_b[kk * TS + tn + 3u]);
-            acc[0] += a.x * b;
-            acc[1] += a.y * b;
-            acc[2] += a.z * b;
-            acc[3] += a.w * b;
+            var a: array<vec4<f32>, CM>;
+            var b: array<vec4<f32>, CN>;
+            for (var c = 0u; c < CM; c++) {
+                a[c] = tile_a[(ga + kk * SA + c * (TM / CM) + row0) / 4u];
+            }
+            for (var c = 0u; c < CN; c++) {
+                b[c] = tile_b[(gb + kk * SB + c * (TN / CN) + col0) / 4u];
+            }
+            for (var i = 0u; i < RM; i++) {
+                let av = a[i / 4u][i % 4u];
+                for (var c = 0u; c < CN; c++) {
+                    acc[i][c] = fma(vec4<f32>(av), b[c], acc[i][c]);
+                }
+            }
         }
         workgroupBarrier();
+    }
+    if (KS > 1u) {
+        // Groups 1.. add their partial tiles into group 0's, one group at a time, through the
+        // (now free) A staging memory: TM * TN floats fit in it (checked on the host).
+        for (var g = 1u; g < KS; g++) {
+            if (group == g) {
+                for (var i = 0u; i < RM; i++) {
+                    for (var c = 0u; c < CN; c++) {
+                        tile_a[(out_row(tl, i) * TN + c * (TN / CN) + col0) / 4u] = acc[i][c];
+                    }
+                }
+            }
+            workgroupBarrier();
+            if (group == 0u) {
+                for (var i = 0u; i < RM; i++) {
+                    for (var c = 0u; c < CN; c++) {
+                        acc[i][c] += tile_a[(out_row(tl, i) * TN + c * (TN / CN) + col0) / 4u];
+                    }
+                }
+            }
+            workgroupBarrier();
+        }
     }
     return acc;
 }
 
-// Finds which layer (from pass.first) and which tile a workgroup owns. Layers are walked in
-// order, each contributing ceil(M/TS) * ceil(N/TS) tiles; dims(l) gives (M, N, K) for layer l.
+// Whether this thread holds final outputs (with KS > 1 only group 0 does).
+fn owns_output(lid: u32) -> bool {
+    return lid < TT;
+}
+
+// The tile row of this thread's i-th output row, and the tile column of its j-th output column.
+fn out_row(lid: u32, i: u32) -> u32 {
+    return (i / 4u) * (TM / CM) + ((lid % TT) / (TN / RN)) * 4u + i % 4u;
+}
+fn out_col(lid: u32, j: u32) -> u32 {
+    return (j / 4u) * (TN / CN) + ((lid % TT) % (TN / RN)) * 4u + j % 4u;
+}
+
+// Finds which layer (from `first`) and which tile a workgroup owns. Layers are walked in
+// order, each contributing ceil(M/TM) * ceil(N/TN) tiles; dims(l) gives (M, N, K) for layer l.
 fn locate_tile(first: u32, count: u32, group: u32) -> Tile {
     var start = 0u;
     var t = Tile(first + count, 0u, 0u, 0u, 0u, 0u);
     for (var i = 0u; i < count; i++) {
         let l = first + i;
         let d = dims(l);
-        let tiles_n = (d.y + TS - 1u) / TS;
-        let tiles = ((d.x + TS - 1u) / TS) * tiles_n;
+        let tiles_n = (d.y + TN - 1u) / TN;
+        let tiles = ((d.x + TM - 1u) / TM) * tiles_n;
         if (group < start + tiles) {
             let local = group - start;
-            t = Tile(l, (local / tiles_n) * TS, (local % tiles_n) * TS, d.x, d.y, d.z);
+            t = Tile(l, (local / tiles_n) * TM, (local % tiles_n) * TN, d.x, d.y, d.z);
             break;
         }
         start += tiles;
@@ -78,6 +188,18 @@ fn locate_tile(first: u32, count: u32, group: u32) -> Tile {
     return t;
 }
 
-// The first row and column of this thread's 4x4 block within its tile.
-fn block_row(lid: u32) -> u32 { return (lid / 16u) * 4u; }
-fn block_col(lid: u32) -> u32 { return (lid % 16u) * 4u; }
+// Maximum over the workgroup of two per-thread values, in a fixed order (deterministic).
+// Every thread must call it; the results are valid in every thread.
+fn workgroup_max2(lid: u32, a: f32, b: f32) -> vec2<f32> {
+    reduce_buf[lid] = a;
+    reduce_buf[THREADS + lid] = b;
+    workgroupBarrier();
+    for (var s = THREADS / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            reduce_buf[lid] = max(reduce_buf[lid], reduce_buf[lid + s]);
+            reduce_buf[THREADS + lid] = max(reduce_buf[THREADS + lid], reduce_buf[THREADS + lid + s]);
+        }
+        workgroupBarrier();
+    }
+    return vec2<f32>(reduce_buf[0], reduce_buf[THREADS]);
+}

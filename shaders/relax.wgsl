@@ -25,6 +25,9 @@
 
 var<workgroup> converged: u32;
 
+const A_K_CONTIGUOUS: bool = true;
+const B_K_CONTIGUOUS: bool = false;
+
 fn dims(l: u32) -> vec3<u32> {
     return vec3<u32>(pass_.batch, layers[l].n_in, layers[l].n_out);
 }
@@ -44,7 +47,7 @@ fn load_b(l: u32, k: u32, n: u32) -> f32 {
 
 //!include gemm_tile.wgsl
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(THREADS)
 fn relax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
     let t = locate_tile(pass_.first, pass_.count, linear_group(wid, nwg));
@@ -58,11 +61,11 @@ fn relax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
             converged = atomicLoad(&conv[0]);
         }
         if (workgroupUniformLoad(&converged) != 0u) {
-            for (var i = 0u; i < 4u; i++) {
-                let m = t.m0 + block_row(lid) + i;
-                for (var j = 0u; j < 4u; j++) {
-                    let n = t.n0 + block_col(lid) + j;
-                    if (m < t.m && n < t.n) {
+            for (var i = 0u; i < RM; i++) {
+                let m = t.m0 + out_row(lid, i);
+                for (var j = 0u; j < RN; j++) {
+                    let n = t.n0 + out_col(lid, j);
+                    if (owns_output(lid) && m < t.m && n < t.n) {
                         let idx = L.r_in + m * L.n_in + n;
                         r_dst[idx] = r_src[idx];
                     }
@@ -75,14 +78,14 @@ fn relax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let eta = pass_.rate;
     var max_delta = 0.0;
     var max_abs = 0.0;
-    for (var i = 0u; i < 4u; i++) {
-        let m = t.m0 + block_row(lid) + i;
-        for (var j = 0u; j < 4u; j++) {
-            let n = t.n0 + block_col(lid) + j;
-            if (m < t.m && n < t.n) {
+    for (var i = 0u; i < RM; i++) {
+        let m = t.m0 + out_row(lid, i);
+        for (var j = 0u; j < RN; j++) {
+            let n = t.n0 + out_col(lid, j);
+            if (owns_output(lid) && m < t.m && n < t.n) {
                 let idx = L.r_in + m * L.n_in + n;
                 let old = r_src[idx];
-                let next = (1.0 - eta) * old + eta * acc[i][j];
+                let next = (1.0 - eta) * old + eta * acc[i][j / 4u][j % 4u];
                 r_dst[idx] = next;
                 max_delta = max(max_delta, abs(next - old));
                 max_abs = max(max_abs, abs(next));
@@ -90,20 +93,10 @@ fn relax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         }
     }
     if (adaptive) {
-        // Tree reduction in the (now free) tile memory: a 4x4 block per thread means 256 values.
-        tile_a[lid] = max_delta;
-        tile_b[lid] = max_abs;
-        workgroupBarrier();
-        for (var s = 128u; s > 0u; s >>= 1u) {
-            if (lid < s) {
-                tile_a[lid] = max(tile_a[lid], tile_a[lid + s]);
-                tile_b[lid] = max(tile_b[lid], tile_b[lid + s]);
-            }
-            workgroupBarrier();
-        }
+        let m = workgroup_max2(lid, max_delta, max_abs);
         if (lid == 0u) {
-            atomicMax(&conv[4u + 2u * t.layer], bitcast<u32>(tile_a[0]));
-            atomicMax(&conv[5u + 2u * t.layer], bitcast<u32>(tile_b[0]));
+            atomicMax(&conv[4u + 2u * t.layer], bitcast<u32>(m.x));
+            atomicMax(&conv[5u + 2u * t.layer], bitcast<u32>(m.y));
         }
     }
 }

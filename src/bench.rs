@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::Result;
 use crate::engine::{Algorithm, Engine, EngineOptions};
 use crate::gpu::GpuContext;
+use crate::gpu::tile::TileChoice;
 use crate::model::{Init, ModelSpec, Params};
 use crate::rng::Rng;
 
@@ -23,6 +24,8 @@ pub struct BenchOptions {
     pub samples: usize,
     /// Untimed work before sampling.
     pub warmup: Duration,
+    /// Tile shapes of the matrix products (measure a forced shape against the table).
+    pub tile: TileChoice,
 }
 
 /// Median, min and max of a set of timings, in milliseconds.
@@ -60,6 +63,13 @@ pub struct BenchResult {
     pub batch_size: usize,
     pub relax_steps: usize,
     pub samples: usize,
+    /// `auto` (the size table) or the forced shape.
+    pub tile_choice: String,
+    /// Tile shape of the relaxation product, of each layer's forward product, and of the
+    /// weight gradients.
+    pub relax_tile: String,
+    pub forward_tiles: Vec<String>,
+    pub grad_tile: String,
     /// Floating-point operations of one AR training step, counting 2·B·n_in·n_out per product:
     /// forward (all layers) + T × relaxation (layers 1..L−1) + weight gradients (all layers).
     pub ar_flop: f64,
@@ -154,6 +164,7 @@ pub fn run(
         let mut eo = EngineOptions::new(b);
         // lr = 0: the same work every step, and weights that cannot drift or diverge.
         eo.lr = 0.0;
+        eo.tile = opts.tile;
         let mut engine = Engine::new(ctx.clone(), spec, eo)?;
         let timed = engine.enable_profiling();
         engine.set_params(&Params::init(spec, Init::Normal(0.05), 1))?;
@@ -198,6 +209,15 @@ pub fn run(
             batch_size: b,
             relax_steps: t,
             samples: opts.samples,
+            tile_choice: opts.tile.to_string(),
+            relax_tile: engine.shapes.relax.to_string(),
+            forward_tiles: engine
+                .shapes
+                .forward
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            grad_tile: engine.shapes.grad.to_string(),
             ar_flop,
             bp_flop,
             ar_step_ms: ar.wall,

@@ -19,16 +19,29 @@ fn bench_json_has_every_field() {
             "3",
             "--warmup-ms",
             "10",
+            "--tile",
+            "auto,64x64",
         ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "one JSON object per batch size: {text}");
-    for (line, batch) in lines.iter().zip([4, 9]) {
+    assert_eq!(
+        lines.len(),
+        4,
+        "one JSON object per tile choice and batch size: {text}"
+    );
+    for (i, (line, batch)) in lines.iter().zip([4, 9, 4, 9]).enumerate() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["batch_size"], batch);
+        let forced = i >= 2;
+        assert_eq!(v["tile_choice"], if forced { "64x64" } else { "auto" });
+        if forced {
+            assert_eq!(v["relax_tile"], "64x64");
+            assert_eq!(v["grad_tile"], "64x64");
+            assert_eq!(v["forward_tiles"].as_array().unwrap().len(), 3);
+        }
         for key in ["adapter", "backend", "driver", "model", "relax_step_source"] {
             assert!(v[key].as_str().is_some_and(|s| !s.is_empty()), "{key}: {v}");
         }

@@ -325,3 +325,49 @@ fn no_frozen_forward_pass_options_match_the_reference() {
         }
     }
 }
+
+/// Every tile shape of the matrix-product family, forced on every tiled kernel (forward, relax,
+/// f' at the current state, weight gradient, single-layer backprop), on sizes that cross several
+/// tiles of even the largest shape and are multiples of none.
+#[test]
+fn every_tile_shape_matches_reference() {
+    use arelax::gpu::tile::{TileChoice, TileShape};
+    let s = spec(&[150, 131, 67, 5], Activation::Tanh, Loss::Mse);
+    let b = 133;
+    for shape in TileShape::ALL {
+        let mut opts = EngineOptions::new(b);
+        opts.tile = TileChoice::Fixed(shape);
+        opts.relax_fprime_current = true;
+        opts.update_fprime_current = true;
+        opts.relax_rate = 0.3;
+        let mut p = problem(&s, opts, Init::FanIn, 41);
+        let w = Params64::from(&p.params);
+        let fwd = cpu::forward(&s, &w, &to64(&p.input), b);
+        let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
+
+        let g_gpu = p.engine.ar_gradients(4).unwrap();
+        let x = p.engine.activities().unwrap();
+        for l in 1..=s.depth() {
+            let e = rel_err(&x[l], &fwd.x[l]);
+            assert!(e < 1e-5, "{shape}: x_{l} rel. error {e}");
+        }
+        let mut r = cpu::relax_start(&s, &fwd, &out.g, true);
+        for _ in 0..4 {
+            let fp = cpu::current_derivatives(&s, &w, &fwd, &r);
+            r = cpu::relax_step_fp(&s, &w, &fp, b, &r, 0.3, true);
+        }
+        let fp = cpu::current_derivatives(&s, &w, &fwd, &r);
+        let g = cpu::gradients_from(&s, &fwd.x, &fp, b, &r, true);
+        for l in 0..s.depth() {
+            let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
+            assert!(e < 1e-4, "{shape}: AR weight grad {l} rel. error {e}");
+        }
+
+        let g_gpu = p.engine.bp_gradients().unwrap();
+        let g = cpu::gradients(&s, &fwd, &cpu::backprop(&s, &w, &fwd, &out.g), true);
+        for l in 0..s.depth() {
+            let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
+            assert!(e < 1e-5, "{shape}: backprop weight grad {l} rel. error {e}");
+        }
+    }
+}

@@ -1,6 +1,19 @@
 //! Parses and validates every WGSL kernel with naga. Needs no adapter, so it runs everywhere.
 
-use arelax::gpu::shader::{FRAGMENTS, SOURCES, composed};
+use arelax::gpu::shader::{FRAGMENTS, SOURCES, composed, composed_with, is_tiled};
+use arelax::gpu::tile::TileShape;
+
+fn validate(name: &str, src: &str) -> naga::Module {
+    let module = naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+    module
+}
 
 #[test]
 fn every_kernel_parses_and_validates() {
@@ -9,19 +22,26 @@ fn every_kernel_parses_and_validates() {
         if FRAGMENTS.contains(name) {
             continue;
         }
-        let src = composed(name);
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
+        let module = validate(name, &composed(name));
         assert!(!module.entry_points.is_empty(), "{name} has no entry point");
         checked += 1;
     }
     assert_eq!(checked, SOURCES.len() - FRAGMENTS.len());
+}
+
+#[test]
+fn every_tiled_kernel_validates_for_every_tile_shape() {
+    let tiled: Vec<&str> = SOURCES
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| !FRAGMENTS.contains(n) && is_tiled(n))
+        .collect();
+    assert!(tiled.len() >= 5, "tiled kernels: {tiled:?}");
+    for name in tiled {
+        for shape in TileShape::ALL {
+            validate(&format!("{name} ({shape})"), &composed_with(name, shape));
+        }
+    }
 }
 
 #[test]

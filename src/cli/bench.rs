@@ -6,6 +6,7 @@ use clap::Args as ClapArgs;
 use super::common::DeviceArgs;
 use crate::bench::{self, BenchOptions, BenchResult};
 use crate::gpu::Needs;
+use crate::gpu::tile::TileChoice;
 use crate::model::{Activation, Loss, ModelSpec};
 use crate::{Error, Result};
 
@@ -26,6 +27,10 @@ pub struct Args {
     /// Warm-up before sampling, in milliseconds.
     #[arg(long, default_value_t = 200)]
     warmup_ms: u64,
+    /// Tile shapes of the matrix products: auto (the size table) or a shape (32x32, 64x64,
+    /// 128x64, 128x128) forced on every product; a comma-separated list measures each.
+    #[arg(long, default_value = "auto")]
+    tile: String,
     /// Print one JSON object per configuration instead of a table.
     #[arg(long)]
     json: bool,
@@ -57,16 +62,25 @@ pub fn run(args: Args) -> Result<()> {
             "--relax-steps and --samples must be at least 1".into(),
         ));
     }
+    let tiles = args
+        .tile
+        .split(',')
+        .map(|s| {
+            s.parse::<TileChoice>()
+                .map_err(|e| Error::Config(format!("--tile: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let largest = *batch_sizes.iter().max().expect("non-empty");
     let mut needs: Needs = crate::engine::needs(&spec, largest);
     needs.timestamps = true;
     let ctx = args.device.open(needs)?;
-    let opts = BenchOptions {
+    let mut opts = BenchOptions {
         spec: spec.clone(),
         batch_sizes,
         relax_steps: args.relax_steps,
         samples: args.samples,
         warmup: std::time::Duration::from_millis(args.warmup_ms),
+        tile: TileChoice::Auto,
     };
     if !args.json {
         println!("adapter: {}", ctx.describe());
@@ -90,8 +104,9 @@ pub fn run(args: Args) -> Result<()> {
         );
         println!();
         println!(
-            "{:>6} | {:>28} | {:>9} | {:>13} | {:>15} | {:>8} | {:>10} | {:>6}",
+            "{:>6} | {:>7} | {:>28} | {:>9} | {:>13} | {:>15} | {:>8} | {:>10} | {:>6}",
             "batch",
+            "tile",
             "AR step ms median [min, max]",
             "GPU ms",
             "relax ms/step",
@@ -102,13 +117,22 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let json = args.json;
-    bench::run(ctx, &opts, &mut |r: &BenchResult| {
+    for tile in tiles {
+        opts.tile = tile;
+        bench::run(ctx.clone(), &opts, &mut report(json))?;
+    }
+    Ok(())
+}
+
+fn report(json: bool) -> impl FnMut(&BenchResult) {
+    move |r: &BenchResult| {
         if json {
             println!("{}", serde_json::to_string(r).expect("serialisable"));
         } else {
             println!(
-                "{:>6} | {:>9.3} [{:>7.3}, {:>7.3}] | {:>9} | {:>13.4} | {:>15.3e} | {:>8.1} | {:>10.3} | {:>6.1}",
+                "{:>6} | {:>7} | {:>9.3} [{:>7.3}, {:>7.3}] | {:>9} | {:>13.4} | {:>15.3e} | {:>8.1} | {:>10.3} | {:>6.1}",
                 r.batch_size,
+                r.relax_tile,
                 r.ar_step_ms.median,
                 r.ar_step_ms.min,
                 r.ar_step_ms.max,
@@ -130,6 +154,5 @@ pub fn run(args: Args) -> Result<()> {
                 println!("{:>6}   GPU time by phase: {}", "", p.join(", "));
             }
         }
-    })?;
-    Ok(())
+    }
 }

@@ -6,6 +6,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::gpu::tile::{TileChoice, TileShape};
 use crate::model::ModelSpec;
 
 /// Mirror of `struct Layer` in `shaders/common.wgsl`.
@@ -103,28 +104,35 @@ impl Layout {
         self.layers.len()
     }
 
-    /// Workgroups of a 64×64-tiled product of an M×N output.
+    /// Workgroups of a 64×64-tiled product of an M×N output (the graph engine's shape).
     pub fn tiles(m: usize, n: usize) -> u32 {
-        (m.div_ceil(64) * n.div_ceil(64)) as u32
+        TileShape::T64.tiles(m, n)
     }
 
-    /// Workgroups for the forward product of layer l.
-    pub fn forward_groups(&self, l: usize) -> u32 {
-        Self::tiles(self.batch, self.widths[l + 1])
+    /// The outputs (M × N) of layer l's forward product: x_{l+1} is [B, n_{l+1}].
+    pub fn forward_product(&self, l: usize) -> (usize, usize) {
+        (self.batch, self.widths[l + 1])
     }
 
-    /// Workgroups for relaxing layers `first..first+count` in one dispatch (r_l is [B, n_l]).
-    pub fn relax_groups(&self, first: usize, count: usize) -> u32 {
+    /// The outputs of relaxing layers `first..first+count` in one dispatch (r_l is [B, n_l]).
+    pub fn relax_products(&self, first: usize, count: usize) -> Vec<(usize, usize)> {
         (first..first + count)
-            .map(|l| Self::tiles(self.batch, self.widths[l]))
-            .sum()
+            .map(|l| (self.batch, self.widths[l]))
+            .collect()
     }
 
-    /// Workgroups for every layer's weight gradient ([n_out, n_in]) in one dispatch.
-    pub fn grad_groups(&self) -> u32 {
+    /// The outputs of every layer's weight gradient ([n_out, n_in]) in one dispatch.
+    pub fn grad_products(&self) -> Vec<(usize, usize)> {
         (0..self.depth())
-            .map(|l| Self::tiles(self.widths[l + 1], self.widths[l]))
-            .sum()
+            .map(|l| (self.widths[l + 1], self.widths[l]))
+            .collect()
+    }
+
+    /// The outputs of f' at the current state of every relaxing layer (layers 1…L−1).
+    pub fn derivative_products(&self) -> Vec<(usize, usize)> {
+        (1..self.depth())
+            .map(|l| (self.batch, self.widths[l + 1]))
+            .collect()
     }
 
     /// Offset and length of r_l (l ≥ 1) in a relaxation buffer.
@@ -162,5 +170,47 @@ impl Layout {
             self.batch * self.widths[self.depth()],
         ];
         n.iter().copied().max().unwrap_or(1) as u64 * 4
+    }
+}
+
+/// Workgroups for a dispatch of `shape` tiles over `products`.
+pub fn groups(shape: TileShape, products: &[(usize, usize)]) -> u32 {
+    products.iter().map(|&(m, n)| shape.tiles(m, n)).sum()
+}
+
+/// The tile shape of every tiled dispatch an engine records, decided once per model and batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shapes {
+    /// One per layer (each layer's forward product is its own dispatch).
+    pub forward: Vec<TileShape>,
+    /// All hidden layers at once (the Jacobi step).
+    pub relax: TileShape,
+    /// One per layer (exact backprop and the sweep schedule relax one layer at a time).
+    pub single: Vec<TileShape>,
+    pub derivative: TileShape,
+    pub grad: TileShape,
+}
+
+impl Shapes {
+    pub fn new(layout: &Layout, choice: TileChoice) -> Self {
+        let depth = layout.depth();
+        Self {
+            forward: (0..depth)
+                .map(|l| choice.pick(&[layout.forward_product(l)]))
+                .collect(),
+            relax: choice.pick(&layout.relax_products(1, depth.saturating_sub(1))),
+            single: (0..depth)
+                .map(|l| choice.pick(&layout.relax_products(l, 1)))
+                .collect(),
+            derivative: choice.pick(&layout.derivative_products()),
+            grad: choice.pick(&layout.grad_products()),
+        }
+    }
+
+    /// Every shape some relaxation or backprop dispatch uses.
+    pub fn relax_shapes(&self) -> Vec<TileShape> {
+        let mut v = self.single.clone();
+        v.push(self.relax);
+        v
     }
 }

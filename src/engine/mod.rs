@@ -15,11 +15,14 @@ use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::buffers::{self, Dispatch, Kernel, Slot, record};
+use crate::gpu::buffers::{self, Dispatch, Kernel, Slot, TiledKernel, record};
+use crate::gpu::tile::TileChoice;
 use crate::gpu::{GpuContext, Needs, shader};
 use crate::model::{ModelSpec, Params, Reduction};
 use crate::{Error, Result};
-pub use layout::{FLAG_ADAPTIVE, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV, Layout, PassUniform};
+pub use layout::{
+    FLAG_ADAPTIVE, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV, Layout, PassUniform, Shapes,
+};
 pub use ops::Ops;
 
 /// Where the hidden relaxation state starts: the forward activities (the paper) or zero.
@@ -67,6 +70,8 @@ pub struct EngineOptions {
     pub update_fprime_current: bool,
     /// The weight update's pre-synaptic activity is the relaxed r_l instead of the stored x̄_l.
     pub update_input_relaxed: bool,
+    /// Tile shapes of the matrix products (the size table, or one shape forced).
+    pub tile: TileChoice,
 }
 
 impl EngineOptions {
@@ -87,6 +92,7 @@ impl EngineOptions {
             relax_fprime_current: false,
             update_fprime_current: false,
             update_input_relaxed: false,
+            tile: TileChoice::Auto,
         }
     }
 }
@@ -125,47 +131,54 @@ pub(crate) struct SgdUniform {
 }
 
 struct Kernels {
-    forward: Kernel,
-    relax: Kernel,
+    forward: TiledKernel,
+    relax: TiledKernel,
     relax_check: Kernel,
-    derivative: Kernel,
-    weight_grad: Kernel,
+    derivative: TiledKernel,
+    weight_grad: TiledKernel,
     bias_grad: Kernel,
     loss: Kernel,
     sgd: Kernel,
 }
 
 impl Kernels {
-    fn new(device: &wgpu::Device) -> Self {
+    fn new(device: &wgpu::Device, shapes: &Shapes) -> Self {
         use Slot::*;
-        let fwd = shader::module(device, "forward.wgsl");
-        let relax = shader::module(device, "relax.wgsl");
         let check = shader::module(device, "relax_check.wgsl");
         let grad = shader::module(device, "grad.wgsl");
         let loss = shader::module(device, "loss.wgsl");
         let sgd = shader::module(device, "sgd.wgsl");
         let grad_slots = [Uniform, Read, Read, Read, Read, ReadWrite];
         Self {
-            forward: Kernel::new(
+            forward: TiledKernel::new(
                 device,
-                &fwd,
+                "forward.wgsl",
                 "forward",
                 &[Uniform, Read, Read, ReadWrite, ReadWrite],
+                &shapes.forward,
             ),
-            relax: Kernel::new(
+            relax: TiledKernel::new(
                 device,
-                &relax,
+                "relax.wgsl",
                 "relax",
                 &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite],
+                &shapes.relax_shapes(),
             ),
             relax_check: Kernel::new(device, &check, "relax_check", &[Uniform, ReadWrite]),
-            derivative: Kernel::new(
+            derivative: TiledKernel::new(
                 device,
-                &shader::module(device, "derivative.wgsl"),
+                "derivative.wgsl",
                 "derivative",
                 &[Uniform, Read, Read, Read, ReadWrite],
+                &[shapes.derivative],
             ),
-            weight_grad: Kernel::new(device, &grad, "weight_grad", &grad_slots),
+            weight_grad: TiledKernel::new(
+                device,
+                "grad.wgsl",
+                "weight_grad",
+                &grad_slots,
+                &[shapes.grad],
+            ),
             bias_grad: Kernel::new(device, &grad, "bias_grad", &grad_slots),
             loss: Kernel::new(
                 device,
@@ -224,6 +237,8 @@ pub struct Engine {
     pub layout: Layout,
     pub bufs: Buffers,
     kernels: Kernels,
+    /// The tile shape of every tiled dispatch.
+    pub shapes: Shapes,
     binds: Binds,
     relax_uniform: wgpu::Buffer,
     relax_single_uniforms: Vec<wgpu::Buffer>,
@@ -300,7 +315,8 @@ impl Engine {
             return Err(Error::Config("model too large for 32-bit offsets".into()));
         }
         let device = &ctx.device;
-        let kernels = Kernels::new(device);
+        let shapes = Shapes::new(&layout, opts.tile);
+        let kernels = Kernels::new(device, &shapes);
         let b = opts.batch;
         let n_out = spec.output_width();
         let bufs = Buffers {
@@ -457,11 +473,13 @@ impl Engine {
         } else {
             &bufs.fprime
         };
-        let grad_bind = |kern: &Kernel, u: &wgpu::Buffer, fp: &wgpu::Buffer, src: usize| {
-            kern.bind(
-                device,
-                &[u, &bufs.table, &bufs.x, fp, &bufs.r[src], &bufs.grads],
-            )
+        let wgrad_bind = |u: &wgpu::Buffer, fp: &wgpu::Buffer, src: usize| {
+            let b = [u, &bufs.table, &bufs.x, fp, &bufs.r[src], &bufs.grads];
+            k.weight_grad.bind(device, &b)
+        };
+        let bgrad_bind = |u: &wgpu::Buffer, fp: &wgpu::Buffer, src: usize| {
+            let b = [u, &bufs.table, &bufs.x, fp, &bufs.r[src], &bufs.grads];
+            k.bias_grad.bind(device, &b)
         };
         let sgd_uniform = buffers::uniform(
             device,
@@ -492,15 +510,15 @@ impl Engine {
             relax_check,
             derivative,
             weight_grad: [
-                grad_bind(&k.weight_grad, &grad_u, update_fp, 0),
-                grad_bind(&k.weight_grad, &grad_u, update_fp, 1),
+                wgrad_bind(&grad_u, update_fp, 0),
+                wgrad_bind(&grad_u, update_fp, 1),
             ],
             bias_grad: [
-                grad_bind(&k.bias_grad, &grad_u, update_fp, 0),
-                grad_bind(&k.bias_grad, &grad_u, update_fp, 1),
+                bgrad_bind(&grad_u, update_fp, 0),
+                bgrad_bind(&grad_u, update_fp, 1),
             ],
-            weight_grad_exact: grad_bind(&k.weight_grad, &exact_u, &bufs.fprime, 0),
-            bias_grad_exact: grad_bind(&k.bias_grad, &exact_u, &bufs.fprime, 0),
+            weight_grad_exact: wgrad_bind(&exact_u, &bufs.fprime, 0),
+            bias_grad_exact: bgrad_bind(&exact_u, &bufs.fprime, 0),
             sgd_params: k
                 .sgd
                 .bind(device, &[&sgd_uniform, &bufs.grads, &bufs.params]),
@@ -517,6 +535,7 @@ impl Engine {
             layout,
             bufs,
             kernels,
+            shapes,
             binds,
             relax_uniform,
             relax_single_uniforms,
@@ -733,12 +752,13 @@ impl Engine {
     pub fn encode_forward(&self, enc: &mut wgpu::CommandEncoder) {
         let mut pass = self.begin(enc, "forward");
         for l in 0..self.spec.depth() {
+            let shape = self.shapes.forward[l];
             record(
                 &mut pass,
                 Dispatch {
-                    kernel: &self.kernels.forward,
+                    kernel: self.kernels.forward.get(shape),
                     bind: &self.binds.forward[l],
-                    groups: self.layout.forward_groups(l),
+                    groups: layout::groups(shape, &[self.layout.forward_product(l)]),
                 },
             );
         }
@@ -793,7 +813,8 @@ impl Engine {
         if self.opts.sweep {
             return self.encode_sweep(enc, steps);
         }
-        let groups = self.layout.relax_groups(1, depth - 1);
+        let shape = self.shapes.relax;
+        let groups = layout::groups(shape, &self.layout.relax_products(1, depth - 1));
         let adaptive = self.opts.relax_tol.is_some();
         let mut pass = self.begin(enc, "relax");
         for _ in 0..steps {
@@ -803,7 +824,7 @@ impl Engine {
             record(
                 &mut pass,
                 Dispatch {
-                    kernel: &self.kernels.relax,
+                    kernel: self.kernels.relax.get(shape),
                     bind: &self.binds.relax_all[self.current],
                     groups,
                 },
@@ -850,9 +871,12 @@ impl Engine {
             record(
                 &mut pass,
                 Dispatch {
-                    kernel: &self.kernels.relax,
+                    kernel: self.kernels.relax.get(self.shapes.single[l]),
                     bind: bind.expect("layers from 1 relax"),
-                    groups: self.layout.relax_groups(l, 1),
+                    groups: layout::groups(
+                        self.shapes.single[l],
+                        &self.layout.relax_products(l, 1),
+                    ),
                 },
             );
         }
@@ -900,16 +924,13 @@ impl Engine {
 
     /// f' at the current state of buffer `src`, for every relaxing layer.
     fn record_derivative(&self, pass: &mut wgpu::ComputePass<'_>, src: usize) {
-        let depth = self.spec.depth();
-        let groups = (1..depth)
-            .map(|l| Layout::tiles(self.opts.batch, self.spec.widths[l + 1]))
-            .sum();
+        let shape = self.shapes.derivative;
         record(
             pass,
             Dispatch {
-                kernel: &self.kernels.derivative,
+                kernel: self.kernels.derivative.get(shape),
                 bind: &self.binds.derivative[src],
-                groups,
+                groups: layout::groups(shape, &self.layout.derivative_products()),
             },
         );
     }
@@ -944,9 +965,9 @@ impl Engine {
         record(
             &mut pass,
             Dispatch {
-                kernel: &self.kernels.weight_grad,
+                kernel: self.kernels.weight_grad.get(self.shapes.grad),
                 bind: w,
-                groups: self.layout.grad_groups(),
+                groups: layout::groups(self.shapes.grad, &self.layout.grad_products()),
             },
         );
         record(

@@ -2,6 +2,9 @@
 
 use wgpu::util::DeviceExt;
 
+use super::shader;
+use super::tile::TileShape;
+
 pub const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
@@ -59,6 +62,37 @@ pub struct Kernel {
     pub name: &'static str,
 }
 
+/// A bind group layout with one entry per slot, in binding-index order.
+pub fn bind_layout(device: &wgpu::Device, label: &str, slots: &[Slot]) -> wgpu::BindGroupLayout {
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: match s {
+                Slot::Uniform | Slot::DynamicUniform => wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: matches!(s, Slot::DynamicUniform),
+                    min_binding_size: None,
+                },
+                Slot::Read | Slot::ReadWrite => wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: matches!(s, Slot::Read),
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+            },
+            count: None,
+        })
+        .collect();
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(label),
+        entries: &entries,
+    })
+}
+
 impl Kernel {
     pub fn new(
         device: &wgpu::Device,
@@ -66,33 +100,18 @@ impl Kernel {
         entry: &'static str,
         slots: &[Slot],
     ) -> Self {
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
-            .iter()
-            .enumerate()
-            .map(|(i, s)| wgpu::BindGroupLayoutEntry {
-                binding: i as u32,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: match s {
-                    Slot::Uniform | Slot::DynamicUniform => wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: matches!(s, Slot::DynamicUniform),
-                        min_binding_size: None,
-                    },
-                    Slot::Read | Slot::ReadWrite => wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Storage {
-                            read_only: matches!(s, Slot::Read),
-                        },
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                },
-                count: None,
-            })
-            .collect();
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some(entry),
-            entries: &entries,
-        });
+        let layout = bind_layout(device, entry, slots);
+        Self::with_layout(device, module, entry, layout)
+    }
+
+    /// A pipeline for `entry` using an existing bind group layout (shared by tile variants, so
+    /// one bind group serves them all).
+    pub fn with_layout(
+        device: &wgpu::Device,
+        module: &wgpu::ShaderModule,
+        entry: &'static str,
+        layout: wgpu::BindGroupLayout,
+    ) -> Self {
         let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(entry),
             bind_group_layouts: &[Some(&layout)],
@@ -138,6 +157,68 @@ impl Kernel {
                     }),
                     _ => b.as_entire_binding(),
                 },
+            })
+            .collect();
+        device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(self.name),
+            layout: &self.layout,
+            entries: &entries,
+        })
+    }
+}
+
+/// One tiled-product kernel compiled for several tile shapes, all sharing one bind group
+/// layout: bind groups are made once and serve every shape.
+pub struct TiledKernel {
+    variants: Vec<(TileShape, Kernel)>,
+    layout: wgpu::BindGroupLayout,
+    name: &'static str,
+}
+
+impl TiledKernel {
+    /// Compiles `entry` of `file` for each distinct shape in `shapes`.
+    pub fn new(
+        device: &wgpu::Device,
+        file: &str,
+        entry: &'static str,
+        slots: &[Slot],
+        shapes: &[TileShape],
+    ) -> Self {
+        let layout = bind_layout(device, entry, slots);
+        let mut variants: Vec<(TileShape, Kernel)> = Vec::new();
+        for &s in shapes {
+            if variants.iter().all(|(v, _)| *v != s) {
+                let module = shader::module_with(device, file, s);
+                variants.push((
+                    s,
+                    Kernel::with_layout(device, &module, entry, layout.clone()),
+                ));
+            }
+        }
+        Self {
+            variants,
+            layout,
+            name: entry,
+        }
+    }
+
+    /// The pipeline for `shape` (compiled at construction; asking for another is a bug).
+    pub fn get(&self, shape: TileShape) -> &Kernel {
+        self.variants
+            .iter()
+            .find(|(s, _)| *s == shape)
+            .map(|(_, k)| k)
+            .unwrap_or_else(|| panic!("{}: tile shape {shape} was not compiled", self.name))
+    }
+
+    /// Binds whole buffers in binding-index order (valid for every shape).
+    pub fn bind(&self, device: &wgpu::Device, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
             })
             .collect();
         device.create_bind_group(&wgpu::BindGroupDescriptor {

@@ -4,5 +4,6 @@ pub mod buffers;
 pub mod context;
 pub mod profiler;
 pub mod shader;
+pub mod tile;
 
 pub use context::{AdapterRequest, GpuContext, Needs};

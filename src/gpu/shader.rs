@@ -3,6 +3,8 @@
 //!
 //! A line `//!include NAME.wgsl` is replaced by that file's text (one level deep is all we use).
 
+use super::tile::TileShape;
+
 macro_rules! shaders {
     ($($name:literal),* $(,)?) => {
         &[$(($name, include_str!(concat!("../../shaders/", $name)))),*]
@@ -46,13 +48,29 @@ fn raw(name: &str) -> Option<&'static str> {
     SOURCES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
 }
 
-/// The complete source of a kernel file with its includes expanded.
+/// The complete source of a kernel file with its includes expanded (tiled products use the
+/// 64×64 shape; see [`composed_with`]).
 pub fn composed(name: &str) -> String {
+    composed_with(name, TileShape::T64)
+}
+
+/// Whether a kernel file includes the tiled product (and so is compiled once per tile shape).
+pub fn is_tiled(name: &str) -> bool {
+    raw(name).is_some_and(|s| s.lines().any(|l| l.trim() == "//!include gemm_tile.wgsl"))
+}
+
+/// The source of a kernel file with its includes expanded; `gemm_tile.wgsl` is preceded by the
+/// constants of `shape`.
+pub fn composed_with(name: &str, shape: TileShape) -> String {
     let src = raw(name).unwrap_or_else(|| panic!("unknown shader {name}"));
     let mut out = String::with_capacity(src.len() * 2);
     for line in src.lines() {
         if let Some(inc) = line.trim().strip_prefix("//!include ") {
-            let body = raw(inc.trim()).unwrap_or_else(|| panic!("{name}: unknown include {inc}"));
+            let inc = inc.trim();
+            let body = raw(inc).unwrap_or_else(|| panic!("{name}: unknown include {inc}"));
+            if inc == "gemm_tile.wgsl" {
+                out.push_str(&shape.wgsl_constants());
+            }
             out.push_str(body);
         } else {
             out.push_str(line);
@@ -64,8 +82,14 @@ pub fn composed(name: &str) -> String {
 
 /// Compiles a kernel file into a shader module.
 pub fn module(device: &wgpu::Device, name: &str) -> wgpu::ShaderModule {
+    module_with(device, name, TileShape::T64)
+}
+
+/// Compiles a kernel file whose products use the tile `shape`.
+pub fn module_with(device: &wgpu::Device, name: &str, shape: TileShape) -> wgpu::ShaderModule {
+    let label = format!("{name} ({shape})");
     device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some(name),
-        source: wgpu::ShaderSource::Wgsl(composed(name).into()),
+        label: Some(&label),
+        source: wgpu::ShaderSource::Wgsl(composed_with(name, shape).into()),
     })
 }

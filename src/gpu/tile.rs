@@ -1,0 +1,192 @@
+//! Tile shapes of the shared matrix-product loop (`shaders/gemm_tile.wgsl`).
+//!
+//! Each shape is compiled as its own pipeline: the host prepends the shape's constants to the
+//! fragment, so every loop bound is a compile-time constant that the driver can unroll. A small
+//! explicit table picks the shape per product; `--tile` (or [`TileChoice::Fixed`]) overrides it
+//! for measurement.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One workgroup computes a `tm × tn` output tile; each thread a `rm × rn` block of it (in
+/// chunks of 4 rows and 4 columns spread across the tile, so that workgroup-memory reads are
+/// `vec4`s). `kt` is the depth of the K slice staged per iteration; `ks` groups of threads
+/// split K between them (more threads on one tile when there are few tiles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TileShape {
+    pub tm: u32,
+    pub tn: u32,
+    pub rm: u32,
+    pub rn: u32,
+    pub kt: u32,
+    pub ks: u32,
+}
+
+impl TileShape {
+    /// The most workgroups, for small batches: 4 groups of 64 threads split K, so a step's
+    /// serial chain of K slices is 4 times shorter.
+    pub const T32: Self = Self::new(32, 32, 4, 4, 8, 4);
+    /// 256 threads, 4×4 each.
+    pub const T64: Self = Self::new(64, 64, 4, 4, 16, 1);
+    /// 256 threads, 8×4 each; fits widths like 300 with little waste.
+    pub const T128X64: Self = Self::new(128, 64, 8, 4, 16, 1);
+    /// 256 threads, 8×8 each: the most reuse per loaded value, for large batches.
+    pub const T128: Self = Self::new(128, 128, 8, 8, 8, 1);
+
+    /// Every shape we compile, smallest first.
+    pub const ALL: [Self; 4] = [Self::T32, Self::T64, Self::T128X64, Self::T128];
+
+    const fn new(tm: u32, tn: u32, rm: u32, rn: u32, kt: u32, ks: u32) -> Self {
+        Self {
+            tm,
+            tn,
+            rm,
+            rn,
+            kt,
+            ks,
+        }
+    }
+
+    /// Threads per K group.
+    pub fn group_threads(&self) -> u32 {
+        (self.tm / self.rm) * (self.tn / self.rn)
+    }
+
+    pub fn threads(&self) -> u32 {
+        self.group_threads() * self.ks
+    }
+
+    /// Workgroups needed for an `m × n` output.
+    pub fn tiles(&self, m: usize, n: usize) -> u32 {
+        (m.div_ceil(self.tm as usize) * n.div_ceil(self.tn as usize)) as u32
+    }
+
+    /// Workgroup memory the fragment declares, in bytes (rows are padded by 4 floats).
+    pub fn workgroup_bytes(&self) -> u32 {
+        (self.tm + 4 + self.tn + 4) * self.kt * self.ks * 4 + 2 * self.threads() * 4
+    }
+
+    /// The WGSL constants that parameterise `gemm_tile.wgsl`.
+    pub fn wgsl_constants(&self) -> String {
+        format!(
+            "const TM: u32 = {}u;\nconst TN: u32 = {}u;\nconst RM: u32 = {}u;\n\
+             const RN: u32 = {}u;\nconst KT: u32 = {}u;\nconst KS: u32 = {}u;\n",
+            self.tm, self.tn, self.rm, self.rn, self.kt, self.ks
+        )
+    }
+}
+
+impl fmt::Display for TileShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.tm, self.tn)
+    }
+}
+
+impl FromStr for TileShape {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim().to_lowercase();
+        Self::ALL
+            .into_iter()
+            .find(|t| t.to_string() == s || (t.tm == t.tn && t.tm.to_string() == s))
+            .ok_or_else(|| {
+                let names: Vec<String> = Self::ALL.iter().map(|t| t.to_string()).collect();
+                format!("unknown tile shape '{s}' (one of {})", names.join(", "))
+            })
+    }
+}
+
+/// How an engine picks the tile shape of each product.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TileChoice {
+    /// The table in [`TileChoice::pick`].
+    #[default]
+    Auto,
+    /// The same shape for every product (benchmarks, tests).
+    Fixed(TileShape),
+}
+
+/// Workgroups we want a dispatch to have before preferring larger tiles: about one per
+/// multiprocessor of a large GPU (an H100 has 132). Fewer, larger tiles reuse each loaded value
+/// more; more, smaller tiles keep every multiprocessor busy.
+pub const TARGET_GROUPS: u32 = 128;
+
+impl TileChoice {
+    /// The shape for one dispatch covering the `m × n` outputs in `products`: the largest tile
+    /// that still yields [`TARGET_GROUPS`] workgroups, else the smallest (the most parallelism).
+    pub fn pick(&self, products: &[(usize, usize)]) -> TileShape {
+        if let Self::Fixed(s) = self {
+            return *s;
+        }
+        let groups = |s: &TileShape| -> u32 { products.iter().map(|&(m, n)| s.tiles(m, n)).sum() };
+        TileShape::ALL
+            .iter()
+            .rev()
+            .find(|s| groups(s) >= TARGET_GROUPS)
+            .copied()
+            .unwrap_or(TileShape::T32)
+    }
+}
+
+impl FromStr for TileChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            Ok(Self::Auto)
+        } else {
+            s.parse().map(Self::Fixed)
+        }
+    }
+}
+
+impl fmt::Display for TileChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => write!(f, "auto"),
+            Self::Fixed(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_fit_webgpu_defaults() {
+        for s in TileShape::ALL {
+            assert!(s.threads() <= 256, "{s}");
+            assert!(s.workgroup_bytes() <= 16384, "{s}: {}", s.workgroup_bytes());
+            assert_eq!(s.rm % 4, 0);
+            assert_eq!(s.rn % 4, 0);
+            // Every thread stages a whole number of elements of each operand.
+            assert_eq!((s.tm * s.kt) % s.group_threads(), 0, "{s}");
+            assert_eq!((s.tn * s.kt) % s.group_threads(), 0, "{s}");
+            // Split-K partial tiles are summed through the A staging memory.
+            if s.ks > 1 {
+                assert!(s.tm * s.tn <= s.ks * (s.tm + 4) * s.kt, "{s}");
+            }
+            assert!(s.threads().is_power_of_two(), "{s}: the reduction halves");
+        }
+    }
+
+    #[test]
+    fn table_prefers_parallelism_for_small_batches() {
+        let relax = |b| vec![(b, 300), (b, 300), (b, 100)];
+        assert_eq!(TileChoice::Auto.pick(&relax(64)), TileShape::T32);
+        assert_eq!(TileChoice::Auto.pick(&relax(1024)), TileShape::T64);
+        assert_eq!(TileChoice::Auto.pick(&relax(4096)), TileShape::T128);
+        let fixed = TileChoice::Fixed(TileShape::T64);
+        assert_eq!(fixed.pick(&relax(4096)), TileShape::T64);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in TileShape::ALL {
+            assert_eq!(s.to_string().parse::<TileShape>().unwrap(), s);
+        }
+        assert_eq!("128".parse::<TileShape>().unwrap(), TileShape::T128);
+        assert_eq!("auto".parse::<TileChoice>().unwrap(), TileChoice::Auto);
+        assert!("65x3".parse::<TileShape>().is_err());
+    }
+}
