@@ -350,12 +350,28 @@ fn a_tiny_experiment_writes_its_table_and_plot() {
     )
     .unwrap();
     let exp = arelax::train::experiment::ExperimentConfig::load(&path).unwrap();
-    let s = arelax::train::experiment::run(ctx(), &exp, &path, &out, &mut |_| {}).unwrap();
+    use arelax::train::experiment::{Limits, run};
+    // Past its time limit, an invocation starts nothing and says how many runs are left.
+    let past = Limits {
+        deadline: Some(std::time::Instant::now()),
+    };
+    let (s, left) = run(ctx(), &exp, &path, &out, past, &mut |_| {}).unwrap();
+    assert_eq!(left, 6);
+    assert!(s.iter().all(|r| r.runs == 0), "{s:?}");
+    let (s, left) = run(ctx(), &exp, &path, &out, Limits::default(), &mut |_| {}).unwrap();
+    assert_eq!(left, 0);
     assert_eq!(s.len(), 3);
     assert!(
         s.iter()
             .all(|r| r.runs == 2 && r.test_accuracy_mean.is_finite())
     );
+    // Finished runs are not run again; a diverged one counts as diverged, not as a result.
+    arelax::train::run_dir::mark_diverged(&out.join("mnist/bp/seed-2"), "test").unwrap();
+    let mut ran = 0;
+    let (s, _) = run(ctx(), &exp, &path, &out, past, &mut |_| ran += 1).unwrap();
+    assert_eq!(ran, 0);
+    let bp = s.iter().find(|r| r.condition == "bp").unwrap();
+    assert_eq!((bp.runs, bp.diverged), (1, 1));
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(
         md.contains("| mnist | ar |") && md.contains("| mnist | bp |"),

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use clap::Args as ClapArgs;
 
 use super::common::DeviceArgs;
-use crate::train::experiment::{self, ExperimentConfig};
+use crate::train::experiment::{self, ExperimentConfig, Limits};
 use crate::{Error, Result};
+use std::time::{Duration, Instant};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -16,6 +17,10 @@ pub struct Args {
     /// Output directory [default: the file's `out`, else runs/<file name>].
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Start no new run after this many minutes; the table covers the runs finished so far and
+    /// the same command later continues the grid (runs go seed by seed).
+    #[arg(long, value_name = "MINUTES")]
+    time_limit: Option<f64>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -49,7 +54,18 @@ pub fn run(args: Args) -> Result<()> {
         exp.datasets.len(),
         out.display()
     );
-    let summaries = experiment::run(ctx, &exp, &args.config, &out, &mut |line| {
+    let limits = match args.time_limit {
+        Some(m) if m.is_finite() && m >= 0.0 => Limits {
+            deadline: Some(Instant::now() + Duration::from_secs_f64(m * 60.0)),
+        },
+        Some(m) => {
+            return Err(Error::Config(format!(
+                "--time-limit {m}: give a number of minutes, 0 or more"
+            )));
+        }
+        None => Limits::default(),
+    };
+    let (summaries, left) = experiment::run(ctx, &exp, &args.config, &out, limits, &mut |line| {
         println!("{line}")
     })?;
     println!();
@@ -62,5 +78,10 @@ pub fn run(args: Args) -> Result<()> {
         out.display(),
         summaries.len()
     );
+    if left > 0 {
+        println!(
+            "time limit reached: {left} runs not started; run the same command again to continue"
+        );
+    }
     Ok(())
 }

@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Deserialize;
 
 use super::config::{Overrides, parse_overrides};
-use super::run_dir::{self, Mode};
+use super::run_dir::{self, Mode, Status};
 use super::{EpochMetrics, Progress, TrainConfig};
 use crate::gpu::GpuContext;
 use crate::plot::{Panel, Series, save_png};
@@ -168,14 +169,73 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-/// Runs (or resumes) every run of the grid, then writes the summary files into `out`.
+/// Limits on how much of the grid one invocation runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limits {
+    /// Start no run after this instant (a started run finishes; the rest wait for the next
+    /// invocation, which resumes the grid).
+    pub deadline: Option<Instant>,
+}
+
+/// Runs (or resumes) the runs of the grid, seed by seed (so a time limit leaves whole seeds of
+/// every condition rather than every seed of a few), then summarises the runs that finished into
+/// `out`. Returns the summaries and how many runs are still to do.
 pub fn run(
     ctx: Arc<GpuContext>,
     exp: &ExperimentConfig,
     path: &Path,
     out: &Path,
+    limits: Limits,
     progress: &mut dyn FnMut(&str),
-) -> Result<Vec<Summary>> {
+) -> Result<(Vec<Summary>, usize)> {
+    let mut left = 0;
+    for &seed in &exp.seeds {
+        for ds in &exp.datasets {
+            for condition in &exp.conditions {
+                let cond = condition.name();
+                let dir = run_path(out, ds, &cond, seed);
+                let mode = match run_dir::status(&dir)? {
+                    Status::Finished(_) | Status::Diverged(..) => continue,
+                    Status::Partial => Mode::Resume,
+                    Status::Pending => Mode::Force,
+                };
+                if limits.deadline.is_some_and(|d| Instant::now() >= d) {
+                    left += 1;
+                    continue;
+                }
+                let cfg = exp.run_config(path, ds, condition, seed)?;
+                let started = Instant::now();
+                match super::run_with(ctx.clone(), &cfg, &dir, mode, &mut Quiet) {
+                    Ok(r) => {
+                        if let Some(last) = r.metrics.last() {
+                            progress(&format!(
+                                "{ds} {cond} seed {seed}: test accuracy {:.2}% after {} epochs ({:.1} s)",
+                                100.0 * last.test_accuracy,
+                                r.metrics.len(),
+                                started.elapsed().as_secs_f64()
+                            ));
+                        }
+                    }
+                    Err(Error::Diverged(msg)) => {
+                        progress(&format!("{ds} {cond} seed {seed}: {msg}"));
+                        run_dir::mark_diverged(&dir, &msg)?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    let summaries = summarise(exp, out)?;
+    write_summaries(out, &summaries, exp.seeds.len())?;
+    Ok((summaries, left))
+}
+
+fn run_path(out: &Path, ds: &str, cond: &str, seed: u64) -> PathBuf {
+    out.join(ds).join(cond).join(format!("seed-{seed}"))
+}
+
+/// Final-epoch statistics of every condition from the run directories under `out`.
+pub fn summarise(exp: &ExperimentConfig, out: &Path) -> Result<Vec<Summary>> {
     let mut summaries = Vec::new();
     for ds in &exp.datasets {
         for condition in &exp.conditions {
@@ -185,38 +245,20 @@ pub fn run(
             let mut curves: Vec<Vec<EpochMetrics>> = Vec::new();
             let mut diverged = 0;
             for &seed in &exp.seeds {
-                let cfg = exp.run_config(path, ds, condition, seed)?;
-                let dir = out.join(ds).join(&cond).join(format!("seed-{seed}"));
-                let metrics = match finished_metrics(&dir)? {
-                    Some(m) => m,
-                    None => {
-                        let mode = if dir.join(run_dir::CHECKPOINT).exists() {
-                            Mode::Resume
-                        } else {
-                            Mode::Force
-                        };
-                        match super::run_with(ctx.clone(), &cfg, &dir, mode, &mut Quiet) {
-                            Ok(r) => r.metrics,
-                            Err(Error::Diverged(msg)) => {
-                                progress(&format!("{ds} {cond} seed {seed}: {msg}"));
-                                diverged += 1;
-                                run_dir::read_metrics(&dir.join(run_dir::METRICS))
-                                    .unwrap_or_default()
-                            }
-                            Err(e) => return Err(e),
+                match run_dir::status(&run_path(out, ds, &cond, seed))? {
+                    Status::Finished(metrics) => {
+                        if let Some(last) = metrics.last() {
+                            finals.push(last.test_accuracy);
+                            angles.push(last.grad_angle_deg);
                         }
+                        curves.push(metrics);
                     }
-                };
-                if let Some(last) = metrics.last().filter(|_| metrics.len() == cfg.epochs) {
-                    finals.push(last.test_accuracy);
-                    angles.push(last.grad_angle_deg);
-                    progress(&format!(
-                        "{ds} {cond} seed {seed}: test accuracy {:.2}% after {} epochs",
-                        100.0 * last.test_accuracy,
-                        metrics.len()
-                    ));
+                    Status::Diverged(metrics, _) => {
+                        diverged += 1;
+                        curves.push(metrics);
+                    }
+                    Status::Partial | Status::Pending => {}
                 }
-                curves.push(metrics);
             }
             let (m, s) = mean_std(&finals);
             let epochs = curves.iter().map(|c| c.len()).max().unwrap_or(0);
@@ -241,28 +283,11 @@ pub fn run(
             });
         }
     }
-    write_summaries(out, &summaries, exp.seeds.len())?;
     Ok(summaries)
 }
 
 struct Quiet;
 impl Progress for Quiet {}
-
-/// The metrics of a run directory that finished, if it did.
-fn finished_metrics(dir: &Path) -> Result<Option<Vec<EpochMetrics>>> {
-    let state = dir.join(run_dir::STATE);
-    let Ok(text) = std::fs::read_to_string(&state) else {
-        return Ok(None);
-    };
-    let finished = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v.get("finished").and_then(|f| f.as_bool()))
-        .unwrap_or(false);
-    if !finished {
-        return Ok(None);
-    }
-    run_dir::read_metrics(&dir.join(run_dir::METRICS)).map(Some)
-}
 
 fn pct(v: f64) -> String {
     if v.is_nan() {
@@ -282,7 +307,7 @@ pub fn write_summaries(out: &Path, s: &[Summary], seeds: usize) -> Result<()> {
     );
     for r in s {
         md.push_str(&format!(
-            "| {} | {} | {} ± {} | {}/{} | {} | {:.2} |\n",
+            "| {} | {} | {} ± {} | {}/{} | {} | {} |\n",
             r.dataset,
             r.condition,
             pct(r.test_accuracy_mean),
@@ -290,7 +315,11 @@ pub fn write_summaries(out: &Path, s: &[Summary], seeds: usize) -> Result<()> {
             r.runs,
             seeds,
             r.diverged,
-            r.grad_angle_mean
+            if r.grad_angle_mean.is_nan() {
+                "—".to_string()
+            } else {
+                format!("{:.2}", r.grad_angle_mean)
+            }
         ));
         csv.push_str(&format!(
             "{},{},{},{},{},{},{}\n",

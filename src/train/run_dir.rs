@@ -42,6 +42,60 @@ struct State {
     epochs_done: usize,
     epochs: usize,
     finished: bool,
+    /// Why the run stopped early, when it diverged (so experiments do not rerun it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    diverged: Option<String>,
+}
+
+/// Where a run directory stands.
+#[derive(Clone, Debug)]
+pub enum Status {
+    /// Nothing to reuse: no run, or one that stopped before any epoch finished.
+    Pending,
+    /// Some epochs done (resumable from the checkpoint).
+    Partial,
+    Finished(Vec<EpochMetrics>),
+    /// Stopped by divergence: the metrics of the epochs that completed, and the reason.
+    Diverged(Vec<EpochMetrics>, String),
+}
+
+/// Reads the state of the run directory at `path`.
+pub fn status(path: &Path) -> Result<Status> {
+    let dir = RunDir {
+        path: path.to_path_buf(),
+    };
+    let metrics = || read_metrics(&path.join(METRICS)).or_else(|_| Ok::<_, Error>(Vec::new()));
+    match dir.state() {
+        Some(State {
+            diverged: Some(why),
+            ..
+        }) => Ok(Status::Diverged(metrics()?, why)),
+        Some(State { finished: true, .. }) => {
+            Ok(Status::Finished(read_metrics(&path.join(METRICS))?))
+        }
+        _ if path.join(CHECKPOINT).exists() => Ok(Status::Partial),
+        _ => Ok(Status::Pending),
+    }
+}
+
+/// Records in the run's state that it diverged (the files of its last good epoch stay).
+pub fn mark_diverged(path: &Path, why: &str) -> Result<()> {
+    let dir = RunDir {
+        path: path.to_path_buf(),
+    };
+    let mut s = dir.state().unwrap_or(State {
+        epochs_done: 0,
+        epochs: 0,
+        finished: false,
+        diverged: None,
+    });
+    s.diverged = Some(why.to_string());
+    write_atomic(
+        &path.join(STATE),
+        serde_json::to_string_pretty(&s)
+            .expect("state serialises")
+            .as_bytes(),
+    )
 }
 
 impl RunDir {
@@ -161,6 +215,7 @@ impl RunDir {
             epochs_done: done,
             epochs,
             finished,
+            diverged: None,
         };
         write_atomic(
             &self.path.join(STATE),
