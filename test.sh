@@ -8,3 +8,5 @@ cargo clippy --release --all-targets -- -D warnings
 # One test thread: every GPU test binary shares one device, and graph-kernel results on lavapipe
 # were intermittently wrong when several threads used it at once (never when serial).
 cargo test --release -- --test-threads=1
+# The kernels once more with wgpu's runtime bounds checks compiled in (the product runs without).
+ARELAX_SHADER_CHECKS=1 cargo test --release --test kernels --test graph_kernels -- --test-threads=1

@@ -214,8 +214,8 @@ impl DeviceSplit {
         );
         let window = Some(std::mem::size_of::<BatchEntry>() as u64);
         use Slot::*;
-        let gm = shader::module(device, "gather.wgsl");
-        let am = shader::module(device, "accumulate.wgsl");
+        let gm = shader::module(ctx, "gather.wgsl");
+        let am = shader::module(ctx, "accumulate.wgsl");
         let gather = Kernel::new(
             device,
             &gm,

@@ -431,9 +431,10 @@ struct Kernels {
 }
 
 impl Kernels {
-    fn new(d: &wgpu::Device) -> Self {
+    fn new(ctx: &GpuContext) -> Self {
         use Slot::*;
-        let m = |name: &str| shader::module(d, name);
+        let d = &ctx.device;
+        let m = |name: &str| shader::module(ctx, name);
         let grad = m("grad.wgsl");
         let six = [Uniform, Read, Read, Read, Read, ReadWrite];
         Self {
@@ -565,7 +566,7 @@ impl GraphEngine {
         }
         let d = &ctx.device;
         let b = opts.batch;
-        let kernels = Kernels::new(d);
+        let kernels = Kernels::new(&ctx);
         let bufs = GraphBuffers {
             ops: buffers::storage_init(d, "graph ops", &plan.ops),
             dense: buffers::storage_init(d, "dense nodes", &plan.dense),

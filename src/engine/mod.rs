@@ -142,23 +142,24 @@ struct Kernels {
 }
 
 impl Kernels {
-    fn new(device: &wgpu::Device, shapes: &Shapes) -> Self {
+    fn new(ctx: &GpuContext, shapes: &Shapes) -> Self {
         use Slot::*;
-        let check = shader::module(device, "relax_check.wgsl");
-        let grad = shader::module(device, "grad.wgsl");
-        let loss = shader::module(device, "loss.wgsl");
-        let sgd = shader::module(device, "sgd.wgsl");
+        let device = &ctx.device;
+        let check = shader::module(ctx, "relax_check.wgsl");
+        let grad = shader::module(ctx, "grad.wgsl");
+        let loss = shader::module(ctx, "loss.wgsl");
+        let sgd = shader::module(ctx, "sgd.wgsl");
         let grad_slots = [Uniform, Read, Read, Read, Read, ReadWrite];
         Self {
             forward: TiledKernel::new(
-                device,
+                ctx,
                 "forward.wgsl",
                 "forward",
                 &[Uniform, Read, Read, ReadWrite, ReadWrite],
                 &shapes.forward,
             ),
             relax: TiledKernel::new(
-                device,
+                ctx,
                 "relax.wgsl",
                 "relax",
                 &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite],
@@ -166,14 +167,14 @@ impl Kernels {
             ),
             relax_check: Kernel::new(device, &check, "relax_check", &[Uniform, ReadWrite]),
             derivative: TiledKernel::new(
-                device,
+                ctx,
                 "derivative.wgsl",
                 "derivative",
                 &[Uniform, Read, Read, Read, ReadWrite],
                 &[shapes.derivative],
             ),
             weight_grad: TiledKernel::new(
-                device,
+                ctx,
                 "grad.wgsl",
                 "weight_grad",
                 &grad_slots,
@@ -316,7 +317,7 @@ impl Engine {
         }
         let device = &ctx.device;
         let shapes = Shapes::new(&layout, opts.tile);
-        let kernels = Kernels::new(device, &shapes);
+        let kernels = Kernels::new(&ctx, &shapes);
         let b = opts.batch;
         let n_out = spec.output_width();
         let bufs = Buffers {

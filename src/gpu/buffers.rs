@@ -2,8 +2,8 @@
 
 use wgpu::util::DeviceExt;
 
-use super::shader;
 use super::tile::TileShape;
+use super::{GpuContext, shader};
 
 pub const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
@@ -178,17 +178,18 @@ pub struct TiledKernel {
 impl TiledKernel {
     /// Compiles `entry` of `file` for each distinct shape in `shapes`.
     pub fn new(
-        device: &wgpu::Device,
+        ctx: &GpuContext,
         file: &str,
         entry: &'static str,
         slots: &[Slot],
         shapes: &[TileShape],
     ) -> Self {
+        let device = &ctx.device;
         let layout = bind_layout(device, entry, slots);
         let mut variants: Vec<(TileShape, Kernel)> = Vec::new();
         for &s in shapes {
             if variants.iter().all(|(v, _)| *v != s) {
-                let module = shader::module_with(device, file, s);
+                let module = shader::module_with(ctx, file, s);
                 variants.push((
                     s,
                     Kernel::with_layout(device, &module, entry, layout.clone()),

@@ -35,6 +35,9 @@ pub struct GpuContext {
     /// The limits the device was created with (what we asked for, not the adapter's maximum).
     pub limits: wgpu::Limits,
     pub timestamps: bool,
+    /// Compile kernels with wgpu's runtime bounds checks (ARELAX_SHADER_CHECKS=1); off by default,
+    /// since every kernel checks its own indices (see `gpu::shader::module_with`).
+    pub shader_checks: bool,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
     pub wait_timeout: Duration,
@@ -180,6 +183,8 @@ impl GpuContext {
             info,
             limits,
             timestamps,
+            shader_checks: std::env::var("ARELAX_SHADER_CHECKS")
+                .is_ok_and(|v| !v.is_empty() && v != "0"),
             errors,
             lost,
             wait_timeout: DEFAULT_WAIT,

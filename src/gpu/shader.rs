@@ -3,6 +3,7 @@
 //!
 //! A line `//!include NAME.wgsl` is replaced by that file's text (one level deep is all we use).
 
+use super::GpuContext;
 use super::tile::TileShape;
 
 macro_rules! shaders {
@@ -81,15 +82,27 @@ pub fn composed_with(name: &str, shape: TileShape) -> String {
 }
 
 /// Compiles a kernel file into a shader module.
-pub fn module(device: &wgpu::Device, name: &str) -> wgpu::ShaderModule {
-    module_with(device, name, TileShape::T64)
+pub fn module(ctx: &GpuContext, name: &str) -> wgpu::ShaderModule {
+    module_with(ctx, name, TileShape::T64)
 }
 
-/// Compiles a kernel file whose products use the tile `shape`.
-pub fn module_with(device: &wgpu::Device, name: &str, shape: TileShape) -> wgpu::ShaderModule {
+/// Compiles a kernel file whose products use the tile `shape`. Without `ctx.shader_checks`, the
+/// module is compiled without wgpu's injected bounds checks and loop bounding (the hot loops of
+/// the products index workgroup memory with indices the compiler cannot prove in range).
+pub fn module_with(ctx: &GpuContext, name: &str, shape: TileShape) -> wgpu::ShaderModule {
     let label = format!("{name} ({shape})");
-    device.create_shader_module(wgpu::ShaderModuleDescriptor {
+    let desc = wgpu::ShaderModuleDescriptor {
         label: Some(&label),
         source: wgpu::ShaderSource::Wgsl(composed_with(name, shape).into()),
-    })
+    };
+    if ctx.shader_checks {
+        return ctx.device.create_shader_module(desc);
+    }
+    let mut checks = wgpu::ShaderRuntimeChecks::checked();
+    checks.bounds_checks = false;
+    checks.force_loop_bounding = false;
+    // SAFETY: every kernel guards each buffer and workgroup-memory index against the sizes it is
+    // given (the CPU-reference tests run on lavapipe with and without the checks, on sizes that
+    // are multiples of no tile), and every loop is bounded by a size or a constant.
+    unsafe { ctx.device.create_shader_module_trusted(desc, checks) }
 }
