@@ -76,6 +76,13 @@ pub struct BenchResult {
     pub bp_flop: f64,
     /// Wall time of one AR training step (submit to completion).
     pub ar_step_ms: Stat,
+    /// Wall time per AR step when steps are submitted back to back (five rounds of `samples`
+    /// steps, one wait per round): the throughput a training loop sees.
+    pub ar_step_pipelined_ms: Stat,
+    pub bp_step_pipelined_ms: Stat,
+    /// Host time to encode and submit one AR training step (part of `ar_step_ms`; in training
+    /// it overlaps the GPU's work on the previous steps).
+    pub ar_encode_ms: Stat,
     /// GPU time of one AR training step from timestamps (None without timestamp queries).
     pub ar_step_gpu_ms: Option<Stat>,
     /// GPU milliseconds per phase of the median AR step (timestamps only).
@@ -102,6 +109,8 @@ fn products(spec: &ModelSpec, b: usize, layers: std::ops::Range<usize>) -> f64 {
 
 struct Timing {
     wall: Stat,
+    /// Host time to encode and submit a step.
+    encode: Stat,
     gpu: Option<Stat>,
     phases: Vec<(String, f64)>,
 }
@@ -122,9 +131,11 @@ fn time_steps(
     }
     engine.phase_times()?;
     let (mut wall, mut gpu, mut phases) = (Vec::new(), Vec::new(), Vec::new());
+    let mut encode = Vec::new();
     for _ in 0..opts.samples.max(1) {
         let t = Instant::now();
         engine.train_step(alg, steps);
+        encode.push(t.elapsed().as_secs_f64() * 1e3);
         engine.finish()?;
         wall.push(t.elapsed().as_secs_f64() * 1e3);
         let p = engine.phase_times()?;
@@ -146,9 +157,33 @@ fn time_steps(
     };
     Ok(Timing {
         wall: Stat::of(wall),
+        encode: Stat::of(encode),
         gpu: (!gpu.is_empty()).then(|| Stat::of(gpu)),
         phases: median_phases,
     })
+}
+
+/// Wall time per step with steps submitted back to back and one wait at the end (encoding
+/// overlaps the GPU's work, as in training): five rounds of `samples` steps.
+fn time_pipelined(
+    engine: &mut Engine,
+    alg: Algorithm,
+    steps: usize,
+    opts: &BenchOptions,
+) -> Result<Stat> {
+    let n = opts.samples.max(1);
+    let mut per_step = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..n {
+            engine.train_step(alg, steps);
+        }
+        engine.finish()?;
+        per_step.push(t.elapsed().as_secs_f64() * 1e3 / n as f64);
+    }
+    // Only the last step's timestamps survive; drop them.
+    engine.phase_times()?;
+    Ok(Stat::of(per_step))
 }
 
 /// Measures every batch size in turn, reporting each result as soon as it is known.
@@ -183,6 +218,8 @@ pub fn run(
         let ar = time_steps(&mut engine, Algorithm::Ar, t, opts)?;
         let bp = time_steps(&mut engine, Algorithm::Bp, t, opts)?;
         let ar0 = time_steps(&mut engine, Algorithm::Ar, 0, opts)?;
+        let ar_pipe = time_pipelined(&mut engine, Algorithm::Ar, t, opts)?;
+        let bp_pipe = time_pipelined(&mut engine, Algorithm::Bp, t, opts)?;
         let fwd = products(spec, b, 0..depth);
         let relax = products(spec, b, 1..depth);
         let ar_flop = 2.0 * fwd + t as f64 * relax;
@@ -221,6 +258,9 @@ pub fn run(
             ar_flop,
             bp_flop,
             ar_step_ms: ar.wall,
+            ar_encode_ms: ar.encode,
+            ar_step_pipelined_ms: ar_pipe,
+            bp_step_pipelined_ms: bp_pipe,
             ar_step_gpu_ms: ar.gpu,
             ar_phases_ms: ar.phases.clone(),
             relax_step_ms,

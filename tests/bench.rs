@@ -45,7 +45,13 @@ fn bench_json_has_every_field() {
         for key in ["adapter", "backend", "driver", "model", "relax_step_source"] {
             assert!(v[key].as_str().is_some_and(|s| !s.is_empty()), "{key}: {v}");
         }
-        for stat in ["ar_step_ms", "bp_step_ms"] {
+        for stat in [
+            "ar_step_ms",
+            "bp_step_ms",
+            "ar_encode_ms",
+            "ar_step_pipelined_ms",
+            "bp_step_pipelined_ms",
+        ] {
             for f in ["median", "min", "max"] {
                 assert!(
                     v[stat][f].as_f64().is_some_and(|x| x > 0.0),
