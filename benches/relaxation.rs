@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arelax::bench::{BenchOptions, run};
+use arelax::engine::net::Model;
 use arelax::gpu::tile::TileChoice;
 use arelax::gpu::{AdapterRequest, GpuContext};
 use arelax::model::{Activation, Loss, ModelSpec};
@@ -36,7 +37,7 @@ fn main() -> Result<(), arelax::Error> {
         .collect::<Result<Vec<_>, _>>()?;
     for tile in tiles {
         let opts = BenchOptions {
-            spec: spec.clone(),
+            model: Model::Mlp(spec.clone()),
             batch_sizes: batch_sizes.clone(),
             relax_steps,
             samples: 15,

@@ -2,22 +2,22 @@
 //! one exact-backprop step per batch size, by wall clock always and by GPU timestamps per phase
 //! where the adapter has them. Used by `arelax bench` and by `benches/`.
 
-use crate::engine::Ops as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::Result;
-use crate::engine::{Algorithm, Engine, EngineOptions};
+use crate::engine::net::{Model, Net};
+use crate::engine::{Algorithm, EngineOptions};
 use crate::gpu::GpuContext;
 use crate::gpu::tile::TileChoice;
-use crate::model::{Init, ModelSpec, Params};
+use crate::model::Init;
 use crate::rng::Rng;
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
-    pub spec: ModelSpec,
+    pub model: Model,
     pub batch_sizes: Vec<usize>,
     pub relax_steps: usize,
     /// Timed samples per measurement (at least 15 for reported figures).
@@ -70,8 +70,9 @@ pub struct BenchResult {
     pub relax_tile: String,
     pub forward_tiles: Vec<String>,
     pub grad_tile: String,
-    /// Floating-point operations of one AR training step, counting 2·B·n_in·n_out per product:
-    /// forward (all layers) + T × relaxation (layers 1..L−1) + weight gradients (all layers).
+    /// Floating-point operations of one AR training step, counting 2 per multiply-add of the
+    /// products: forward (all layers) + T × relaxation (the VJPs into hidden layers, so layers
+    /// 1..L−1 of an MLP) + weight gradients (all layers). See `Model::flops`.
     pub ar_flop: f64,
     pub bp_flop: f64,
     /// Wall time of one AR training step (submit to completion).
@@ -101,12 +102,6 @@ pub struct BenchResult {
     pub ar_over_bp: f64,
 }
 
-fn products(spec: &ModelSpec, b: usize, layers: std::ops::Range<usize>) -> f64 {
-    layers
-        .map(|l| 2.0 * b as f64 * spec.widths[l] as f64 * spec.widths[l + 1] as f64)
-        .sum()
-}
-
 struct Timing {
     wall: Stat,
     /// Host time to encode and submit a step.
@@ -116,7 +111,7 @@ struct Timing {
 }
 
 fn time_steps(
-    engine: &mut Engine,
+    engine: &mut Net,
     alg: Algorithm,
     steps: usize,
     opts: &BenchOptions,
@@ -166,7 +161,7 @@ fn time_steps(
 /// Wall time per step with steps submitted back to back and one wait at the end (encoding
 /// overlaps the GPU's work, as in training): five rounds of `samples` steps.
 fn time_pipelined(
-    engine: &mut Engine,
+    engine: &mut Net,
     alg: Algorithm,
     steps: usize,
     opts: &BenchOptions,
@@ -192,22 +187,21 @@ pub fn run(
     opts: &BenchOptions,
     report: &mut dyn FnMut(&BenchResult),
 ) -> Result<Vec<BenchResult>> {
-    let spec = &opts.spec;
-    let depth = spec.depth();
+    let model = &opts.model;
     let mut out = Vec::new();
     for &b in &opts.batch_sizes {
         let mut eo = EngineOptions::new(b);
         // lr = 0: the same work every step, and weights that cannot drift or diverge.
         eo.lr = 0.0;
         eo.tile = opts.tile;
-        let mut engine = Engine::new(ctx.clone(), spec, eo)?;
+        let mut engine = Net::new(ctx.clone(), model, eo)?;
         let timed = engine.enable_profiling();
-        engine.set_params(&Params::init(spec, Init::Normal(0.05), 1))?;
+        engine.initialise(Init::FanIn, Init::FanIn, 1)?;
         let mut rng = Rng::new(7);
-        let input: Vec<f32> = (0..b * spec.input_width())
+        let input: Vec<f32> = (0..b * model.input_width())
             .map(|_| rng.uniform() as f32)
             .collect();
-        let n = spec.output_width();
+        let n = model.output_width();
         let mut target = vec![0.0; b * n];
         for i in 0..b {
             target[i * n + rng.below(n)] = 1.0;
@@ -220,10 +214,9 @@ pub fn run(
         let ar0 = time_steps(&mut engine, Algorithm::Ar, 0, opts)?;
         let ar_pipe = time_pipelined(&mut engine, Algorithm::Ar, t, opts)?;
         let bp_pipe = time_pipelined(&mut engine, Algorithm::Bp, t, opts)?;
-        let fwd = products(spec, b, 0..depth);
-        let relax = products(spec, b, 1..depth);
-        let ar_flop = 2.0 * fwd + t as f64 * relax;
-        let bp_flop = 2.0 * fwd + relax;
+        let (fwd, relax, grad) = model.flops(b);
+        let ar_flop = fwd + t as f64 * relax + grad;
+        let bp_flop = fwd + relax + grad;
         let relax_gpu = ar
             .phases
             .iter()
@@ -238,23 +231,19 @@ pub fn run(
         };
         let step = |x: &Timing| x.gpu.map(|g| g.median).unwrap_or(x.wall.median);
         let info = &ctx.info;
+        let tiles = engine.tile_shapes();
         let r = BenchResult {
             adapter: info.name.clone(),
             backend: format!("{:?}", info.backend),
             driver: format!("{} {}", info.driver, info.driver_info),
-            model: spec.describe(),
+            model: model.describe(),
             batch_size: b,
             relax_steps: t,
             samples: opts.samples,
             tile_choice: opts.tile.to_string(),
-            relax_tile: engine.shapes.relax.to_string(),
-            forward_tiles: engine
-                .shapes
-                .forward
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            grad_tile: engine.shapes.grad.to_string(),
+            relax_tile: tiles.0.to_string(),
+            forward_tiles: tiles.1.iter().map(|s| s.to_string()).collect(),
+            grad_tile: tiles.2.to_string(),
             ar_flop,
             bp_flop,
             ar_step_ms: ar.wall,

@@ -78,3 +78,47 @@ fn bench_json_has_every_field() {
         assert_eq!(v["ar_flop"].as_f64().unwrap(), expect);
     }
 }
+
+/// A model file benchmarks through the same path (graph engine, 64x64 tiles), and a tile shape the
+/// graph engine does not use is refused with a one-line error.
+#[test]
+fn bench_takes_a_model_file() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/residual-mlp.toml");
+    let run = |tile: &str| {
+        Command::new(env!("CARGO_BIN_EXE_arelax"))
+            .args([
+                "bench",
+                "--json",
+                "--model",
+                model,
+                "--batch-sizes",
+                "3",
+                "--relax-steps",
+                "2",
+                "--samples",
+                "2",
+                "--warmup-ms",
+                "1",
+                "--tile",
+                tile,
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = run("auto");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["model"].as_str().unwrap().contains("graph"), "{v}");
+    assert_eq!(v["relax_tile"], "64x64");
+    // Two relaxation steps against backprop's one pass: AR counts one more relaxation's FLOPs.
+    let (ar, bp) = (
+        v["ar_flop"].as_f64().unwrap(),
+        v["bp_flop"].as_f64().unwrap(),
+    );
+    assert!(ar > bp && bp > 0.0, "{v}");
+    let o = run("32x32");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("graph models use 64x64 tiles"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

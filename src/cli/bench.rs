@@ -5,8 +5,10 @@ use clap::Args as ClapArgs;
 
 use super::common::DeviceArgs;
 use crate::bench::{self, BenchOptions, BenchResult};
+use crate::engine::net::Model;
 use crate::gpu::Needs;
 use crate::gpu::tile::TileChoice;
+use crate::graph::Graph;
 use crate::model::{Activation, Loss, ModelSpec};
 use crate::{Error, Result};
 
@@ -15,6 +17,9 @@ pub struct Args {
     /// Layer widths [default: the paper's MLP].
     #[arg(long, default_value = "784,300,300,100,10")]
     layers: String,
+    /// A model file (see examples/) instead of --layers.
+    #[arg(long, conflicts_with = "layers")]
+    model: Option<std::path::PathBuf>,
     /// Batch sizes to measure, comma-separated.
     #[arg(long, default_value = "64,256,1024,4096")]
     batch_sizes: String,
@@ -39,11 +44,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let spec = ModelSpec::new(
-        ModelSpec::parse_widths(&args.layers)?,
-        Activation::Relu,
-        Loss::Mse,
-    )?;
+    let model = match &args.model {
+        Some(path) => Model::Graph(Graph::load(path)?),
+        None => Model::Mlp(ModelSpec::new(
+            ModelSpec::parse_widths(&args.layers)?,
+            Activation::Relu,
+            Loss::Mse,
+        )?),
+    };
     let batch_sizes = args
         .batch_sizes
         .split(',')
@@ -71,11 +79,11 @@ pub fn run(args: Args) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let largest = *batch_sizes.iter().max().expect("non-empty");
-    let mut needs: Needs = crate::engine::needs(&spec, largest);
+    let mut needs: Needs = model.needs(largest);
     needs.timestamps = true;
     let ctx = args.device.open(needs)?;
     let mut opts = BenchOptions {
-        spec: spec.clone(),
+        model: model.clone(),
         batch_sizes,
         relax_steps: args.relax_steps,
         samples: args.samples,
@@ -86,7 +94,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("adapter: {}", ctx.describe());
         println!(
             "model:   {}, FP32, {} relaxation steps per training step, {} samples after {} ms warm-up",
-            spec.describe(),
+            model.describe(),
             args.relax_steps,
             args.samples,
             args.warmup_ms

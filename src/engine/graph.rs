@@ -535,6 +535,8 @@ pub struct GraphEngine {
     sgd_params: wgpu::BindGroup,
     sgd_feedback: Option<wgpu::BindGroup>,
     current: usize,
+    /// GPU time per phase, when attached (benchmarks).
+    profiler: Option<crate::gpu::profiler::Profiler>,
 }
 
 impl GraphEngine {
@@ -552,6 +554,13 @@ impl GraphEngine {
                  for a fixed number of steps with the forward pass frozen"
                     .into(),
             ));
+        }
+        if let crate::gpu::tile::TileChoice::Fixed(s) = opts.tile
+            && s != crate::gpu::tile::TileShape::T64
+        {
+            return Err(Error::Config(format!(
+                "tile shape {s}: graph models use 64x64 tiles; other shapes apply to --layers MLPs"
+            )));
         }
         let plan = Plan::new(graph, opts.batch);
         let limit = ctx.limits.max_storage_buffer_binding_size;
@@ -819,6 +828,7 @@ impl GraphEngine {
             sgd_params,
             sgd_feedback,
             current: 0,
+            profiler: None,
         };
         e.ctx.check()?;
         Ok(e)
@@ -941,11 +951,39 @@ impl GraphEngine {
         Ok((v[..b].to_vec(), v[b..].iter().map(|&c| c > 0.5).collect()))
     }
 
+    /// Times every later pass by phase with timestamp queries. False when the device has none.
+    pub fn enable_profiling(&mut self) -> bool {
+        self.profiler = crate::gpu::profiler::Profiler::new(&self.ctx);
+        self.profiler.is_some()
+    }
+
+    /// Milliseconds of GPU time per phase since the last call (see [`Engine::phase_times`]).
+    ///
+    /// [`Engine::phase_times`]: super::Engine::phase_times
+    pub fn phase_times(&self) -> Result<Vec<(&'static str, f64)>> {
+        match &self.profiler {
+            Some(p) => p.read(&self.ctx),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// A compute pass, timed as `phase` when profiling.
+    fn begin<'e>(
+        &self,
+        enc: &'e mut wgpu::CommandEncoder,
+        phase: &'static str,
+    ) -> wgpu::ComputePass<'e> {
+        enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(phase),
+            timestamp_writes: self.profiler.as_ref().and_then(|p| p.writes(phase)),
+        })
+    }
+
     // ---- encoders --------------------------------------------------------------------------
 
     pub fn encode_forward(&self, enc: &mut wgpu::CommandEncoder) {
         let b = self.opts.batch;
-        let mut pass = enc.begin_compute_pass(&Default::default());
+        let mut pass = self.begin(enc, "forward");
         for (step, bind) in self.plan.forward.iter().zip(&self.forward_binds) {
             let (kernel, groups) = match *step {
                 Step::Dense(i) => {
@@ -1002,7 +1040,7 @@ impl GraphEngine {
         if self.plan.combine.count == 0 || steps == 0 {
             return;
         }
-        let mut pass = enc.begin_compute_pass(&Default::default());
+        let mut pass = self.begin(enc, if exact { "backprop" } else { "relax" });
         for _ in 0..steps {
             let binds = if exact { &self.exact } else { &self.ar };
             let c = self.current;
@@ -1053,7 +1091,7 @@ impl GraphEngine {
             .iter()
             .map(|e| super::layout::Layout::tiles(e.n_out as usize, e.n_in as usize))
             .sum();
-        let mut pass = enc.begin_compute_pass(&Default::default());
+        let mut pass = self.begin(enc, "gradients");
         if !self.plan.dense.is_empty() {
             record(
                 &mut pass,
@@ -1094,7 +1132,7 @@ impl GraphEngine {
 
     pub fn encode_sgd(&self, enc: &mut wgpu::CommandEncoder) {
         let g = groups(self.plan.params_len);
-        let mut pass = enc.begin_compute_pass(&Default::default());
+        let mut pass = self.begin(enc, "update");
         record(
             &mut pass,
             Dispatch {

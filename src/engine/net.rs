@@ -10,8 +10,9 @@ use super::feed::BatchTarget;
 use super::graph::GraphEngine;
 use super::{Algorithm, Engine, EngineOptions, Feedback};
 use crate::checkpoint::TensorFile;
+use crate::gpu::tile::TileShape;
 use crate::gpu::{GpuContext, Needs};
-use crate::graph::{Graph, GraphParams};
+use crate::graph::{Graph, GraphParams, NodeKind};
 use crate::model::{Init, Loss, ModelSpec, Params};
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -57,6 +58,43 @@ impl Model {
             Model::Graph(g) => g.loss,
         }
     }
+    /// Floating-point operations of one batch, counting 2 per multiply-add of the products:
+    /// (forward, one relaxation step, weight gradients). The relaxation counts the VJPs into
+    /// hidden nodes only (the input does not relax); pooling, joins and the leaky update are
+    /// memory work and not counted.
+    pub fn flops(&self, batch: usize) -> (f64, f64, f64) {
+        let b = batch as f64;
+        match self {
+            Model::Mlp(s) => {
+                let w = &s.widths;
+                let layer = |l: usize| 2.0 * b * w[l] as f64 * w[l + 1] as f64;
+                let fwd: f64 = (0..s.depth()).map(layer).sum();
+                let relax: f64 = (1..s.depth()).map(layer).sum();
+                (fwd, relax, fwd)
+            }
+            Model::Graph(g) => {
+                let (mut fwd, mut relax) = (0.0, 0.0);
+                for n in &g.nodes {
+                    let per_sample = match n.kind {
+                        NodeKind::Dense { units, .. } => {
+                            (units * g.nodes[n.inputs[0]].shape.size()) as f64
+                        }
+                        NodeKind::Conv2d { kernel, .. } => {
+                            let c_in = g.nodes[n.inputs[0]].shape.c;
+                            (n.shape.size() * c_in * kernel * kernel) as f64
+                        }
+                        _ => 0.0,
+                    };
+                    fwd += 2.0 * b * per_sample;
+                    if n.inputs.first().is_some_and(|&p| p != 0) {
+                        relax += 2.0 * b * per_sample;
+                    }
+                }
+                (fwd, relax, fwd)
+            }
+        }
+    }
+
     pub fn needs(&self, batch: usize) -> Needs {
         match self {
             Model::Mlp(s) => super::needs(s, batch),
@@ -345,6 +383,25 @@ impl Net {
             .into_iter()
             .map(|p| self.to_groups(Some(p)).expect("same kind"))
             .collect())
+    }
+
+    /// Times every later pass by phase with timestamp queries. False when the device has none.
+    pub fn enable_profiling(&mut self) -> bool {
+        both!(self, e => e.enable_profiling())
+    }
+
+    /// Milliseconds of GPU time per phase since the last call.
+    pub fn phase_times(&self) -> Result<Vec<(&'static str, f64)>> {
+        both!(self, e => e.phase_times())
+    }
+
+    /// The tile shapes of (relaxation, each forward product, weight gradients); graph models use
+    /// 64x64 throughout.
+    pub fn tile_shapes(&self) -> (TileShape, Vec<TileShape>, TileShape) {
+        match self {
+            Net::Mlp(e) => (e.shapes.relax, e.shapes.forward.clone(), e.shapes.grad),
+            Net::Graph(_) => (TileShape::T64, vec![TileShape::T64], TileShape::T64),
+        }
     }
 
     pub fn finish(&self) -> Result<()> {
