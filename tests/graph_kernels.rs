@@ -281,3 +281,71 @@ fn the_graph_engine_agrees_with_the_mlp_engine() {
         }
     }
 }
+
+/// The dense products of a graph under every tile shape (forced), on a residual graph with sizes
+/// that are multiples of no tile and cross several tiles of the largest.
+#[test]
+fn every_tile_shape_on_a_residual_graph() {
+    use arelax::gpu::tile::{TileChoice, TileShape};
+    let text = r#"
+loss = "mse"
+[[node]]
+id = "x"
+kind = "input"
+size = 150
+[[node]]
+id = "h1"
+kind = "dense"
+inputs = ["x"]
+units = 131
+activation = "tanh"
+[[node]]
+id = "h2"
+kind = "dense"
+inputs = ["h1"]
+units = 131
+activation = "sigmoid"
+[[node]]
+id = "sum"
+kind = "add"
+inputs = ["h1", "h2"]
+[[node]]
+id = "out"
+kind = "dense"
+inputs = ["sum"]
+units = 5
+activation = "linear"
+"#;
+    let b = 133;
+    for shape in TileShape::ALL {
+        let g = Graph::parse(std::path::Path::new("residual.toml"), text).unwrap();
+        let mut o = EngineOptions::new(b);
+        o.tile = TileChoice::Fixed(shape);
+        o.relax_rate = 0.4;
+        let mut s = setup(g, o, 9);
+        let g_gpu = s.engine.ar_gradients(5).unwrap();
+        let p = GraphParams64::from(&s.params);
+        let f = gref::forward(&s.g, &p, &to64(&s.input), b);
+        let x = s.engine.activities().unwrap();
+        for i in 1..s.g.nodes.len() {
+            let e = rel_err(&x[i], &f.x[i]);
+            assert!(e < 1e-5, "{shape}: x of {} rel. error {e}", s.g.nodes[i].id);
+        }
+        let out = gref::output_error(&s.g, &f, &to64(&s.target), Reduction::Sum);
+        let mut r = gref::relax_start(&s.g, &f, &out.g, true);
+        for _ in 0..5 {
+            r = gref::relax_step(&s.g, &p, &f, &r, 0.4, true);
+        }
+        let what = format!("{shape} AR");
+        check_grads(
+            &s.g,
+            &g_gpu,
+            &gref::gradients(&s.g, &f, &r, true),
+            1e-4,
+            &what,
+        );
+        let bp = s.engine.bp_gradients().unwrap();
+        let exact = gref::gradients(&s.g, &f, &gref::backprop(&s.g, &p, &f, &out.g), true);
+        check_grads(&s.g, &bp, &exact, 1e-5, &format!("{shape} backprop"));
+    }
+}

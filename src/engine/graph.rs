@@ -14,7 +14,8 @@ use bytemuck::{Pod, Zeroable};
 use super::layout::{LayerEntry, PassUniform};
 use super::{EngineOptions, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV, Feedback, RelaxStart};
 use super::{LossUniform, SgdUniform, feed};
-use crate::gpu::buffers::{self, Dispatch, Kernel, Slot, record};
+use crate::gpu::buffers::{self, Dispatch, Kernel, Slot, TiledKernel, record};
+use crate::gpu::tile::{TileChoice, TileShape};
 use crate::gpu::{GpuContext, Needs, shader};
 use crate::graph::{Graph, GraphParams, NodeKind};
 use crate::model::Loss;
@@ -90,6 +91,8 @@ struct Plan {
     dense: Vec<LayerEntry>,
     forward: Vec<Step>,
     dense_vjp: Section,
+    /// The outputs (M × N) of every dense VJP product, in dispatch order.
+    dense_vjp_products: Vec<(usize, usize)>,
     conv_vjp: Section,
     pool_vjp: Section,
     combine: Section,
@@ -246,11 +249,12 @@ impl Plan {
         // Edges into hidden parents (the input does not relax), each with its own VJP slot.
         let mut slots_len = 0;
         let mut slot_of = std::collections::HashMap::new();
+        let mut tile_products = Vec::new();
         let mut section =
             |ops: &mut Vec<Op>, want: &dyn Fn(&NodeKind) -> bool, tiles: bool| -> Section {
                 let first = ops.len();
                 let mut items = 0usize;
-                let mut tile_groups = 0u32;
+
                 for c in 1..n {
                     if !want(&g.nodes[c].kind) {
                         continue;
@@ -271,14 +275,17 @@ impl Plan {
                         o.start = u(items);
                         o.items = u(batch * size(p));
                         items += batch * size(p);
-                        tile_groups += super::layout::Layout::tiles(batch, size(p));
+                        if tiles {
+                            tile_products.push((batch, size(p)));
+                        }
                         ops.push(o);
                     }
                 }
                 Section {
                     first,
                     count: ops.len() - first,
-                    groups: if tiles { tile_groups } else { groups(items) },
+                    // Tiled sections get their workgroup count once the tile shape is chosen.
+                    groups: if tiles { 0 } else { groups(items) },
                 }
             };
         let dense_vjp = section(&mut ops, &|k| matches!(k, NodeKind::Dense { .. }), true);
@@ -358,6 +365,7 @@ impl Plan {
             dense,
             forward,
             dense_vjp,
+            dense_vjp_products: tile_products,
             conv_vjp,
             pool_vjp,
             combine,
@@ -373,6 +381,14 @@ impl Plan {
             r_off,
             p_off,
         }
+    }
+
+    /// The outputs of every dense weight gradient ([units, in_size]).
+    fn dense_grad_products(&self) -> Vec<(usize, usize)> {
+        self.dense
+            .iter()
+            .map(|e| (e.n_out as usize, e.n_in as usize))
+            .collect()
     }
 
     fn max_buffer_bytes(&self) -> u64 {
@@ -414,35 +430,61 @@ pub fn needs(g: &Graph, batch: usize) -> Needs {
     }
 }
 
+/// The tile shape of every tiled (dense) dispatch, chosen like the MLP engine's.
+#[derive(Clone, Debug)]
+pub struct GraphShapes {
+    /// One per dense node, in `Plan::dense` order.
+    pub forward: Vec<TileShape>,
+    /// All dense VJPs of a relaxation step.
+    pub vjp: TileShape,
+    /// All dense weight gradients.
+    pub grad: TileShape,
+}
+
+impl GraphShapes {
+    fn new(plan: &Plan, batch: usize, choice: TileChoice) -> Self {
+        Self {
+            forward: plan
+                .dense
+                .iter()
+                .map(|e| choice.pick(&[(batch, e.n_out as usize)]))
+                .collect(),
+            vjp: choice.pick(&plan.dense_vjp_products),
+            grad: choice.pick(&plan.dense_grad_products()),
+        }
+    }
+}
+
 struct Kernels {
-    dense_forward: Kernel,
+    dense_forward: TiledKernel,
     conv_forward: Kernel,
     pool_forward: Kernel,
     join_forward: Kernel,
     loss: Kernel,
-    dense_vjp: Kernel,
+    dense_vjp: TiledKernel,
     conv_vjp: Kernel,
     pool_vjp: Kernel,
     combine: Kernel,
-    dense_grad: Kernel,
+    dense_grad: TiledKernel,
     bias_grad: Kernel,
     conv_grad: Kernel,
     sgd: Kernel,
 }
 
 impl Kernels {
-    fn new(ctx: &GpuContext) -> Self {
+    fn new(ctx: &GpuContext, shapes: &GraphShapes) -> Self {
         use Slot::*;
         let d = &ctx.device;
         let m = |name: &str| shader::module(ctx, name);
         let grad = m("grad.wgsl");
         let six = [Uniform, Read, Read, Read, Read, ReadWrite];
         Self {
-            dense_forward: Kernel::new(
-                d,
-                &m("forward.wgsl"),
+            dense_forward: TiledKernel::new(
+                ctx,
+                "forward.wgsl",
                 "forward",
                 &[Uniform, Read, Read, ReadWrite, ReadWrite],
+                &shapes.forward,
             ),
             conv_forward: Kernel::new(
                 d,
@@ -468,7 +510,7 @@ impl Kernels {
                 "output_error",
                 &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
             ),
-            dense_vjp: Kernel::new(d, &m("dense_vjp.wgsl"), "dense_vjp", &six),
+            dense_vjp: TiledKernel::new(ctx, "dense_vjp.wgsl", "dense_vjp", &six, &[shapes.vjp]),
             conv_vjp: Kernel::new(d, &m("conv_vjp.wgsl"), "conv_vjp", &six),
             pool_vjp: Kernel::new(
                 d,
@@ -482,7 +524,7 @@ impl Kernels {
                 "combine",
                 &[Uniform, Read, Read, Read, ReadWrite],
             ),
-            dense_grad: Kernel::new(d, &grad, "weight_grad", &six),
+            dense_grad: TiledKernel::new(ctx, "grad.wgsl", "weight_grad", &six, &[shapes.grad]),
             bias_grad: Kernel::new(d, &grad, "bias_grad", &six),
             conv_grad: Kernel::new(d, &m("conv_grad.wgsl"), "conv_grad", &six),
             sgd: Kernel::new(d, &m("sgd.wgsl"), "sgd", &[Uniform, Read, ReadWrite]),
@@ -526,6 +568,7 @@ pub struct GraphEngine {
     plan: Plan,
     pub bufs: GraphBuffers,
     kernels: Kernels,
+    pub shapes: GraphShapes,
     forward_binds: Vec<wgpu::BindGroup>,
     loss_bind: wgpu::BindGroup,
     ar: RelaxBinds,
@@ -555,13 +598,6 @@ impl GraphEngine {
                     .into(),
             ));
         }
-        if let crate::gpu::tile::TileChoice::Fixed(s) = opts.tile
-            && s != crate::gpu::tile::TileShape::T64
-        {
-            return Err(Error::Config(format!(
-                "tile shape {s}: graph models use 64x64 tiles; other shapes apply to --layers MLPs"
-            )));
-        }
         let plan = Plan::new(graph, opts.batch);
         let limit = ctx.limits.max_storage_buffer_binding_size;
         if plan.max_buffer_bytes() > limit {
@@ -575,7 +611,10 @@ impl GraphEngine {
         }
         let d = &ctx.device;
         let b = opts.batch;
-        let kernels = Kernels::new(&ctx);
+        let mut plan = plan;
+        let shapes = GraphShapes::new(&plan, b, opts.tile);
+        plan.dense_vjp.groups = super::layout::groups(shapes.vjp, &plan.dense_vjp_products);
+        let kernels = Kernels::new(&ctx, &shapes);
         let bufs = GraphBuffers {
             ops: buffers::storage_init(d, "graph ops", &plan.ops),
             dense: buffers::storage_init(d, "dense nodes", &plan.dense),
@@ -819,6 +858,7 @@ impl GraphEngine {
             plan,
             bufs,
             kernels,
+            shapes,
             forward_binds,
             loss_bind,
             ar,
@@ -989,8 +1029,8 @@ impl GraphEngine {
                 Step::Dense(i) => {
                     let e = &self.plan.dense[i];
                     (
-                        &self.kernels.dense_forward,
-                        super::layout::Layout::tiles(b, e.n_out as usize),
+                        self.kernels.dense_forward.get(self.shapes.forward[i]),
+                        self.shapes.forward[i].tiles(b, e.n_out as usize),
                     )
                 }
                 Step::Table(kind, i) => (
@@ -1046,7 +1086,11 @@ impl GraphEngine {
             let c = self.current;
             let k = &self.kernels;
             for (kernel, bind, s) in [
-                (&k.dense_vjp, &binds.dense[c], self.plan.dense_vjp),
+                (
+                    k.dense_vjp.get(self.shapes.vjp),
+                    &binds.dense[c],
+                    self.plan.dense_vjp,
+                ),
                 (&k.conv_vjp, &binds.conv[c], self.plan.conv_vjp),
                 (&k.pool_vjp, &binds.pool[c], self.plan.pool_vjp),
                 (&k.combine, &binds.combine[c], self.plan.combine),
@@ -1089,14 +1133,14 @@ impl GraphEngine {
             .plan
             .dense
             .iter()
-            .map(|e| super::layout::Layout::tiles(e.n_out as usize, e.n_in as usize))
+            .map(|e| self.shapes.grad.tiles(e.n_out as usize, e.n_in as usize))
             .sum();
         let mut pass = self.begin(enc, "gradients");
         if !self.plan.dense.is_empty() {
             record(
                 &mut pass,
                 Dispatch {
-                    kernel: &k.dense_grad,
+                    kernel: k.dense_grad.get(self.shapes.grad),
                     bind: &g.dense[c],
                     groups: dense_tiles,
                 },

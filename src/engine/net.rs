@@ -395,12 +395,12 @@ impl Net {
         both!(self, e => e.phase_times())
     }
 
-    /// The tile shapes of (relaxation, each forward product, weight gradients); graph models use
-    /// 64x64 throughout.
+    /// The tile shapes of (relaxation, each forward product, weight gradients); for graphs, of
+    /// the dense nodes' products.
     pub fn tile_shapes(&self) -> (TileShape, Vec<TileShape>, TileShape) {
         match self {
             Net::Mlp(e) => (e.shapes.relax, e.shapes.forward.clone(), e.shapes.grad),
-            Net::Graph(_) => (TileShape::T64, vec![TileShape::T64], TileShape::T64),
+            Net::Graph(e) => (e.shapes.vjp, e.shapes.forward.clone(), e.shapes.grad),
         }
     }
 
