@@ -43,6 +43,7 @@ fn main() -> Result<(), arelax::Error> {
             samples: 15,
             warmup: Duration::from_millis(200),
             tile,
+            relax_kernel: arelax::engine::RelaxKernel::Tiled,
         };
         run(ctx.clone(), &opts, &mut report)?;
     }

@@ -37,8 +37,8 @@ done
 $bin info
 echo "== bench (tile sweep) =="
 timeout 150 $bin bench --json --batch-sizes 64,256,1024,4096 --relax-steps 100 \
-    --tile auto,32x32,64x64,128x64,128x128 > "$out/bench.jsonl"
-timeout 60 $bin bench --batch-sizes 64,1024,4096 --relax-steps 100
+    --tile auto,32x32,64x64,128x64,128x128 --relax-kernel tiled,resident > "$out/bench.jsonl"
+timeout 60 $bin bench --batch-sizes 64,1024,4096 --relax-steps 100 --relax-kernel tiled,resident
 timeout 60 $bin bench --model examples/cnn.toml --batch-sizes 64,1024 --relax-steps 100
 echo "== gradcheck =="
 timeout 30 $bin gradcheck --layers 784,300,300,100,10 --batch-size 64 --relax-steps 100 --seed 1 | tail -8

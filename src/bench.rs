@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::Result;
 use crate::engine::net::{Model, Net};
-use crate::engine::{Algorithm, EngineOptions};
+use crate::engine::{Algorithm, EngineOptions, RelaxKernel};
 use crate::gpu::GpuContext;
 use crate::gpu::tile::TileChoice;
 use crate::model::Init;
@@ -26,6 +26,8 @@ pub struct BenchOptions {
     pub warmup: Duration,
     /// Tile shapes of the matrix products (measure a forced shape against the table).
     pub tile: TileChoice,
+    /// How the relaxation is dispatched.
+    pub relax_kernel: RelaxKernel,
 }
 
 /// Median, min and max of a set of timings, in milliseconds.
@@ -65,6 +67,8 @@ pub struct BenchResult {
     pub samples: usize,
     /// `auto` (the size table) or the forced shape.
     pub tile_choice: String,
+    /// `tiled` (one dispatch per relaxation step) or `resident` (several steps per dispatch).
+    pub relax_kernel: String,
     /// Tile shape of the relaxation product, of each layer's forward product, and of the
     /// weight gradients.
     pub relax_tile: String,
@@ -194,6 +198,7 @@ pub fn run(
         // lr = 0: the same work every step, and weights that cannot drift or diverge.
         eo.lr = 0.0;
         eo.tile = opts.tile;
+        eo.relax_kernel = opts.relax_kernel;
         let mut engine = Net::new(ctx.clone(), model, eo)?;
         let timed = engine.enable_profiling();
         engine.initialise(Init::FanIn, Init::FanIn, 1)?;
@@ -241,6 +246,7 @@ pub fn run(
             relax_steps: t,
             samples: opts.samples,
             tile_choice: opts.tile.to_string(),
+            relax_kernel: opts.relax_kernel.to_string(),
             relax_tile: tiles.0.to_string(),
             forward_tiles: tiles.1.iter().map(|s| s.to_string()).collect(),
             grad_tile: tiles.2.to_string(),

@@ -21,21 +21,21 @@ fn bench_json_has_every_field() {
             "10",
             "--tile",
             "auto,64x64",
+            "--relax-kernel",
+            "tiled,resident",
         ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(
-        lines.len(),
-        4,
-        "one JSON object per tile choice and batch size: {text}"
-    );
-    for (i, (line, batch)) in lines.iter().zip([4, 9, 4, 9]).enumerate() {
+    // Tiled: two tile choices × two batch sizes; resident (no tiles): two batch sizes.
+    assert_eq!(lines.len(), 6, "one JSON object per configuration: {text}");
+    for (i, (line, batch)) in lines.iter().zip([4, 9, 4, 9, 4, 9]).enumerate() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["batch_size"], batch);
-        let forced = i >= 2;
+        assert_eq!(v["relax_kernel"], if i >= 4 { "resident" } else { "tiled" });
+        let forced = (2..4).contains(&i);
         assert_eq!(v["tile_choice"], if forced { "64x64" } else { "auto" });
         if forced {
             assert_eq!(v["relax_tile"], "64x64");

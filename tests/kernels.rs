@@ -371,3 +371,73 @@ fn every_tile_shape_matches_reference() {
         }
     }
 }
+
+/// The resident kernel (several steps per dispatch, a workgroup per few samples) equals T exact
+/// Jacobi steps, for step counts made of several power-of-two chunks, batches that are not a
+/// multiple of its rows per workgroup, hidden widths over 256 (several columns per thread) and
+/// K over its 128-wide chunk.
+#[test]
+fn resident_relaxation_equals_t_jacobi_steps() {
+    use arelax::engine::RelaxKernel;
+    // (widths, batch, start, derivative, eta, steps)
+    type Case<'a> = (&'a [usize], usize, RelaxStart, bool, f32, usize);
+    let cases: [Case; 5] = [
+        (&ODD, ODD_BATCH, RelaxStart::Forward, true, 0.1, 7),
+        (&ODD, ODD_BATCH, RelaxStart::Zero, false, 0.3, 5),
+        (&ODD, 3, RelaxStart::Forward, true, 1.0, 3),
+        (&[20, 300, 270, 7], 9, RelaxStart::Forward, true, 0.1, 100),
+        (
+            &[12, 40, 30, 20, 4],
+            6,
+            RelaxStart::Forward,
+            true,
+            0.05,
+            300,
+        ),
+    ];
+    for (widths, b, start, deriv, rate, steps) in cases {
+        let s = spec(widths, Activation::Tanh, Loss::Mse);
+        let mut opts = EngineOptions::new(b);
+        opts.relax_kernel = RelaxKernel::Resident;
+        opts.start = start;
+        opts.relax_derivative = deriv;
+        opts.relax_rate = rate;
+        let mut p = problem(&s, opts, Init::FanIn, 13);
+        let g_gpu = p.engine.ar_gradients(steps).unwrap();
+        let w = Params64::from(&p.params);
+        let fwd = cpu::forward(&s, &w, &to64(&p.input), b);
+        let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
+        let mut r = cpu::relax_start(&s, &fwd, &out.g, start == RelaxStart::Forward);
+        for _ in 0..steps {
+            r = cpu::relax_step(&s, &w, &fwd, &r, rate as f64, deriv);
+        }
+        let gpu = p.engine.state().unwrap();
+        let what = format!("{widths:?} B={b} T={steps} deriv={deriv} eta={rate}");
+        for l in 1..=s.depth() {
+            let e = rel_err(&gpu[l], &r[l]);
+            assert!(e < 1e-4, "{what}: r_{l} rel. error {e}");
+        }
+        let g = cpu::gradients(&s, &fwd, &r, true);
+        for l in 0..s.depth() {
+            let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
+            assert!(e < 1e-4, "{what}: weight grad {l} rel. error {e}");
+        }
+    }
+}
+
+#[test]
+fn resident_kernel_refuses_what_it_cannot_do() {
+    use arelax::engine::{Engine, RelaxKernel};
+    let s = spec(&[8, 1100, 4], Activation::Relu, Loss::Mse);
+    let mut opts = EngineOptions::new(2);
+    opts.relax_kernel = RelaxKernel::Resident;
+    let e = Engine::new(ctx(), &s, opts.clone())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("hidden widths up to 1024"), "{e}");
+    let s = spec(&[8, 6, 4], Activation::Relu, Loss::Mse);
+    opts.relax_tol = Some(1e-3);
+    let e = Engine::new(ctx(), &s, opts).err().unwrap().to_string();
+    assert!(e.contains("tiled kernel"), "{e}");
+}

@@ -455,3 +455,59 @@ fn shipped_experiment_files_are_valid() {
     }
     assert!(n >= 3, "expected the shipped experiments");
 }
+
+/// `relax_kernel = "resident"` is a speed choice: training with it follows the tiled kernel's
+/// run (the same sums in another order), and it is written to and read from config.toml.
+#[test]
+fn the_resident_kernel_trains_like_the_tiled_one() {
+    let mut cfg = tiny_config(1);
+    let a = temp_dir("tiled-kernel");
+    let tiled =
+        arelax::train::run_with(ctx(), &cfg, &a, Mode::New, &mut arelax::train::Quiet).unwrap();
+    let file = parse_overrides(
+        std::path::Path::new("k.toml"),
+        "relax_kernel = \"resident\"\n",
+    )
+    .unwrap();
+    cfg = TrainConfig::resolve(
+        Some(&file),
+        &Overrides {
+            data: Some(mnist_dir()),
+            layers: Some("784,16,10".into()),
+            epochs: Some(1),
+            relax_steps: Some(5),
+            relax_rate: Some(0.5),
+            lr: Some(0.002),
+            train_limit: Some(640),
+            test_limit: Some(100),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(cfg.relax_kernel, arelax::engine::RelaxKernel::Resident);
+    assert!(cfg.to_toml().contains("relax_kernel = \"resident\""));
+    let b = temp_dir("resident-kernel");
+    let resident =
+        arelax::train::run_with(ctx(), &cfg, &b, Mode::New, &mut arelax::train::Quiet).unwrap();
+    for (x, y) in tiled.params.iter().zip(&resident.params) {
+        let e = rel_err(
+            &y.weight,
+            &x.weight.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        );
+        assert!(e < 1e-3, "weights differ by {e}");
+    }
+    let (x, y) = (&tiled.metrics[0], &resident.metrics[0]);
+    assert!(
+        (x.test_accuracy - y.test_accuracy).abs() <= 0.02,
+        "{x:?} vs {y:?}"
+    );
+    let bad = parse_overrides(std::path::Path::new("k.toml"), "relax_kernel = \"fast\"\n")
+        .map_err(|e| e.to_string())
+        .and_then(|f| {
+            TrainConfig::resolve(Some(&f), &Overrides::default()).map_err(|e| e.to_string())
+        });
+    assert!(bad.unwrap_err().contains("relax_kernel"));
+    for d in [a, b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

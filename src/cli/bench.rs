@@ -5,6 +5,7 @@ use clap::Args as ClapArgs;
 
 use super::common::DeviceArgs;
 use crate::bench::{self, BenchOptions, BenchResult};
+use crate::engine::RelaxKernel;
 use crate::engine::net::Model;
 use crate::gpu::Needs;
 use crate::gpu::tile::TileChoice;
@@ -36,6 +37,10 @@ pub struct Args {
     /// 128x64, 128x128) forced on every product; a comma-separated list measures each.
     #[arg(long, default_value = "auto")]
     tile: String,
+    /// How the relaxation is dispatched: tiled (one dispatch per step), resident (several steps
+    /// per dispatch, a workgroup per 4 samples), or both, comma-separated.
+    #[arg(long, default_value = "tiled")]
+    relax_kernel: String,
     /// Print one JSON object per configuration instead of a table.
     #[arg(long)]
     json: bool,
@@ -78,6 +83,14 @@ pub fn run(args: Args) -> Result<()> {
                 .map_err(|e| Error::Config(format!("--tile: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
+    let kernels = args
+        .relax_kernel
+        .split(',')
+        .map(|s| {
+            s.parse::<RelaxKernel>()
+                .map_err(|e| Error::Config(format!("--relax-kernel: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let largest = *batch_sizes.iter().max().expect("non-empty");
     let mut needs: Needs = model.needs(largest);
     needs.timestamps = true;
@@ -89,6 +102,7 @@ pub fn run(args: Args) -> Result<()> {
         samples: args.samples,
         warmup: std::time::Duration::from_millis(args.warmup_ms),
         tile: TileChoice::Auto,
+        relax_kernel: RelaxKernel::Tiled,
     };
     if !args.json {
         println!("adapter: {}", ctx.describe());
@@ -117,7 +131,7 @@ pub fn run(args: Args) -> Result<()> {
         );
         println!();
         println!(
-            "{:>6} | {:>7} | {:>28} | {:>9} | {:>9} | {:>13} | {:>15} | {:>8} | {:>10} | {:>6}",
+            "{:>6} | {:>8} | {:>28} | {:>9} | {:>9} | {:>13} | {:>15} | {:>8} | {:>10} | {:>6}",
             "batch",
             "tile",
             "AR step ms median [min, max]",
@@ -131,9 +145,18 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let json = args.json;
-    for tile in tiles {
-        opts.tile = tile;
-        bench::run(ctx.clone(), &opts, &mut report(json))?;
+    for kernel in kernels {
+        opts.relax_kernel = kernel;
+        // The resident kernel has no tiles: one pass over the tile choices is enough.
+        let tiles = if kernel == RelaxKernel::Resident {
+            &tiles[..1]
+        } else {
+            &tiles[..]
+        };
+        for &tile in tiles {
+            opts.tile = tile;
+            bench::run(ctx.clone(), &opts, &mut report(json))?;
+        }
     }
     Ok(())
 }
@@ -144,9 +167,13 @@ fn report(json: bool) -> impl FnMut(&BenchResult) {
             println!("{}", serde_json::to_string(r).expect("serialisable"));
         } else {
             println!(
-                "{:>6} | {:>7} | {:>9.3} [{:>7.3}, {:>7.3}] | {:>9} | {:>9.3} | {:>13.4} | {:>15.3e} | {:>8.1} | {:>10.3} | {:>6.1}",
+                "{:>6} | {:>8} | {:>9.3} [{:>7.3}, {:>7.3}] | {:>9} | {:>9.3} | {:>13.4} | {:>15.3e} | {:>8.1} | {:>10.3} | {:>6.1}",
                 r.batch_size,
-                r.relax_tile,
+                if r.relax_kernel == "resident" {
+                    "resident"
+                } else {
+                    &r.relax_tile
+                },
                 r.ar_step_ms.median,
                 r.ar_step_ms.min,
                 r.ar_step_ms.max,

@@ -7,7 +7,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::net::Model;
-use crate::engine::{Algorithm, EngineOptions, Feedback, RelaxStart};
+use crate::engine::{Algorithm, EngineOptions, Feedback, RelaxKernel, RelaxStart};
 use crate::graph::Graph;
 use crate::model::{Activation, Init, Loss, ModelSpec, Reduction};
 use crate::{Error, Result};
@@ -73,6 +73,9 @@ pub struct TrainConfig {
     pub update_derivative: bool,
     pub relax_start: RelaxStart,
     pub schedule: Schedule,
+    /// How the parallel relaxation is dispatched (a speed choice; the result is the same).
+    #[serde(default)]
+    pub relax_kernel: RelaxKernel,
     /// Where f' in the relaxation is evaluated: at the frozen forward pass or the current state.
     pub relax_fprime: FprimeAt,
     /// Where f' in the weight update is evaluated.
@@ -115,6 +118,7 @@ impl Default for TrainConfig {
             update_derivative: true,
             relax_start: RelaxStart::Forward,
             schedule: Schedule::Parallel,
+            relax_kernel: RelaxKernel::Tiled,
             relax_fprime: FprimeAt::Frozen,
             update_fprime: FprimeAt::Frozen,
             update_input: UpdateInput::Frozen,
@@ -259,6 +263,7 @@ impl TrainConfig {
         o.feedback_decay = self.feedback_decay as f32;
         o.relax_tol = self.relax_tol.map(|t| t as f32);
         o.sweep = self.schedule == Schedule::Sweep;
+        o.relax_kernel = self.relax_kernel;
         o.relax_fprime_current = self.relax_fprime == FprimeAt::Current;
         o.update_fprime_current = self.update_fprime == FprimeAt::Current;
         o.update_input_relaxed = self.update_input == UpdateInput::Relaxed;
@@ -311,7 +316,8 @@ impl TrainConfig {
             algorithm,
             feedback,
             relax_start,
-            schedule
+            schedule,
+            relax_kernel
         );
         parse!(relax_fprime, update_fprime, update_input);
         if let Some(d) = &o.data {
@@ -481,6 +487,10 @@ pub struct Overrides {
     /// parallel (Jacobi) or sweep (top-down in place) [default: parallel].
     #[arg(long)]
     pub schedule: Option<String>,
+    /// tiled (one dispatch per step) or resident (several steps per dispatch, a workgroup per
+    /// few samples; MLPs with hidden widths up to 1024) [default: tiled].
+    #[arg(long)]
+    pub relax_kernel: Option<String>,
     /// f' in the relaxation at the frozen forward pass or the current state: frozen or current
     /// [default: frozen].
     #[arg(long)]
