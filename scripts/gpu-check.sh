@@ -11,7 +11,7 @@
 # Experiments resume from results/ (finished runs committed from earlier sessions), so every
 # session adds seeds to the same grid. What comes back in $OUT (at most 8 files):
 #   log.txt       everything printed
-#   bench.jsonl   one JSON object per batch size and tile choice
+#   bench.jsonl   one JSON object per batch size and forced tile shape
 #   runs.tgz      the experiments' run directories without checkpoints (results.md, metrics.csv,
 #                 state.json, config.toml, plots), to unpack into results/
 set -uo pipefail
@@ -35,10 +35,11 @@ for e in paper-mlp cnn-mnist; do
 done
 
 $bin info
-echo "== bench (tile sweep) =="
-timeout 150 $bin bench --json --batch-sizes 64,256,1024,4096 --relax-steps 100 \
-    --tile auto,32x32,64x64,128x64,128x128 --relax-kernel tiled,resident > "$out/bench.jsonl"
-timeout 60 $bin bench --batch-sizes 64,1024,4096 --relax-steps 100 --relax-kernel tiled,resident
+echo "== bench (the table, auto tiles; tiled and resident relaxation) =="
+timeout 120 $bin bench --batch-sizes 64,1024,4096 --relax-steps 100 --relax-kernel tiled,resident
+echo "== bench tile sweep (JSON) =="
+timeout 150 $bin bench --json --batch-sizes 64,1024,4096 --relax-steps 100 \
+    --tile 32x32,64x64,128x64,128x128 > "$out/bench.jsonl"
 timeout 60 $bin bench --model examples/cnn.toml --batch-sizes 64,1024 --relax-steps 100
 echo "== gradcheck =="
 timeout 30 $bin gradcheck --layers 784,300,300,100,10 --batch-size 64 --relax-steps 100 --seed 1 | tail -8

@@ -12,7 +12,7 @@ use arelax::engine::feed::DeviceSplit;
 use arelax::engine::{Engine, EngineOptions};
 use arelax::model::{Activation, Init, Loss, Params, Reduction};
 use arelax::reference::{self as cpu, Params64};
-use arelax::train::config::{Overrides, TrainConfig, parse_overrides};
+use arelax::train::config::{KernelChoice, Overrides, TrainConfig, parse_overrides};
 use arelax::train::run_dir::Mode;
 use common::*;
 
@@ -484,7 +484,7 @@ fn the_resident_kernel_trains_like_the_tiled_one() {
         },
     )
     .unwrap();
-    assert_eq!(cfg.relax_kernel, arelax::engine::RelaxKernel::Resident);
+    assert_eq!(cfg.relax_kernel, KernelChoice::Resident);
     assert!(cfg.to_toml().contains("relax_kernel = \"resident\""));
     let b = temp_dir("resident-kernel");
     let resident =
@@ -510,4 +510,41 @@ fn the_resident_kernel_trains_like_the_tiled_one() {
     for d in [a, b] {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+/// `relax_kernel = "auto"` settles on a kernel when the run starts and records it; a resumed run
+/// keeps the recorded one whatever a new measurement would say.
+#[test]
+fn the_auto_kernel_choice_is_recorded_and_kept_on_resume() {
+    let mut cfg = tiny_config(1);
+    cfg.relax_kernel = KernelChoice::Auto;
+    let dir = temp_dir("auto-kernel");
+    arelax::train::run_with(ctx(), &cfg, &dir, Mode::New, &mut arelax::train::Quiet).unwrap();
+    let chosen = |dir: &std::path::Path| {
+        let saved = arelax::train::run_dir::RunDir::saved_config(dir).unwrap();
+        TrainConfig::resolve(Some(&saved), &Overrides::default())
+            .unwrap()
+            .relax_kernel
+    };
+    let first = chosen(&dir);
+    assert_ne!(first, KernelChoice::Auto, "the choice is recorded");
+    // Pretend the directory chose the other kernel: resuming must keep it.
+    let other = if first == KernelChoice::Tiled {
+        ("tiled", "resident", KernelChoice::Resident)
+    } else {
+        ("resident", "tiled", KernelChoice::Tiled)
+    };
+    let path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        &format!("relax_kernel = \"{}\"", other.0),
+        &format!("relax_kernel = \"{}\"", other.1),
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut more = cfg.clone();
+    more.epochs = 2;
+    let r = arelax::train::run_with(ctx(), &more, &dir, Mode::Resume, &mut arelax::train::Quiet)
+        .unwrap();
+    assert_eq!(r.metrics.len(), 2);
+    assert_eq!(chosen(&dir), other.2);
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -40,6 +40,9 @@ struct Bars {
 }
 
 impl Progress for Bars {
+    fn note(&mut self, line: &str) {
+        println!("{line}");
+    }
     fn epoch_start(&mut self, epoch: usize, batches: usize) {
         if !std::io::stderr().is_terminal() {
             return;

@@ -42,6 +42,26 @@ pub enum UpdateInput {
     Relaxed,
 }
 
+/// How a run dispatches its relaxation (see [`RelaxKernel`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelChoice {
+    /// Measured when the run starts (or taken from the run directory when resuming).
+    Auto,
+    #[default]
+    Tiled,
+    Resident,
+}
+
+impl From<RelaxKernel> for KernelChoice {
+    fn from(k: RelaxKernel) -> Self {
+        match k {
+            RelaxKernel::Tiled => Self::Tiled,
+            RelaxKernel::Resident => Self::Resident,
+        }
+    }
+}
+
 /// Every setting of a training run, fully resolved. Written to `config.toml` in the run
 /// directory; that file can be passed back with `--config`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,9 +93,11 @@ pub struct TrainConfig {
     pub update_derivative: bool,
     pub relax_start: RelaxStart,
     pub schedule: Schedule,
-    /// How the parallel relaxation is dispatched (a speed choice; the result is the same).
+    /// How the parallel relaxation is dispatched (a speed choice; the result is the same up to
+    /// rounding). `auto` is measured on the device when the run starts and recorded here, so
+    /// two runs of the same seed may differ in the last bits; the default, `tiled`, never does.
     #[serde(default)]
-    pub relax_kernel: RelaxKernel,
+    pub relax_kernel: KernelChoice,
     /// Where f' in the relaxation is evaluated: at the frozen forward pass or the current state.
     pub relax_fprime: FprimeAt,
     /// Where f' in the weight update is evaluated.
@@ -118,7 +140,7 @@ impl Default for TrainConfig {
             update_derivative: true,
             relax_start: RelaxStart::Forward,
             schedule: Schedule::Parallel,
-            relax_kernel: RelaxKernel::Tiled,
+            relax_kernel: KernelChoice::Tiled,
             relax_fprime: FprimeAt::Frozen,
             update_fprime: FprimeAt::Frozen,
             update_input: UpdateInput::Frozen,
@@ -263,7 +285,10 @@ impl TrainConfig {
         o.feedback_decay = self.feedback_decay as f32;
         o.relax_tol = self.relax_tol.map(|t| t as f32);
         o.sweep = self.schedule == Schedule::Sweep;
-        o.relax_kernel = self.relax_kernel;
+        o.relax_kernel = match self.relax_kernel {
+            KernelChoice::Resident => RelaxKernel::Resident,
+            KernelChoice::Tiled | KernelChoice::Auto => RelaxKernel::Tiled,
+        };
         o.relax_fprime_current = self.relax_fprime == FprimeAt::Current;
         o.update_fprime_current = self.update_fprime == FprimeAt::Current;
         o.update_input_relaxed = self.update_input == UpdateInput::Relaxed;
@@ -487,8 +512,9 @@ pub struct Overrides {
     /// parallel (Jacobi) or sweep (top-down in place) [default: parallel].
     #[arg(long)]
     pub schedule: Option<String>,
-    /// tiled (one dispatch per step) or resident (several steps per dispatch, a workgroup per
-    /// few samples; MLPs with hidden widths up to 1024) [default: tiled].
+    /// tiled (one dispatch per step), resident (several steps per dispatch, a workgroup per few
+    /// samples; MLPs with hidden widths up to 1024) or auto (the faster of the two, measured on
+    /// the device when the run starts and recorded in config.toml) [default: tiled].
     #[arg(long)]
     pub relax_kernel: Option<String>,
     /// f' in the relaxation at the frozen forward pass or the current state: frozen or current

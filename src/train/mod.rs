@@ -47,6 +47,8 @@ pub struct EpochMetrics {
 
 /// How the loop reports progress (the CLI draws bars; experiments and tests stay quiet).
 pub trait Progress {
+    /// A one-line remark about the run (such as a choice made on the device).
+    fn note(&mut self, _line: &str) {}
     fn epoch_start(&mut self, _epoch: usize, _batches: usize) {}
     fn batches_done(&mut self, _done: usize) {}
     fn epoch_end(&mut self, _m: &EpochMetrics) {}
@@ -254,6 +256,90 @@ pub fn run(
     run_with(ctx, cfg, out, mode, progress)
 }
 
+/// Settles `relax_kernel = "auto"`: a resumed run keeps the kernel its directory records (so it
+/// continues bit for bit); a new run takes the faster on this device, timing a few training steps
+/// of each with the run's model, batch size and step count.
+fn resolve_relax_kernel(
+    ctx: &Arc<GpuContext>,
+    cfg: &TrainConfig,
+    dir: &RunDir,
+    mode: run_dir::Mode,
+    progress: &mut dyn Progress,
+) -> Result<TrainConfig> {
+    use config::KernelChoice;
+    let mut cfg = cfg.clone();
+    if cfg.relax_kernel != KernelChoice::Auto {
+        return Ok(cfg);
+    }
+    if mode == run_dir::Mode::Resume
+        && let Ok(saved) = RunDir::saved_config(&dir.path)
+        && let Ok(base) = TrainConfig::resolve(Some(&saved), &Overrides::default())
+        && base.relax_kernel != KernelChoice::Auto
+    {
+        cfg.relax_kernel = base.relax_kernel;
+        return Ok(cfg);
+    }
+    cfg.relax_kernel = KernelChoice::Tiled;
+    let mut resident = cfg.clone();
+    resident.relax_kernel = KernelChoice::Resident;
+    let model = cfg.model()?;
+    if cfg.algorithm != Algorithm::Ar || !matches!(model, Model::Mlp(_)) {
+        return Ok(cfg);
+    }
+    let resident_ms = match time_training_steps(ctx, &model, &resident) {
+        Ok(ms) => ms,
+        // Settings the resident kernel does not handle (wide layers, adaptive, sweep, ...).
+        Err(Error::Config(_)) => return Ok(cfg),
+        Err(e) => return Err(e),
+    };
+    let tiled_ms = time_training_steps(ctx, &model, &cfg)?;
+    progress.note(&format!(
+        "relaxation kernel: measured {tiled_ms:.3} ms per training step tiled, {resident_ms:.3} ms \
+         resident; using {}",
+        if resident_ms < tiled_ms {
+            "resident"
+        } else {
+            "tiled"
+        }
+    ));
+    Ok(if resident_ms < tiled_ms {
+        resident
+    } else {
+        cfg
+    })
+}
+
+/// Wall milliseconds per training step of `cfg` (weights frozen, random data), steps submitted
+/// back to back as in training, after a warm-up.
+fn time_training_steps(ctx: &Arc<GpuContext>, model: &Model, cfg: &TrainConfig) -> Result<f64> {
+    let mut opts = cfg.engine_options();
+    opts.lr = 0.0;
+    let mut net = Net::new(ctx.clone(), model, opts)?;
+    net.initialise(cfg.init()?, cfg.feedback_init()?, cfg.seed)?;
+    let b = cfg.batch_size;
+    let mut rng = Rng::new(cfg.seed);
+    let input: Vec<f32> = (0..b * model.input_width())
+        .map(|_| rng.uniform() as f32)
+        .collect();
+    let n = model.output_width();
+    let mut target = vec![0.0; b * n];
+    for i in 0..b {
+        target[i * n + rng.below(n)] = 1.0;
+    }
+    net.set_batch(&input, &target)?;
+    for _ in 0..2 {
+        net.train_step(cfg.algorithm, cfg.relax_steps);
+    }
+    net.finish()?;
+    const STEPS: usize = 5;
+    let t = Instant::now();
+    for _ in 0..STEPS {
+        net.train_step(cfg.algorithm, cfg.relax_steps);
+    }
+    net.finish()?;
+    Ok(t.elapsed().as_secs_f64() * 1e3 / STEPS as f64)
+}
+
 /// [`run`] on an open device (experiments share one).
 pub fn run_with(
     ctx: Arc<GpuContext>,
@@ -264,6 +350,7 @@ pub fn run_with(
 ) -> Result<RunResult> {
     cfg.validate()?;
     let dir = RunDir::open(out, mode)?;
+    let cfg = &resolve_relax_kernel(&ctx, cfg, &dir, mode, progress)?;
     let data = prepare_data(cfg)?;
     let adapter = ctx.describe();
     let mut trainer = Trainer::new(ctx, cfg, &data)?;
