@@ -13,7 +13,6 @@ use crate::engine::{Algorithm, EngineOptions, RelaxKernel};
 use crate::gpu::GpuContext;
 use crate::gpu::tile::TileChoice;
 use crate::model::Init;
-use crate::rng::Rng;
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -202,16 +201,7 @@ pub fn run(
         let mut engine = Net::new(ctx.clone(), model, eo)?;
         let timed = engine.enable_profiling();
         engine.initialise(Init::FanIn, Init::FanIn, 1)?;
-        let mut rng = Rng::new(7);
-        let input: Vec<f32> = (0..b * model.input_width())
-            .map(|_| rng.uniform() as f32)
-            .collect();
-        let n = model.output_width();
-        let mut target = vec![0.0; b * n];
-        for i in 0..b {
-            target[i * n + rng.below(n)] = 1.0;
-        }
-        engine.set_batch(&input, &target)?;
+        engine.set_random_batch(7)?;
 
         let t = opts.relax_steps;
         let ar = time_steps(&mut engine, Algorithm::Ar, t, opts)?;

@@ -160,7 +160,11 @@ fn sweep_schedule_matches_the_reference_gauss_seidel() {
 }
 
 fn tiny_config(epochs: usize) -> TrainConfig {
-    let flags = Overrides {
+    TrainConfig::resolve(None, &tiny_flags(epochs)).unwrap()
+}
+
+fn tiny_flags(epochs: usize) -> Overrides {
+    Overrides {
         data: Some(mnist_dir()),
         layers: Some("784,16,10".into()),
         epochs: Some(epochs),
@@ -170,8 +174,7 @@ fn tiny_config(epochs: usize) -> TrainConfig {
         train_limit: Some(640),
         test_limit: Some(100),
         ..Default::default()
-    };
-    TrainConfig::resolve(None, &flags).unwrap()
+    }
 }
 
 #[test]
@@ -469,21 +472,7 @@ fn the_resident_kernel_trains_like_the_tiled_one() {
         "relax_kernel = \"resident\"\n",
     )
     .unwrap();
-    cfg = TrainConfig::resolve(
-        Some(&file),
-        &Overrides {
-            data: Some(mnist_dir()),
-            layers: Some("784,16,10".into()),
-            epochs: Some(1),
-            relax_steps: Some(5),
-            relax_rate: Some(0.5),
-            lr: Some(0.002),
-            train_limit: Some(640),
-            test_limit: Some(100),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    cfg = TrainConfig::resolve(Some(&file), &tiny_flags(1)).unwrap();
     assert_eq!(cfg.relax_kernel, KernelChoice::Resident);
     assert!(cfg.to_toml().contains("relax_kernel = \"resident\""));
     let b = temp_dir("resident-kernel");

@@ -579,7 +579,7 @@ pub struct GraphEngine {
     sgd_feedback: Option<wgpu::BindGroup>,
     current: usize,
     /// GPU time per phase, when attached (benchmarks).
-    profiler: Option<crate::gpu::profiler::Profiler>,
+    timer: crate::gpu::profiler::PhaseTimer,
 }
 
 impl GraphEngine {
@@ -870,7 +870,7 @@ impl GraphEngine {
             sgd_params,
             sgd_feedback,
             current: 0,
-            profiler: None,
+            timer: Default::default(),
         };
         e.ctx.check()?;
         Ok(e)
@@ -993,32 +993,13 @@ impl GraphEngine {
         Ok((v[..b].to_vec(), v[b..].iter().map(|&c| c > 0.5).collect()))
     }
 
-    /// Times every later pass by phase with timestamp queries. False when the device has none.
-    pub fn enable_profiling(&mut self) -> bool {
-        self.profiler = crate::gpu::profiler::Profiler::new(&self.ctx);
-        self.profiler.is_some()
-    }
-
-    /// Milliseconds of GPU time per phase since the last call (see [`Engine::phase_times`]).
-    ///
-    /// [`Engine::phase_times`]: super::Engine::phase_times
-    pub fn phase_times(&self) -> Result<Vec<(&'static str, f64)>> {
-        match &self.profiler {
-            Some(p) => p.read(&self.ctx),
-            None => Ok(Vec::new()),
-        }
-    }
-
     /// A compute pass, timed as `phase` when profiling.
     fn begin<'e>(
         &self,
         enc: &'e mut wgpu::CommandEncoder,
         phase: &'static str,
     ) -> wgpu::ComputePass<'e> {
-        enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(phase),
-            timestamp_writes: self.profiler.as_ref().and_then(|p| p.writes(phase)),
-        })
+        self.timer.begin(enc, phase)
     }
 
     // ---- encoders --------------------------------------------------------------------------

@@ -311,7 +311,7 @@ pub struct Engine {
     /// Which of `bufs.r` holds the latest relaxation state.
     current: usize,
     /// GPU time per phase, when attached (benchmarks).
-    profiler: Option<crate::gpu::profiler::Profiler>,
+    timer: crate::gpu::profiler::PhaseTimer,
 }
 
 /// What the model needs from the device (checked before the device is created).
@@ -697,7 +697,7 @@ impl Engine {
             sgd_uniform,
             sgd_feedback_uniform,
             current: 0,
-            profiler: None,
+            timer: Default::default(),
         };
         engine.ctx.check()?;
         Ok(engine)
@@ -707,31 +707,13 @@ impl Engine {
         &self.ctx
     }
 
-    /// Times every later pass by phase with timestamp queries. False when the device has none.
-    pub fn enable_profiling(&mut self) -> bool {
-        self.profiler = crate::gpu::profiler::Profiler::new(&self.ctx);
-        self.profiler.is_some()
-    }
-
-    /// Milliseconds of GPU time per phase since the last call (profiling must be enabled and
-    /// the work submitted).
-    pub fn phase_times(&self) -> Result<Vec<(&'static str, f64)>> {
-        match &self.profiler {
-            Some(p) => p.read(&self.ctx),
-            None => Ok(Vec::new()),
-        }
-    }
-
     /// A compute pass, timed as `phase` when profiling.
     fn begin<'e>(
         &self,
         enc: &'e mut wgpu::CommandEncoder,
         phase: &'static str,
     ) -> wgpu::ComputePass<'e> {
-        enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(phase),
-            timestamp_writes: self.profiler.as_ref().and_then(|p| p.writes(phase)),
-        })
+        self.timer.begin(enc, phase)
     }
 
     // ---- host ↔ device -------------------------------------------------------------------

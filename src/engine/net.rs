@@ -404,6 +404,23 @@ impl Net {
         }
     }
 
+    /// Uploads a seeded random batch (inputs uniform in [0, 1), one-hot targets): for timing,
+    /// where the data does not matter.
+    pub fn set_random_batch(&self, seed: u64) -> Result<()> {
+        let model = self.model();
+        let b = self.opts().batch;
+        let mut rng = Rng::new(seed);
+        let input: Vec<f32> = (0..b * model.input_width())
+            .map(|_| rng.uniform() as f32)
+            .collect();
+        let n = model.output_width();
+        let mut target = vec![0.0; b * n];
+        for i in 0..b {
+            target[i * n + rng.below(n)] = 1.0;
+        }
+        self.set_batch(&input, &target)
+    }
+
     pub fn finish(&self) -> Result<()> {
         both!(self, e => e.finish())
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::Algorithm;
 use crate::Result;
 use crate::gpu::GpuContext;
+use crate::gpu::profiler::PhaseTimer;
 
 /// What an engine encodes; the provided methods build training steps and gradient readbacks.
 /// Bring it into scope (`use arelax::engine::Ops`) to call them.
@@ -28,6 +29,20 @@ pub trait Ops {
     fn encode_sgd(&self, enc: &mut wgpu::CommandEncoder);
     /// Reads the last computed gradients.
     fn grads(&self) -> Result<Self::Grads>;
+    fn timer(&self) -> &PhaseTimer;
+    fn timer_mut(&mut self) -> &mut PhaseTimer;
+
+    /// Times every later pass by phase with timestamp queries. False when the device has none.
+    fn enable_profiling(&mut self) -> bool {
+        let ctx = self.gpu().clone();
+        self.timer_mut().enable(&ctx)
+    }
+
+    /// Milliseconds of GPU time per phase since the last call (profiling must be enabled and
+    /// the work submitted).
+    fn phase_times(&self) -> Result<Vec<(&'static str, f64)>> {
+        self.timer().read(self.gpu())
+    }
 
     fn submit(&self, enc: wgpu::CommandEncoder) {
         self.gpu().queue.submit([enc.finish()]);
@@ -146,6 +161,12 @@ macro_rules! impl_ops {
             }
             fn grads(&self) -> $crate::Result<$grads> {
                 <$engine>::grads(self)
+            }
+            fn timer(&self) -> &$crate::gpu::profiler::PhaseTimer {
+                &self.timer
+            }
+            fn timer_mut(&mut self) -> &mut $crate::gpu::profiler::PhaseTimer {
+                &mut self.timer
             }
         }
     };

@@ -80,3 +80,35 @@ impl Profiler {
         Ok(out)
     }
 }
+
+/// An engine's optional profiler: once enabled, every pass begun through it is timed by phase.
+#[derive(Default)]
+pub struct PhaseTimer(Option<Profiler>);
+
+impl PhaseTimer {
+    /// Starts timing later passes. False when the device has no timestamp queries.
+    pub fn enable(&mut self, ctx: &GpuContext) -> bool {
+        self.0 = Profiler::new(ctx);
+        self.0.is_some()
+    }
+
+    /// Milliseconds per phase since the last read (empty when not enabled).
+    pub fn read(&self, ctx: &GpuContext) -> Result<Vec<(&'static str, f64)>> {
+        match &self.0 {
+            Some(p) => p.read(ctx),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// A compute pass labelled `phase`, timed when enabled.
+    pub fn begin<'e>(
+        &self,
+        enc: &'e mut wgpu::CommandEncoder,
+        phase: &'static str,
+    ) -> wgpu::ComputePass<'e> {
+        enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(phase),
+            timestamp_writes: self.0.as_ref().and_then(|p| p.writes(phase)),
+        })
+    }
+}

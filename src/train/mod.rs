@@ -316,17 +316,7 @@ fn time_training_steps(ctx: &Arc<GpuContext>, model: &Model, cfg: &TrainConfig) 
     opts.lr = 0.0;
     let mut net = Net::new(ctx.clone(), model, opts)?;
     net.initialise(cfg.init()?, cfg.feedback_init()?, cfg.seed)?;
-    let b = cfg.batch_size;
-    let mut rng = Rng::new(cfg.seed);
-    let input: Vec<f32> = (0..b * model.input_width())
-        .map(|_| rng.uniform() as f32)
-        .collect();
-    let n = model.output_width();
-    let mut target = vec![0.0; b * n];
-    for i in 0..b {
-        target[i * n + rng.below(n)] = 1.0;
-    }
-    net.set_batch(&input, &target)?;
+    net.set_random_batch(cfg.seed)?;
     for _ in 0..2 {
         net.train_step(cfg.algorithm, cfg.relax_steps);
     }
