@@ -10,6 +10,7 @@ pub mod graph;
 pub mod layout;
 pub mod net;
 pub mod ops;
+pub mod resident;
 
 use std::sync::Arc;
 
@@ -24,6 +25,8 @@ pub use layout::{
     FLAG_ADAPTIVE, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV, Layout, PassUniform, Shapes,
 };
 pub use ops::Ops;
+pub use resident::{RESIDENT_MAX_WIDTH, RelaxKernel};
+use resident::{Resident, check_resident};
 
 /// Where the hidden relaxation state starts: the forward activities (the paper) or zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -43,63 +46,6 @@ pub enum Feedback {
     Random,
     /// ψ updated with the forward gradient (Kolen–Pollack style).
     Learned,
-}
-
-/// How the parallel relaxation is dispatched.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RelaxKernel {
-    /// One dispatch per step covering every layer, tiled over batch × width (`relax.wgsl`).
-    #[default]
-    Tiled,
-    /// Several steps per dispatch, each workgroup owning a few samples (`relax_resident.wgsl`);
-    /// hidden widths up to [`RESIDENT_MAX_WIDTH`], without the adaptive, sweep or
-    /// current-derivative options.
-    Resident,
-}
-
-impl std::str::FromStr for RelaxKernel {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.trim() {
-            "tiled" => Ok(Self::Tiled),
-            "resident" => Ok(Self::Resident),
-            other => Err(format!(
-                "unknown relaxation kernel '{other}' (tiled or resident)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for RelaxKernel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Tiled => "tiled",
-            Self::Resident => "resident",
-        })
-    }
-}
-
-/// Widest hidden layer the resident kernel handles (256 threads × 4 columns each).
-pub const RESIDENT_MAX_WIDTH: usize = 1024;
-/// Samples per workgroup of the resident kernel (`ROWS` in the shader).
-const RESIDENT_ROWS: usize = 4;
-/// The resident kernel's step counts per dispatch: powers of two up to 2^8 (a relaxation of T
-/// steps is T's binary digits).
-const RESIDENT_CHUNKS: usize = 9;
-
-/// Mirror of `ResidentPass` in `shaders/relax_resident.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-struct ResidentUniform {
-    first: u32,
-    count: u32,
-    batch: u32,
-    flags: u32,
-    rate: f32,
-    steps: u32,
-    src: u32,
-    pad: u32,
 }
 
 /// Settings fixed for the life of an engine (they shape buffers and bind groups).
@@ -280,9 +226,8 @@ struct Binds {
     /// One layer at a time with the configured η (the sweep schedule), r[0] → r[1].
     relax_single: Vec<Option<wgpu::BindGroup>>,
     relax_check: wgpu::BindGroup,
-    /// The resident kernel (when chosen): its pipeline and one bind group over both r buffers,
-    /// whose dynamic uniform offset picks the step count and the starting buffer.
-    resident: Option<(Kernel, wgpu::BindGroup, wgpu::Buffer, u32)>,
+    /// The resident relaxation kernel, when chosen.
+    resident: Option<Resident>,
     /// f' at the current state of r[i].
     derivative: [wgpu::BindGroup; 2],
     weight_grad: [wgpu::BindGroup; 2],
@@ -322,56 +267,6 @@ pub fn needs(spec: &ModelSpec, batch: usize) -> Needs {
         max_buffer_bytes: bytes,
         timestamps: false,
     }
-}
-
-/// The resident kernel's limits, checked before anything is built.
-fn check_resident(spec: &ModelSpec, opts: &EngineOptions) -> Result<()> {
-    if opts.relax_kernel != RelaxKernel::Resident {
-        return Ok(());
-    }
-    if opts.relax_tol.is_some() || opts.sweep || opts.relax_fprime_current {
-        return Err(Error::Config(
-            "the resident relaxation kernel runs fixed parallel steps with a frozen f'; adaptive \
-             relaxation, the sweep schedule and f' at the current state need the tiled kernel"
-                .into(),
-        ));
-    }
-    let depth = spec.depth();
-    if let Some(w) = spec.widths[1..depth]
-        .iter()
-        .find(|&&w| w > RESIDENT_MAX_WIDTH)
-    {
-        return Err(Error::Config(format!(
-            "the resident relaxation kernel handles hidden widths up to {RESIDENT_MAX_WIDTH}; \
-             this model has one of {w} (use the tiled kernel)"
-        )));
-    }
-    Ok(())
-}
-
-/// The resident kernel's uniform table: for each step count 2^c (c < RESIDENT_CHUNKS) and each
-/// starting buffer, one `ResidentUniform` at a multiple of the device's offset alignment.
-fn resident_table(depth: usize, batch: usize, flags: u32, rate: f32, stride: u32) -> Vec<u8> {
-    let stride = stride as usize;
-    let mut bytes = vec![0u8; stride * 2 * RESIDENT_CHUNKS];
-    for c in 0..RESIDENT_CHUNKS {
-        for src in 0..2 {
-            let u = ResidentUniform {
-                first: 1,
-                count: depth as u32 - 1,
-                batch: batch as u32,
-                flags,
-                rate,
-                steps: 1 << c,
-                src: src as u32,
-                pad: 0,
-            };
-            let at = (c * 2 + src) * stride;
-            bytes[at..at + std::mem::size_of::<ResidentUniform>()]
-                .copy_from_slice(bytemuck::bytes_of(&u));
-        }
-    }
-    bytes
 }
 
 pub(crate) fn check_options(opts: &EngineOptions) -> Result<()> {
@@ -556,43 +451,14 @@ impl Engine {
         );
         let relax_check = k.relax_check.bind(device, &[&check_u, &bufs.conv]);
         let resident = (opts.relax_kernel == RelaxKernel::Resident).then(|| {
-            let stride = device.limits().min_uniform_buffer_offset_alignment;
-            let table = resident_table(depth, b, flags, opts.relax_rate, stride);
-            let ubuf = wgpu::util::DeviceExt::create_buffer_init(
-                device,
-                &wgpu::util::BufferInitDescriptor {
-                    label: Some("resident relax passes"),
-                    contents: &table,
-                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                },
-            );
-            let module = shader::module(&ctx, "relax_resident.wgsl");
-            let kernel = Kernel::new(
-                device,
-                &module,
-                "relax_resident",
-                &[
-                    Slot::DynamicUniform,
-                    Slot::Read,
-                    Slot::Read,
-                    Slot::Read,
-                    Slot::ReadWrite,
-                    Slot::ReadWrite,
-                ],
-            );
-            let bind = kernel.bind_windowed(
-                device,
-                &[
-                    &ubuf,
-                    &bufs.table,
-                    relax_weights,
-                    relax_fp,
-                    &bufs.r[0],
-                    &bufs.r[1],
-                ],
-                Some(std::mem::size_of::<ResidentUniform>() as u64),
-            );
-            (kernel, bind, ubuf, stride)
+            Resident::new(
+                &ctx,
+                &layout,
+                &opts,
+                flags,
+                [relax_weights, relax_fp],
+                &bufs,
+            )
         });
         let relax_all = [
             relax_bind(&relax_uniform, relax_weights, relax_fp, 0),
@@ -820,9 +686,8 @@ impl Engine {
         for (l, buf) in self.relax_single_uniforms.iter().enumerate() {
             q.write_buffer(buf, 0, bytemuck::bytes_of(&u(l, 1, flags)));
         }
-        if let Some((_, _, buf, stride)) = &self.binds.resident {
-            let table = resident_table(depth, self.opts.batch, flags, rate, *stride);
-            q.write_buffer(buf, 0, &table);
+        if let Some(r) = &self.binds.resident {
+            r.set_rate(q, depth, self.opts.batch, flags, rate);
         }
         Ok(())
     }
@@ -954,26 +819,9 @@ impl Engine {
         if self.opts.sweep {
             return self.encode_sweep(enc, steps);
         }
-        if let Some((kernel, bind, _, stride)) = &self.binds.resident {
+        if let Some(r) = &self.binds.resident {
             let mut pass = self.begin(enc, "relax");
-            let groups = self.opts.batch.div_ceil(RESIDENT_ROWS) as u32;
-            let mut left = steps;
-            while left > 0 {
-                // The largest power-of-two chunk that fits: T's binary digits, high first.
-                let c = (left.min(1 << (RESIDENT_CHUNKS - 1)).ilog2()) as usize;
-                let offset = (c * 2 + self.current) as u32 * stride;
-                buffers::record_at(
-                    &mut pass,
-                    Dispatch {
-                        kernel,
-                        bind,
-                        groups,
-                    },
-                    offset,
-                );
-                self.current = (self.current + (1 << c)) % 2;
-                left -= 1 << c;
-            }
+            self.current = r.record(&mut pass, self.opts.batch, steps, self.current);
             return;
         }
         let shape = self.shapes.relax;

@@ -1,0 +1,225 @@
+//! The resident relaxation kernel's host side (`shaders/relax_resident.wgsl`): several Jacobi
+//! steps per dispatch, each workgroup owning a few samples. A relaxation of T steps is recorded
+//! as T's binary digits (100 = 64 + 32 + 4: three dispatches), each dispatch picking its step
+//! count and starting buffer by a dynamic offset into a small uniform table.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::layout::Layout;
+use super::{Buffers, EngineOptions};
+use crate::gpu::buffers::{Dispatch, Kernel, Slot, record_at};
+use crate::gpu::{GpuContext, shader};
+use crate::model::ModelSpec;
+use crate::{Error, Result};
+
+/// How the parallel relaxation is dispatched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RelaxKernel {
+    /// One dispatch per step covering every layer, tiled over batch × width (`relax.wgsl`).
+    #[default]
+    Tiled,
+    /// Several steps per dispatch, each workgroup owning a few samples (`relax_resident.wgsl`);
+    /// hidden widths up to [`RESIDENT_MAX_WIDTH`], without the adaptive, sweep or
+    /// current-derivative options.
+    Resident,
+}
+
+impl std::str::FromStr for RelaxKernel {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "tiled" => Ok(Self::Tiled),
+            "resident" => Ok(Self::Resident),
+            other => Err(format!(
+                "unknown relaxation kernel '{other}' (tiled or resident)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for RelaxKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Tiled => "tiled",
+            Self::Resident => "resident",
+        })
+    }
+}
+
+/// Widest hidden layer the resident kernel handles (256 threads × 4 columns each).
+pub const RESIDENT_MAX_WIDTH: usize = 1024;
+/// Samples per workgroup of the resident kernel (`ROWS` in the shader).
+const RESIDENT_ROWS: usize = 4;
+/// The resident kernel's step counts per dispatch: powers of two up to 2^8 (a relaxation of T
+/// steps is T's binary digits).
+const RESIDENT_CHUNKS: usize = 9;
+
+/// Mirror of `ResidentPass` in `shaders/relax_resident.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+struct ResidentUniform {
+    first: u32,
+    count: u32,
+    batch: u32,
+    flags: u32,
+    rate: f32,
+    steps: u32,
+    src: u32,
+    pad: u32,
+}
+
+/// The resident kernel's limits, checked before anything is built.
+pub(super) fn check_resident(spec: &ModelSpec, opts: &EngineOptions) -> Result<()> {
+    if opts.relax_kernel != RelaxKernel::Resident {
+        return Ok(());
+    }
+    if opts.relax_tol.is_some() || opts.sweep || opts.relax_fprime_current {
+        return Err(Error::Config(
+            "the resident relaxation kernel runs fixed parallel steps with a frozen f'; adaptive \
+             relaxation, the sweep schedule and f' at the current state need the tiled kernel"
+                .into(),
+        ));
+    }
+    let depth = spec.depth();
+    if let Some(w) = spec.widths[1..depth]
+        .iter()
+        .find(|&&w| w > RESIDENT_MAX_WIDTH)
+    {
+        return Err(Error::Config(format!(
+            "the resident relaxation kernel handles hidden widths up to {RESIDENT_MAX_WIDTH}; \
+             this model has one of {w} (use the tiled kernel)"
+        )));
+    }
+    Ok(())
+}
+
+/// The resident kernel's uniform table: for each step count 2^c (c < RESIDENT_CHUNKS) and each
+/// starting buffer, one `ResidentUniform` at a multiple of the device's offset alignment.
+fn resident_table(depth: usize, batch: usize, flags: u32, rate: f32, stride: u32) -> Vec<u8> {
+    let stride = stride as usize;
+    let mut bytes = vec![0u8; stride * 2 * RESIDENT_CHUNKS];
+    for c in 0..RESIDENT_CHUNKS {
+        for src in 0..2 {
+            let u = ResidentUniform {
+                first: 1,
+                count: depth as u32 - 1,
+                batch: batch as u32,
+                flags,
+                rate,
+                steps: 1 << c,
+                src: src as u32,
+                pad: 0,
+            };
+            let at = (c * 2 + src) * stride;
+            bytes[at..at + std::mem::size_of::<ResidentUniform>()]
+                .copy_from_slice(bytemuck::bytes_of(&u));
+        }
+    }
+    bytes
+}
+
+/// The resident kernel's pipeline, its one bind group over both relaxation buffers, and the
+/// uniform table the dispatches index.
+pub(super) struct Resident {
+    kernel: Kernel,
+    bind: wgpu::BindGroup,
+    table: wgpu::Buffer,
+    /// Bytes between table entries (the device's uniform offset alignment).
+    stride: u32,
+}
+
+impl Resident {
+    /// `relax` holds the relaxation's weights (W or ψ) and derivatives (f' as chosen).
+    pub(super) fn new(
+        ctx: &GpuContext,
+        layout: &Layout,
+        opts: &EngineOptions,
+        flags: u32,
+        relax: [&wgpu::Buffer; 2],
+        bufs: &Buffers,
+    ) -> Self {
+        let device = &ctx.device;
+        let stride = device.limits().min_uniform_buffer_offset_alignment;
+        let bytes = resident_table(layout.depth(), opts.batch, flags, opts.relax_rate, stride);
+        let table = wgpu::util::DeviceExt::create_buffer_init(
+            device,
+            &wgpu::util::BufferInitDescriptor {
+                label: Some("resident relax passes"),
+                contents: &bytes,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            },
+        );
+        let kernel = Kernel::new(
+            device,
+            &shader::module(ctx, "relax_resident.wgsl"),
+            "relax_resident",
+            &[
+                Slot::DynamicUniform,
+                Slot::Read,
+                Slot::Read,
+                Slot::Read,
+                Slot::ReadWrite,
+                Slot::ReadWrite,
+            ],
+        );
+        let bind = kernel.bind_windowed(
+            device,
+            &[
+                &table,
+                &bufs.table,
+                relax[0],
+                relax[1],
+                &bufs.r[0],
+                &bufs.r[1],
+            ],
+            Some(std::mem::size_of::<ResidentUniform>() as u64),
+        );
+        Self {
+            kernel,
+            bind,
+            table,
+            stride,
+        }
+    }
+
+    /// Rewrites the table for a new relaxation rate.
+    pub(super) fn set_rate(
+        &self,
+        queue: &wgpu::Queue,
+        depth: usize,
+        batch: usize,
+        flags: u32,
+        rate: f32,
+    ) {
+        let bytes = resident_table(depth, batch, flags, rate, self.stride);
+        queue.write_buffer(&self.table, 0, &bytes);
+    }
+
+    /// Records `steps` steps starting from relaxation buffer `current`; returns the buffer that
+    /// then holds the state.
+    pub(super) fn record(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        batch: usize,
+        steps: usize,
+        mut current: usize,
+    ) -> usize {
+        let groups = batch.div_ceil(RESIDENT_ROWS) as u32;
+        let mut left = steps;
+        while left > 0 {
+            // The largest power-of-two chunk that fits: T's binary digits, high first.
+            let c = (left.min(1 << (RESIDENT_CHUNKS - 1)).ilog2()) as usize;
+            let offset = (c * 2 + current) as u32 * self.stride;
+            let d = Dispatch {
+                kernel: &self.kernel,
+                bind: &self.bind,
+                groups,
+            };
+            record_at(pass, d, offset);
+            current = (current + (1 << c)) % 2;
+            left -= 1 << c;
+        }
+        current
+    }
+}
