@@ -45,6 +45,7 @@ echo "== gradcheck =="
 timeout 30 $bin gradcheck --layers 784,300,300,100,10 --batch-size 64 --relax-steps 100 --seed 1 | tail -8
 echo "== one epoch of the paper's default run =="
 timeout 60 $bin train --epochs 1 --out runs/epoch --force
+timeout 60 $bin train --epochs 1 --out runs/epoch-auto --force --relax-kernel auto
 
 # The experiments share what is left, 60/40, minus a minute for a run that starts late.
 rest=$(( $(left) - 60 ))
