@@ -614,7 +614,7 @@ impl GraphEngine {
         let d = &ctx.device;
         let b = opts.batch;
         let mut plan = plan;
-        let shapes = GraphShapes::new(&plan, b, opts.tile);
+        let shapes = GraphShapes::new(&plan, b, opts.tile.for_adapter(ctx.info.device_type));
         plan.dense_vjp.groups = super::layout::groups(shapes.vjp, &plan.dense_vjp_products);
         let kernels = Kernels::new(&ctx, &shapes);
         let bufs = GraphBuffers {

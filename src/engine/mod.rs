@@ -325,7 +325,7 @@ impl Engine {
         }
         check_resident(spec, &opts)?;
         let device = &ctx.device;
-        let shapes = Shapes::new(&layout, opts.tile);
+        let shapes = Shapes::new(&layout, opts.tile.for_adapter(ctx.info.device_type));
         let kernels = Kernels::new(&ctx, &shapes);
         let b = opts.batch;
         let n_out = spec.output_width();
