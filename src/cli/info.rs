@@ -5,6 +5,7 @@ use clap::Args as ClapArgs;
 use super::common::DeviceArgs;
 use crate::Result;
 use crate::gpu::context::list_adapters;
+use crate::gpu::tile::{TARGET_GROUPS, TileChoice};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -36,6 +37,21 @@ pub fn run(args: Args) -> Result<()> {
             .features()
             .contains(wgpu::Features::TIMESTAMP_QUERY)
     );
+    println!(
+        "  shader runtime checks: {}",
+        if ctx.shader_checks {
+            "on (ARELAX_SHADER_CHECKS)"
+        } else {
+            "off (kernels check their own indices; ARELAX_SHADER_CHECKS=1 turns them on)"
+        }
+    );
+    let tiles = match TileChoice::Auto.for_adapter(i.device_type) {
+        TileChoice::Fixed(s) => format!("{s} throughout (a CPU adapter)"),
+        TileChoice::Auto => format!(
+            "per dispatch, the largest shape giving {TARGET_GROUPS} workgroups (GPU adapter)"
+        ),
+    };
+    println!("  tile shapes (auto): {tiles}");
     println!("adapter limits (arelax asks only for what a model needs):");
     println!(
         "  max_storage_buffer_binding_size: {} MiB",
