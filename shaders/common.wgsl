@@ -23,7 +23,8 @@ struct Pass {
     count: u32,  // number of consecutive layers
     batch: u32,  // B
     flags: u32,  // bit 0: no derivative in relaxation, bit 1: no derivative in update,
-                 // bit 2: adaptive relaxation (convergence tracked in `conv`)
+                 // bit 2: adaptive relaxation (convergence tracked in `conv`),
+                 // bit 3: forward.wgsl computes f' only, from the relaxation state
     rate: f32,   // relaxation rate eta (relax only)
     pad0: u32,
     pad1: u32,
@@ -33,6 +34,7 @@ struct Pass {
 const FLAG_NO_RELAX_DERIV: u32 = 1u;
 const FLAG_NO_UPDATE_DERIV: u32 = 2u;
 const FLAG_ADAPTIVE: u32 = 4u;
+const FLAG_FPRIME_ONLY: u32 = 8u;
 
 const ACT_LINEAR: u32 = 0u;
 const ACT_RELU: u32 = 1u;

@@ -1,6 +1,11 @@
 // Forward pass of one dense layer (dispatched once per layer, since layers depend on each other):
 //   a_l = x_l W_l^T + b_l,   x_{l+1} = f_l(a_l),   f'_l(a_l) kept for relaxation and update.
 // As a product: A = x_l [B, n_in], B(k, n) = W_l[n, k], so M = B, N = n_out, K = n_in.
+//
+// With FLAG_FPRIME_ONLY the same product gives f' at the current relaxing state instead (the
+// second AR paper's "no frozen forward pass"), for every layer of the dispatch at once:
+//   fprime_l = f_l'(r_l W_l^T + b_l)
+// reading r_l from binding 3 (a relaxation buffer) and writing only binding 4.
 
 //!include common.wgsl
 
@@ -17,8 +22,13 @@ fn dims(l: u32) -> vec3<u32> {
     return vec3<u32>(pass_.batch, layers[l].n_out, layers[l].n_in);
 }
 
+fn fprime_only() -> bool {
+    return (pass_.flags & FLAG_FPRIME_ONLY) != 0u;
+}
+
 fn load_a(l: u32, m: u32, k: u32) -> f32 {
-    return x[layers[l].x_in + m * layers[l].n_in + k];
+    let at = select(layers[l].x_in, layers[l].r_in, fprime_only());
+    return x[at + m * layers[l].n_in + k];
 }
 
 fn load_b(l: u32, k: u32, n: u32) -> f32 {
@@ -42,7 +52,9 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
             let n = t.n0 + out_col(lid, j);
             if (owns_output(lid) && m < t.m && n < t.n) {
                 let a = acc[i][j / 4u][j % 4u] + params[L.b + n];
-                x[L.x_out + m * L.n_out + n] = act_f(L.act, a);
+                if (!fprime_only()) {
+                    x[L.x_out + m * L.n_out + n] = act_f(L.act, a);
+                }
                 fprime[L.fp + m * L.n_out + n] = act_df(L.act, a);
             }
         }

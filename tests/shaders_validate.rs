@@ -36,7 +36,7 @@ fn every_tiled_kernel_validates_for_every_tile_shape() {
         .map(|(n, _)| *n)
         .filter(|n| !FRAGMENTS.contains(n) && is_tiled(n))
         .collect();
-    assert!(tiled.len() >= 5, "tiled kernels: {tiled:?}");
+    assert!(tiled.len() >= 4, "tiled kernels: {tiled:?}");
     for name in tiled {
         for shape in TileShape::ALL {
             validate(&format!("{name} ({shape})"), &composed_with(name, shape));

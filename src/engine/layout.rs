@@ -41,6 +41,7 @@ pub struct PassUniform {
 pub const FLAG_NO_RELAX_DERIV: u32 = 1;
 pub const FLAG_NO_UPDATE_DERIV: u32 = 2;
 pub const FLAG_ADAPTIVE: u32 = 4;
+pub const FLAG_FPRIME_ONLY: u32 = 8;
 
 /// Element offsets of every tensor, for one model and batch size.
 #[derive(Clone, Debug)]

@@ -22,7 +22,8 @@ use crate::gpu::{GpuContext, Needs, shader};
 use crate::model::{ModelSpec, Params, Reduction};
 use crate::{Error, Result};
 pub use layout::{
-    FLAG_ADAPTIVE, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV, Layout, PassUniform, Shapes,
+    FLAG_ADAPTIVE, FLAG_FPRIME_ONLY, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV, Layout,
+    PassUniform, Shapes,
 };
 pub use ops::Ops;
 pub use resident::{RESIDENT_MAX_WIDTH, RelaxKernel};
@@ -140,7 +141,6 @@ struct Kernels {
     forward: TiledKernel,
     relax: TiledKernel,
     relax_check: Kernel,
-    derivative: TiledKernel,
     weight_grad: TiledKernel,
     bias_grad: Kernel,
     loss: Kernel,
@@ -157,12 +157,13 @@ impl Kernels {
         let sgd = shader::module(ctx, "sgd.wgsl");
         let grad_slots = [Uniform, Read, Read, Read, Read, ReadWrite];
         Self {
+            // Also f' at the current state (FLAG_FPRIME_ONLY), with its own shape.
             forward: TiledKernel::new(
                 ctx,
                 "forward.wgsl",
                 "forward",
                 &[Uniform, Read, Read, ReadWrite, ReadWrite],
-                &shapes.forward,
+                &[&shapes.forward[..], &[shapes.derivative]].concat(),
             ),
             relax: TiledKernel::new(
                 ctx,
@@ -172,13 +173,6 @@ impl Kernels {
                 &shapes.relax_shapes(),
             ),
             relax_check: Kernel::new(device, &check, "relax_check", &[Uniform, ReadWrite]),
-            derivative: TiledKernel::new(
-                ctx,
-                "derivative.wgsl",
-                "derivative",
-                &[Uniform, Read, Read, Read, ReadWrite],
-                &[shapes.derivative],
-            ),
             weight_grad: TiledKernel::new(
                 ctx,
                 "grad.wgsl",
@@ -464,9 +458,13 @@ impl Engine {
             relax_bind(&relax_uniform, relax_weights, relax_fp, 0),
             relax_bind(&relax_uniform, relax_weights, relax_fp, 1),
         ];
-        let derivative_u = buffers::uniform(device, "derivative pass", &pass(1, depth - 1, 0.0, 0));
+        let derivative_u = buffers::uniform(
+            device,
+            "derivative pass",
+            &pass(1, depth - 1, 0.0, FLAG_FPRIME_ONLY),
+        );
         let derivative_bind = |src: usize| {
-            k.derivative.bind(
+            k.forward.bind(
                 device,
                 &[
                     &derivative_u,
@@ -939,7 +937,7 @@ impl Engine {
         record(
             pass,
             Dispatch {
-                kernel: self.kernels.derivative.get(shape),
+                kernel: self.kernels.forward.get(shape),
                 bind: &self.binds.derivative[src],
                 groups: layout::groups(shape, &self.layout.derivative_products()),
             },

@@ -34,7 +34,6 @@ pub const SOURCES: &[(&str, &str)] = shaders![
     "pool_vjp.wgsl",
     "combine.wgsl",
     "conv_grad.wgsl",
-    "derivative.wgsl",
     "relax_resident.wgsl",
 ];
 
