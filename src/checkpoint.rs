@@ -117,6 +117,25 @@ impl TensorFile {
     }
 
     /// Reads `{prefix}layers.{i}.weight/bias` for `spec`, checking every name and shape.
+    /// The tensor `name`, checked to have `shape` (errors name `path`, the file read, and
+    /// `model`, what needs the tensor).
+    pub fn tensor(&self, path: &Path, name: &str, shape: &[usize], model: &str) -> Result<&Tensor> {
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::file(path, format!("tensor '{name}' is missing for {model}")))?;
+        if t.shape != shape {
+            return Err(Error::file(
+                path,
+                format!(
+                    "tensor '{name}' has shape {:?} but the model needs {shape:?}",
+                    t.shape
+                ),
+            ));
+        }
+        Ok(t)
+    }
+
     pub fn params(&self, path: &Path, prefix: &str, spec: &ModelSpec) -> Result<Params> {
         let mut p = Params::zeros_like(spec);
         for l in 0..spec.depth() {
@@ -133,21 +152,8 @@ impl TensorFile {
                     &mut p.biases[l],
                 ),
             ] {
-                let t = self.tensors.get(&name).ok_or_else(|| {
-                    Error::file(
-                        path,
-                        format!("tensor '{name}' is missing for model {}", spec.describe()),
-                    )
-                })?;
-                if t.shape != shape {
-                    return Err(Error::file(
-                        path,
-                        format!(
-                            "tensor '{name}' has shape {:?} but the model needs {shape:?}",
-                            t.shape
-                        ),
-                    ));
-                }
+                let model = format!("model {}", spec.describe());
+                let t = self.tensor(path, &name, &shape, &model)?;
                 dst.copy_from_slice(&t.data);
             }
         }

@@ -15,7 +15,7 @@ use crate::gpu::{GpuContext, Needs};
 use crate::graph::{Graph, GraphParams, NodeKind};
 use crate::model::{Init, Loss, ModelSpec, Params};
 use crate::rng::Rng;
-use crate::{Error, Result};
+use crate::Result;
 
 /// The parameters of one layer or node: `{name}.weight` and `{name}.bias` in checkpoints.
 #[derive(Clone, Debug, PartialEq)]
@@ -186,18 +186,7 @@ pub fn read_groups(
                 ("bias", vec![g.bias.len()], &mut out.bias),
             ] {
                 let name = format!("{prefix}{}.{suffix}", g.name);
-                let t = file.tensors.get(&name).ok_or_else(|| {
-                    Error::file(path, format!("tensor '{name}' is missing for this model"))
-                })?;
-                if t.shape != shape {
-                    return Err(Error::file(
-                        path,
-                        format!(
-                            "tensor '{name}' has shape {:?} but the model needs {shape:?}",
-                            t.shape
-                        ),
-                    ));
-                }
+                let t = file.tensor(path, &name, &shape, "this model")?;
                 dst.clone_from(&t.data);
             }
             Ok(out)

@@ -474,24 +474,8 @@ pub fn sgd(p: &mut GraphParams64, grad: &GraphParams64, lr: f64, decay: f64) {
 /// The adaptive stop's criterion over the relaxing nodes (all but the input and the output):
 /// `max_i max|a_i − b_i| / max|a_i|`, with `a` the newer state.
 pub fn relative_change(g: &Graph, a: &State, b: &State) -> f64 {
-    let mut worst: f64 = 0.0;
-    for i in 1..g.nodes.len() {
-        if i == g.output {
-            continue;
-        }
-        let delta = a[i]
-            .iter()
-            .zip(&b[i])
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f64::max);
-        let size = a[i].iter().map(|x| x.abs()).fold(0.0, f64::max);
-        worst = worst.max(if size > 0.0 {
-            delta / size
-        } else if delta > 0.0 {
-            1.0
-        } else {
-            0.0
-        });
-    }
-    worst
+    (1..g.nodes.len())
+        .filter(|&i| i != g.output)
+        .map(|i| crate::reference::tensor_change(&a[i], &b[i]))
+        .fold(0.0, f64::max)
 }

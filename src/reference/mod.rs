@@ -336,21 +336,24 @@ pub fn relax_sweep_step(
 /// max over hidden layers of max|a_l − b_l| / max|a_l| (the adaptive relaxation's criterion,
 /// with `a` the newer state).
 pub fn relative_change(a: &State, b: &State) -> f64 {
-    let mut worst: f64 = 0.0;
-    for l in 1..a.len().saturating_sub(1) {
-        let delta = a[l]
-            .iter()
-            .zip(&b[l])
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f64::max);
-        let size = a[l].iter().map(|x| x.abs()).fold(0.0, f64::max);
-        worst = worst.max(if size > 0.0 {
-            delta / size
-        } else if delta > 0.0 {
-            1.0
-        } else {
-            0.0
-        });
+    (1..a.len().saturating_sub(1))
+        .map(|l| tensor_change(&a[l], &b[l]))
+        .fold(0.0, f64::max)
+}
+
+/// max|a − b| / max|a| for one tensor (1 when a is zero but b is not).
+pub fn tensor_change(a: &[f64], b: &[f64]) -> f64 {
+    let delta = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    let size = a.iter().map(|x| x.abs()).fold(0.0, f64::max);
+    if size > 0.0 {
+        delta / size
+    } else if delta > 0.0 {
+        1.0
+    } else {
+        0.0
     }
-    worst
 }
