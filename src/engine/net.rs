@@ -9,13 +9,13 @@ use std::sync::Arc;
 use super::feed::BatchTarget;
 use super::graph::GraphEngine;
 use super::{Algorithm, Engine, EngineOptions, Feedback};
+use crate::Result;
 use crate::checkpoint::TensorFile;
 use crate::gpu::tile::TileShape;
 use crate::gpu::{GpuContext, Needs};
 use crate::graph::{Graph, GraphParams, NodeKind};
 use crate::model::{Init, Loss, ModelSpec, Params};
 use crate::rng::Rng;
-use crate::Result;
 
 /// The parameters of one layer or node: `{name}.weight` and `{name}.bias` in checkpoints.
 #[derive(Clone, Debug, PartialEq)]
