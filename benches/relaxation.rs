@@ -26,7 +26,7 @@ fn main() -> Result<(), arelax::Error> {
         .collect();
     let relax_steps: usize = env_or("ARELAX_BENCH_STEPS", "20").parse().unwrap_or(20);
     let largest = batch_sizes.iter().copied().max().unwrap_or(1);
-    let mut needs = arelax::engine::needs(&spec, largest);
+    let mut needs = arelax::engine::needs(&spec, largest, 1);
     needs.timestamps = true;
     let ctx = Arc::new(GpuContext::new(&AdapterRequest::default(), needs)?);
     println!("adapter: {}", ctx.describe());
@@ -44,6 +44,7 @@ fn main() -> Result<(), arelax::Error> {
             warmup: Duration::from_millis(200),
             tile,
             relax_kernel: arelax::engine::RelaxKernel::Tiled,
+            replicas: 1,
         };
         run(ctx.clone(), &opts, &mut report)?;
     }

@@ -6,8 +6,9 @@
 # Run there:     bash scripts/gpu-check.sh [SECONDS]   (carrying .gl, .bin and .data; default
 #                budget 540 s, which leaves a 600 s command limit some slack)
 #
-# Order of priority: the throughput benchmark (a tile-shape sweep), the gradient check and one
-# timed epoch, then the paper's MLP experiment and the CNN experiment, each with a time limit.
+# Order of priority: the throughput benchmark (a tile-shape sweep, five seeds side by side), the
+# gradient check and one timed epoch, then the paper's MLP experiment (its five seeds side by
+# side) and the CNN experiment (three seeds side by side), each with a time limit.
 # Experiments resume from results/ (finished runs committed from earlier sessions), so every
 # session adds seeds to the same grid. What comes back in $OUT (at most 8 files):
 #   log.txt       everything printed
@@ -40,7 +41,10 @@ timeout 120 $bin bench --batch-sizes 64,1024,4096 --relax-steps 100 --relax-kern
 echo "== bench tile sweep (JSON) =="
 timeout 150 $bin bench --json --batch-sizes 64,1024,4096 --relax-steps 100 \
     --tile 32x32,64x64,128x64,128x128 > "$out/bench.jsonl"
+echo "== bench: five seeds side by side (how the paper experiment trains) =="
+timeout 40 $bin bench --batch-sizes 64 --relax-steps 100 --replicas 5
 timeout 60 $bin bench --model examples/cnn.toml --batch-sizes 64,1024 --relax-steps 100
+timeout 40 $bin bench --model examples/cnn.toml --batch-sizes 64 --relax-steps 100 --replicas 3
 echo "== gradcheck =="
 timeout 30 $bin gradcheck --layers 784,300,300,100,10 --batch-size 64 --relax-steps 100 --seed 1 | tail -8
 echo "== one epoch of the paper's default run =="

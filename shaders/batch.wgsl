@@ -8,6 +8,6 @@ struct BatchPass {
     pixels: u32,  // n_0
     classes: u32, // n_L
     index: u32,   // batch number within the epoch (reported on divergence)
-    pad0: u32,
-    pad1: u32,
+    replicas: u32, // K engines' worth of batches, replica-major: [K, B] rows
+    len: u32,     // samples in the split; replica k's order starts at k * len
 }

@@ -27,6 +27,8 @@ pub struct BenchOptions {
     pub tile: TileChoice,
     /// How the relaxation is dispatched.
     pub relax_kernel: RelaxKernel,
+    /// Copies of the model trained side by side (seeds of an experiment); 1 normally.
+    pub replicas: usize,
 }
 
 /// Median, min and max of a set of timings, in milliseconds.
@@ -68,6 +70,9 @@ pub struct BenchResult {
     pub tile_choice: String,
     /// `tiled` (one dispatch per relaxation step) or `resident` (several steps per dispatch).
     pub relax_kernel: String,
+    /// Copies of the model side by side; a step trains all of them, and the FLOP counts and
+    /// throughput cover all of them.
+    pub replicas: usize,
     /// Tile shape of the relaxation product, of each layer's forward product, and of the
     /// weight gradients.
     pub relax_tile: String,
@@ -198,6 +203,7 @@ pub fn run(
         eo.lr = 0.0;
         eo.tile = opts.tile;
         eo.relax_kernel = opts.relax_kernel;
+        eo.replicas = opts.replicas;
         let mut engine = Net::new(ctx.clone(), model, eo)?;
         let timed = engine.enable_profiling();
         engine.initialise(Init::FanIn, Init::FanIn, 1)?;
@@ -209,7 +215,7 @@ pub fn run(
         let ar0 = time_steps(&mut engine, Algorithm::Ar, 0, opts)?;
         let ar_pipe = time_pipelined(&mut engine, Algorithm::Ar, t, opts)?;
         let bp_pipe = time_pipelined(&mut engine, Algorithm::Bp, t, opts)?;
-        let (fwd, relax, grad) = model.flops(b);
+        let (fwd, relax, grad) = model.flops(b * opts.replicas);
         let ar_flop = fwd + t as f64 * relax + grad;
         let bp_flop = fwd + relax + grad;
         let relax_gpu = ar
@@ -237,6 +243,7 @@ pub fn run(
             samples: opts.samples,
             tile_choice: opts.tile.to_string(),
             relax_kernel: opts.relax_kernel.to_string(),
+            replicas: opts.replicas,
             relax_tile: tiles.0.to_string(),
             forward_tiles: tiles.1.iter().map(|s| s.to_string()).collect(),
             grad_tile: tiles.2.to_string(),
@@ -251,7 +258,7 @@ pub fn run(
             relax_step_ms,
             relax_step_source: source.into(),
             relax_sample_steps_per_s: if relax_step_ms > 0.0 {
-                b as f64 / (relax_step_ms / 1e3)
+                (b * opts.replicas) as f64 / (relax_step_ms / 1e3)
             } else {
                 f64::INFINITY
             },

@@ -125,3 +125,40 @@ fn bench_takes_a_model_file() {
     assert!(err.contains("unknown tile shape"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// With replicas, one step trains every copy: the FLOP count covers all of them.
+#[test]
+fn bench_counts_every_replica() {
+    let o = Command::new(env!("CARGO_BIN_EXE_arelax"))
+        .args([
+            "bench",
+            "--json",
+            "--layers",
+            "12,10,8,4",
+            "--batch-sizes",
+            "5",
+            "--relax-steps",
+            "3",
+            "--samples",
+            "2",
+            "--warmup-ms",
+            "10",
+            "--replicas",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8(o.stdout).unwrap().trim()).unwrap();
+    assert_eq!(v["replicas"], 3);
+    let rows = 15.0;
+    let expect = 2.0 * 2.0 * rows * 232.0 + 3.0 * 2.0 * rows * 112.0;
+    assert_eq!(v["ar_flop"].as_f64().unwrap(), expect);
+    let o = Command::new(env!("CARGO_BIN_EXE_arelax"))
+        .args(["bench", "--layers", "12,4", "--replicas", "0"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--replicas"));
+}

@@ -349,3 +349,81 @@ activation = "linear"
         check_grads(&s.g, &bp, &exact, 1e-5, &format!("{shape} backprop"));
     }
 }
+
+/// Three replicas of the every-kind graph in one engine: each replica's activities, loss, AR
+/// state and gradients, and backprop gradients are the reference's for its own weights and
+/// batch (the tables hold every entry once per replica, so this covers every kernel's offsets).
+#[test]
+fn every_replica_of_a_graph_matches_the_reference() {
+    let g = graph("ce");
+    let (b, k, steps, rate) = (3, 3, 5, 0.4);
+    let mut o = EngineOptions::new(b);
+    o.replicas = k;
+    o.relax_rate = rate as f32;
+    let mut engine = GraphEngine::new(ctx(), &g, o).unwrap();
+    let mut rng = arelax::rng::Rng::new(77);
+    let n = g.output_size();
+    let mut params = Vec::new();
+    let (mut input, mut target) = (Vec::new(), vec![0.0; k * b * n]);
+    for r in 0..k {
+        let p = GraphParams::init(&g, Init::FanIn, 30 + r as u64);
+        engine.set_replica_params(r, &p).unwrap();
+        params.push(p);
+        input.extend((0..b * g.input_size()).map(|_| rng.uniform() as f32));
+    }
+    for row in 0..k * b {
+        target[row * n + rng.below(n)] = 1.0;
+    }
+    engine.set_batch(&input, &target).unwrap();
+    engine.ar_gradients(steps).unwrap();
+    let ar: Vec<GraphParams> = (0..k).map(|r| engine.replica_grads(r).unwrap()).collect();
+    let x = engine.activities().unwrap();
+    let state = engine.state().unwrap();
+    let (loss, correct) = engine.batch_stats().unwrap();
+    engine.bp_gradients().unwrap();
+    let bp: Vec<GraphParams> = (0..k).map(|r| engine.replica_grads(r).unwrap()).collect();
+    let rows = |v: &[f32], i: usize, r: usize| {
+        let size = g.nodes[i].shape.size();
+        v[r * b * size..(r + 1) * b * size].to_vec()
+    };
+    for r in 0..k {
+        let p = GraphParams64::from(&params[r]);
+        let ins = &input[r * b * g.input_size()..(r + 1) * b * g.input_size()];
+        let f = gref::forward(&g, &p, &to64(ins), b);
+        let t = &target[r * b * n..(r + 1) * b * n];
+        let out = gref::output_error(&g, &f, &to64(t), Reduction::Sum);
+        for i in 1..g.nodes.len() {
+            let e = rel_err(&rows(&x[i], i, r), &f.x[i]);
+            assert!(
+                e < 1e-5,
+                "replica {r}: x of {} rel. error {e}",
+                g.nodes[i].id
+            );
+        }
+        assert!(rel_err(&loss[r * b..(r + 1) * b], &out.loss) < 1e-5);
+        assert_eq!(&correct[r * b..(r + 1) * b], &out.correct[..]);
+        let mut state_ref = gref::relax_start(&g, &f, &out.g, true);
+        for _ in 0..steps {
+            state_ref = gref::relax_step(&g, &p, &f, &state_ref, rate, true);
+        }
+        for i in 1..g.nodes.len() {
+            let e = rel_err(&rows(&state[i], i, r), &state_ref[i]);
+            assert!(
+                e < 1e-4,
+                "replica {r}: r of {} rel. error {e}",
+                g.nodes[i].id
+            );
+        }
+        let what = format!("replica {r} AR");
+        check_grads(
+            &g,
+            &ar[r],
+            &gref::gradients(&g, &f, &state_ref, true),
+            1e-4,
+            &what,
+        );
+        let exact = gref::gradients(&g, &f, &gref::backprop(&g, &p, &f, &out.g), true);
+        check_grads(&g, &bp[r], &exact, 1e-5, &format!("replica {r} backprop"));
+    }
+    assert!(engine.set_replica_params(k, &params[0]).is_err());
+}

@@ -41,6 +41,10 @@ pub struct Args {
     /// per dispatch, a workgroup per 4 samples), or both, comma-separated.
     #[arg(long, default_value = "tiled")]
     relax_kernel: String,
+    /// Train this many copies of the model side by side (how an experiment trains seeds with
+    /// `parallel_seeds`); FLOPs and throughput then count every copy.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
     /// Print one JSON object per configuration instead of a table.
     #[arg(long)]
     json: bool,
@@ -70,9 +74,9 @@ pub fn run(args: Args) -> Result<()> {
                 })
         })
         .collect::<Result<Vec<_>>>()?;
-    if args.relax_steps == 0 || args.samples == 0 {
+    if args.relax_steps == 0 || args.samples == 0 || args.replicas == 0 {
         return Err(Error::Config(
-            "--relax-steps and --samples must be at least 1".into(),
+            "--relax-steps, --samples and --replicas must be at least 1".into(),
         ));
     }
     let tiles = args
@@ -92,7 +96,7 @@ pub fn run(args: Args) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let largest = *batch_sizes.iter().max().expect("non-empty");
-    let mut needs: Needs = model.needs(largest);
+    let mut needs: Needs = model.needs_replicated(largest, args.replicas);
     needs.timestamps = true;
     let ctx = args.device.open(needs)?;
     let mut opts = BenchOptions {
@@ -103,12 +107,21 @@ pub fn run(args: Args) -> Result<()> {
         warmup: std::time::Duration::from_millis(args.warmup_ms),
         tile: TileChoice::Auto,
         relax_kernel: RelaxKernel::Tiled,
+        replicas: args.replicas,
     };
     if !args.json {
         println!("adapter: {}", ctx.describe());
         println!(
-            "model:   {}, FP32, {} relaxation steps per training step, {} samples after {} ms warm-up",
+            "model:   {}{}, FP32, {} relaxation steps per training step, {} samples after {} ms warm-up",
             model.describe(),
+            if args.replicas > 1 {
+                format!(
+                    " × {} replicas side by side (FLOPs and sample-steps count all)",
+                    args.replicas
+                )
+            } else {
+                String::new()
+            },
             args.relax_steps,
             args.samples,
             args.warmup_ms

@@ -21,12 +21,22 @@ pub struct Args {
     /// the same command later continues the grid (runs go seed by seed).
     #[arg(long, value_name = "MINUTES")]
     time_limit: Option<f64>,
+    /// Train this many seeds of a condition side by side, as replicas of one engine (overrides
+    /// the file's `parallel_seeds`; MLPs with a fixed step count only, others go one by one).
+    #[arg(long, value_name = "N")]
+    parallel_seeds: Option<usize>,
     #[command(flatten)]
     device: DeviceArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let exp = ExperimentConfig::load(&args.config)?;
+    let mut exp = ExperimentConfig::load(&args.config)?;
+    if let Some(n) = args.parallel_seeds {
+        if n == 0 {
+            return Err(Error::Config("--parallel-seeds must be at least 1".into()));
+        }
+        exp.parallel_seeds = Some(n);
+    }
     let out = args.out.clone().or(exp.out.clone()).unwrap_or_else(|| {
         let stem = args
             .config
@@ -42,17 +52,19 @@ pub fn run(args: Args) -> Result<()> {
         &exp.conditions[0],
         exp.seeds[0],
     )?;
-    let spec = first.spec()?;
-    let ctx = args
-        .device
-        .open(crate::engine::needs(&spec, first.batch_size))?;
+    let ctx = args.device.open(
+        first
+            .model()?
+            .needs_replicated(first.batch_size, exp.parallel_seeds()),
+    )?;
     println!("adapter: {}", ctx.describe());
     println!(
-        "{} conditions × {} seeds × {} data sets into {}",
+        "{} conditions × {} seeds × {} data sets into {} ({} seeds side by side)",
         exp.conditions.len(),
         exp.seeds.len(),
         exp.datasets.len(),
-        out.display()
+        out.display(),
+        exp.parallel_seeds()
     );
     let limits = match args.time_limit {
         Some(m) if m.is_finite() && m >= 0.0 => Limits {

@@ -3,6 +3,7 @@
 //!
 //! Per batch the host chooses only a dynamic offset into a table of batch entries built once;
 //! per epoch it uploads the shuffled order (4 bytes a sample) and reads six numbers back.
+//! An engine with replicas gets K batches at once, each replica through its own order.
 
 use std::sync::Arc;
 
@@ -24,13 +25,18 @@ struct BatchEntry {
     pixels: u32,
     classes: u32,
     index: u32,
-    pad: [u32; 2],
+    replicas: u32,
+    len: u32,
 }
 
 /// What a data split feeds: any engine with an input, a target and a stats buffer.
 pub trait BatchTarget {
     fn context(&self) -> &Arc<GpuContext>;
     fn batch(&self) -> usize;
+    /// Copies of the model side by side, each fed its own batch (1 for most engines).
+    fn replicas(&self) -> usize {
+        1
+    }
     fn input_width(&self) -> usize;
     fn output_width(&self) -> usize;
     /// The input activities (x_0 first), the targets and the per-sample stats.
@@ -39,9 +45,9 @@ pub trait BatchTarget {
     fn encode_forward(&self, enc: &mut wgpu::CommandEncoder);
 }
 
-/// Uploads one batch from the host: `input` [B, n_0] and `target` [B, n_L], row-major.
+/// Uploads one batch from the host: `input` [K·B, n_0] and `target` [K·B, n_L], row-major.
 pub fn upload_batch(engine: &impl BatchTarget, input: &[f32], target: &[f32]) -> Result<()> {
-    let b = engine.batch();
+    let b = engine.batch() * engine.replicas();
     let (n0, nl) = (engine.input_width(), engine.output_width());
     if input.len() != b * n0 || target.len() != b * nl {
         return Err(Error::Config(format!(
@@ -64,6 +70,9 @@ impl BatchTarget for super::Engine {
     fn batch(&self) -> usize {
         self.opts.batch
     }
+    fn replicas(&self) -> usize {
+        self.opts.replicas
+    }
     fn input_width(&self) -> usize {
         self.spec.input_width()
     }
@@ -84,6 +93,9 @@ impl BatchTarget for super::graph::GraphEngine {
     }
     fn batch(&self) -> usize {
         self.opts.batch
+    }
+    fn replicas(&self) -> usize {
+        self.opts.replicas
     }
     fn input_width(&self) -> usize {
         self.graph.input_size()
@@ -121,6 +133,7 @@ impl EpochSums {
 pub struct DeviceSplit {
     pub len: usize,
     pub batches: usize,
+    pub replicas: usize,
     stride: u32,
     order: wgpu::Buffer,
     acc: wgpu::Buffer,
@@ -137,6 +150,7 @@ impl DeviceSplit {
         let ctx = engine.context();
         let device = &ctx.device;
         let b = engine.batch();
+        let replicas = engine.replicas();
         let pixels = engine.input_width();
         let classes = engine.output_width();
         if split.len == 0 {
@@ -186,9 +200,9 @@ impl DeviceSplit {
         let labels: Vec<u32> = split.labels.iter().map(|&l| l as u32).collect();
         let images = buffers::storage_init(device, "images", &words);
         let labels = buffers::storage_init(device, "labels", &labels);
-        let identity: Vec<u32> = (0..split.len as u32).collect();
+        let identity: Vec<u32> = (0..replicas).flat_map(|_| 0..split.len as u32).collect();
         let order = buffers::storage_init(device, "order", &identity);
-        let acc = buffers::storage(device, "epoch sums", 8);
+        let acc = buffers::storage(device, "epoch sums", 8 * replicas);
         let mut table = vec![0u8; batches * stride as usize];
         for k in 0..batches {
             let e = BatchEntry {
@@ -198,7 +212,8 @@ impl DeviceSplit {
                 pixels: pixels as u32,
                 classes: classes as u32,
                 index: k as u32,
-                pad: [0; 2],
+                replicas: replicas as u32,
+                len: split.len as u32,
             };
             let at = k * stride as usize;
             table[at..at + std::mem::size_of::<BatchEntry>()]
@@ -238,6 +253,7 @@ impl DeviceSplit {
         Ok(Self {
             len: split.len,
             batches,
+            replicas,
             stride,
             order,
             acc,
@@ -248,8 +264,18 @@ impl DeviceSplit {
         })
     }
 
-    /// Sets the order in which samples are visited (a permutation of 0..len).
+    /// Sets the order in which every replica visits the samples (a permutation of 0..len).
     pub fn set_order(&self, engine: &impl BatchTarget, order: &[u32]) -> Result<()> {
+        (0..self.replicas).try_for_each(|k| self.set_replica_order(engine, k, order))
+    }
+
+    /// Sets the order in which replica `replica` visits the samples.
+    pub fn set_replica_order(
+        &self,
+        engine: &impl BatchTarget,
+        replica: usize,
+        order: &[u32],
+    ) -> Result<()> {
         if order.len() != self.len {
             return Err(Error::Config(format!(
                 "order has {} entries for a split of {}",
@@ -257,10 +283,17 @@ impl DeviceSplit {
                 self.len
             )));
         }
-        engine
-            .context()
-            .queue
-            .write_buffer(&self.order, 0, bytemuck::cast_slice(order));
+        if replica >= self.replicas {
+            return Err(Error::Config(format!(
+                "replica {replica} does not exist; the split feeds {}",
+                self.replicas
+            )));
+        }
+        engine.context().queue.write_buffer(
+            &self.order,
+            (replica * self.len * 4) as u64,
+            bytemuck::cast_slice(order),
+        );
         Ok(())
     }
 
@@ -271,7 +304,7 @@ impl DeviceSplit {
         enc: &mut wgpu::CommandEncoder,
         k: usize,
     ) {
-        let elems = engine.batch() * engine.input_width();
+        let elems = self.replicas * engine.batch() * engine.input_width();
         let mut pass = enc.begin_compute_pass(&Default::default());
         record_at(
             &mut pass,
@@ -292,7 +325,7 @@ impl DeviceSplit {
             Dispatch {
                 kernel: &self.accumulate,
                 bind: &self.accumulate_bind,
-                groups: 1,
+                groups: self.replicas as u32,
             },
             k as u32 * self.stride,
         );
@@ -302,19 +335,34 @@ impl DeviceSplit {
         enc.clear_buffer(&self.acc, 0, None);
     }
 
+    /// The sums of replica 0.
     pub fn read_sums(&self, engine: &impl BatchTarget) -> Result<EpochSums> {
-        let v = engine.context().read_f32(&self.acc, 0, 6)?;
-        Ok(EpochSums {
-            loss: v[0] as f64,
-            correct: v[2] as f64,
-            samples: v[3] as f64,
-            diverged_at: (v[4] != 0.0).then_some(v[5] as usize),
-        })
+        Ok(self.read_replica_sums(engine)?[0])
     }
 
-    /// Forward pass and loss over every batch (no update), returning the sums. Used for test
-    /// and validation accuracy.
+    /// The sums of every replica.
+    pub fn read_replica_sums(&self, engine: &impl BatchTarget) -> Result<Vec<EpochSums>> {
+        let v = engine
+            .context()
+            .read_f32(&self.acc, 0, 8 * self.replicas as u64)?;
+        Ok(v.chunks(8)
+            .map(|v| EpochSums {
+                loss: v[0] as f64,
+                correct: v[2] as f64,
+                samples: v[3] as f64,
+                diverged_at: (v[4] != 0.0).then_some(v[5] as usize),
+            })
+            .collect())
+    }
+
+    /// [`Self::evaluate_replicas`] for replica 0.
     pub fn evaluate(&self, engine: &impl BatchTarget) -> Result<EpochSums> {
+        Ok(self.evaluate_replicas(engine)?[0])
+    }
+
+    /// Forward pass and loss over every batch (no update), returning each replica's sums. Used
+    /// for test and validation accuracy.
+    pub fn evaluate_replicas(&self, engine: &impl BatchTarget) -> Result<Vec<EpochSums>> {
         let ctx = engine.context();
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         self.encode_reset(&mut enc);
@@ -324,6 +372,6 @@ impl DeviceSplit {
             self.encode_accumulate(&mut enc, k);
         }
         ctx.queue.submit([enc.finish()]);
-        self.read_sums(engine)
+        self.read_replica_sums(engine)
     }
 }

@@ -71,10 +71,12 @@ struct Section {
     groups: u32,
 }
 
-/// Forward work of one node, in topological order.
+/// Forward work of one node (its entries for every replica), in topological order.
 #[derive(Clone, Copy, Debug)]
 enum Step {
+    /// The first of the node's `replicas` entries in the dense table.
     Dense(usize),
+    /// The first of `replicas` entries in the op table (which own consecutive work items).
     Table(KernelKind, usize),
 }
 
@@ -85,8 +87,14 @@ enum KernelKind {
     Join,
 }
 
-/// Offsets of every tensor and the kernel tables for one graph and batch size.
+/// Offsets of every tensor and the kernel tables for one graph, batch size and replica count.
+///
+/// Replicas (copies of the graph trained side by side, see `EngineOptions::replicas`) follow the
+/// MLP engine's layout: every table entry appears once per replica, consecutively, so each
+/// section and each node's forward step stays one contiguous range of the table; activity-like
+/// buffers hold each node's [K, B, size] rows together; parameters are replica-major.
 struct Plan {
+    replicas: usize,
     ops: Vec<Op>,
     dense: Vec<LayerEntry>,
     forward: Vec<Step>,
@@ -98,14 +106,19 @@ struct Plan {
     combine: Section,
     conv_grad: Section,
     dense_units: usize,
+    /// Every replica's parameters.
     params_len: usize,
+    /// One replica's parameters.
+    replica_params_len: usize,
     x_len: usize,
     fp_len: usize,
     argmax_len: usize,
     r_len: usize,
     slots_len: usize,
+    /// Per node, the start of its [K, B, size] block (replica k's rows follow at k·B·size).
     x_off: Vec<usize>,
     r_off: Vec<usize>,
+    /// Per node, (weight, bias) offsets within one replica's parameters.
     p_off: Vec<Option<(usize, usize)>>,
 }
 
@@ -118,18 +131,19 @@ fn u(v: usize) -> u32 {
 }
 
 impl Plan {
-    fn new(g: &Graph, batch: usize) -> Self {
+    fn new(g: &Graph, batch: usize, replicas: usize) -> Self {
         let n = g.nodes.len();
         let size = |i: usize| g.nodes[i].shape.size();
+        let rows = replicas * batch;
         let mut x_off = vec![0; n];
         let mut at = 0;
         for (i, off) in x_off.iter_mut().enumerate() {
             *off = at;
-            at += batch * size(i);
+            at += rows * size(i);
         }
         let x_len = at;
         // r mirrors x without the input, so the forward start is one copy (see engine/layout.rs).
-        let base = batch * size(0);
+        let base = rows * size(0);
         let r_off: Vec<usize> = x_off.iter().map(|&o| o.saturating_sub(base)).collect();
         let r_len = x_len - base;
         let (mut fp_off, mut fp_len) = (vec![0; n], 0);
@@ -144,20 +158,23 @@ impl Plan {
             match g.nodes[i].kind {
                 NodeKind::Dense { .. } | NodeKind::Conv2d { .. } => {
                     fp_off[i] = fp_len;
-                    fp_len += batch * size(i);
+                    fp_len += rows * size(i);
                 }
                 NodeKind::MaxPool { .. } => {
                     am_off[i] = am_len;
-                    am_len += batch * size(i);
+                    am_len += rows * size(i);
                 }
                 _ => {}
             }
         }
+        let replica_params_len = params_len;
+        // Replica k's rows of node i's block, in any activity-like buffer.
+        let shift = |off: usize, i: usize, k: usize| off + k * batch * size(i);
         let act = |i: usize| g.activation(i).map(|a| a.code()).unwrap_or(0);
-        // The op describing node i reading its input slot k.
-        let op = |i: usize, k: usize| -> Op {
+        // The op describing node i reading its input slot j, for replica k.
+        let op = |i: usize, j: usize, k: usize| -> Op {
             let node = &g.nodes[i];
-            let p = node.inputs[k];
+            let p = node.inputs[j];
             let (si, so) = (g.nodes[p].shape, node.shape);
             let (win, stride, pad, kind) = match node.kind {
                 NodeKind::Dense { .. } => (0, 0, 0, KIND_DENSE),
@@ -175,6 +192,12 @@ impl Plan {
                 NodeKind::Input => (0, 0, 0, 0),
             };
             let (w, b) = p_off[i].unwrap_or((0, 0));
+            let params = k * replica_params_len;
+            let argmax = if kind == KIND_MAXPOOL {
+                shift(am_off[i], i, k)
+            } else {
+                0
+            };
             Op {
                 kind,
                 act: act(i),
@@ -187,13 +210,13 @@ impl Plan {
                 k: u(win),
                 stride: u(stride),
                 pad: u(pad),
-                w: u(w),
-                b: u(b),
-                x_in: u(x_off[p]),
-                x_out: u(x_off[i]),
-                fp: u(fp_off[i]),
-                r_self: u(r_off[i]),
-                aux: u(am_off[i]),
+                w: u(params + w),
+                b: u(params + b),
+                x_in: u(shift(x_off[p], p, k)),
+                x_out: u(shift(x_off[i], i, k)),
+                fp: u(shift(fp_off[i], i, k)),
+                r_self: u(shift(r_off[i], i, k)),
+                aux: u(argmax),
                 ..Default::default()
             }
         };
@@ -204,43 +227,51 @@ impl Plan {
             let node = &g.nodes[i];
             match node.kind {
                 NodeKind::Dense { .. } => {
-                    let o = op(i, 0);
                     forward.push(Step::Dense(dense.len()));
-                    dense.push(LayerEntry {
-                        n_in: u(g.nodes[node.inputs[0]].shape.size()),
-                        n_out: o.c_out * o.h_out * o.w_out,
-                        w: o.w,
-                        b: o.b,
-                        x_in: o.x_in,
-                        x_out: o.x_out,
-                        fp: o.fp,
-                        r_in: 0,
-                        r_out: o.r_self,
-                        act: o.act,
-                        pad: [0; 2],
-                    });
+                    for k in 0..replicas {
+                        let o = op(i, 0, k);
+                        dense.push(LayerEntry {
+                            n_in: u(g.nodes[node.inputs[0]].shape.size()),
+                            n_out: o.c_out * o.h_out * o.w_out,
+                            w: o.w,
+                            b: o.b,
+                            x_in: o.x_in,
+                            x_out: o.x_out,
+                            fp: o.fp,
+                            r_in: 0,
+                            r_out: o.r_self,
+                            act: o.act,
+                            pad: [0; 2],
+                        });
+                    }
                 }
                 NodeKind::Conv2d { .. } | NodeKind::MaxPool { .. } | NodeKind::AvgPool { .. } => {
-                    let mut o = op(i, 0);
-                    o.items = u(batch * size(i));
                     let kind = if matches!(node.kind, NodeKind::Conv2d { .. }) {
                         KernelKind::Conv
                     } else {
                         KernelKind::Pool
                     };
                     forward.push(Step::Table(kind, ops.len()));
-                    ops.push(o);
+                    for k in 0..replicas {
+                        let mut o = op(i, 0, k);
+                        o.items = u(batch * size(i));
+                        o.start = o.items * u(k);
+                        ops.push(o);
+                    }
                 }
                 NodeKind::Flatten | NodeKind::Add | NodeKind::Concat => {
                     let mut channel = 0;
-                    for k in 0..node.inputs.len() {
-                        let mut o = op(i, k);
-                        o.items = u(batch * g.nodes[node.inputs[k]].shape.size());
-                        o.aux = u(channel);
-                        o.aux2 = u(k);
-                        channel += g.nodes[node.inputs[k]].shape.c;
+                    for j in 0..node.inputs.len() {
                         forward.push(Step::Table(KernelKind::Join, ops.len()));
-                        ops.push(o);
+                        for k in 0..replicas {
+                            let mut o = op(i, j, k);
+                            o.items = u(batch * g.nodes[node.inputs[j]].shape.size());
+                            o.start = o.items * u(k);
+                            o.aux = u(channel);
+                            o.aux2 = u(j);
+                            ops.push(o);
+                        }
+                        channel += g.nodes[node.inputs[j]].shape.c;
                     }
                 }
                 NodeKind::Input => {}
@@ -259,26 +290,28 @@ impl Plan {
                     if !want(&g.nodes[c].kind) {
                         continue;
                     }
-                    for (k, &p) in g.nodes[c].inputs.iter().enumerate() {
+                    for (j, &p) in g.nodes[c].inputs.iter().enumerate() {
                         if p == 0 {
                             continue;
                         }
-                        let mut o = op(c, k);
-                        o.c_in = u(size(p)); // dense edges treat the parent as flat
-                        if !tiles {
-                            let s = g.nodes[p].shape;
-                            (o.c_in, o.h_in, o.w_in) = (u(s.c), u(s.h), u(s.w));
+                        slot_of.insert((c, j), slots_len);
+                        for k in 0..replicas {
+                            let mut o = op(c, j, k);
+                            o.c_in = u(size(p)); // dense edges treat the parent as flat
+                            if !tiles {
+                                let s = g.nodes[p].shape;
+                                (o.c_in, o.h_in, o.w_in) = (u(s.c), u(s.h), u(s.w));
+                            }
+                            o.slot = u(shift(slots_len, p, k));
+                            o.start = u(items);
+                            o.items = u(batch * size(p));
+                            items += batch * size(p);
+                            if tiles {
+                                tile_products.push((batch, size(p)));
+                            }
+                            ops.push(o);
                         }
-                        o.slot = u(slots_len);
-                        slot_of.insert((c, k), slots_len);
-                        slots_len += batch * size(p);
-                        o.start = u(items);
-                        o.items = u(batch * size(p));
-                        items += batch * size(p);
-                        if tiles {
-                            tile_products.push((batch, size(p)));
-                        }
-                        ops.push(o);
+                        slots_len += rows * size(p);
                     }
                 }
                 Section {
@@ -295,12 +328,17 @@ impl Plan {
             &|k| matches!(k, NodeKind::MaxPool { .. } | NodeKind::AvgPool { .. }),
             false,
         );
-        // Combine: one entry per hidden node; its contributions follow the section.
-        let hidden: Vec<usize> = (1..n).filter(|&i| i != g.output).collect();
+        // Combine: one entry per hidden node and replica; its contributions follow the section.
+        let hidden: Vec<(usize, usize)> = (1..n)
+            .filter(|&i| i != g.output)
+            .flat_map(|i| (0..replicas).map(move |k| (i, k)))
+            .collect();
         let combine_first = ops.len();
         let mut items = 0;
-        for &i in &hidden {
+        for &(i, k) in &hidden {
             let mut o = op_self(g, i, &x_off, &r_off);
+            o.x_out = u(shift(x_off[i], i, k));
+            o.r_self = u(shift(r_off[i], i, k));
             o.start = u(items);
             o.items = u(batch * size(i));
             items += batch * size(i);
@@ -311,29 +349,29 @@ impl Plan {
             count: hidden.len(),
             groups: groups(items),
         };
-        for (h, &i) in hidden.iter().enumerate() {
+        for (h, &(i, k)) in hidden.iter().enumerate() {
             let first = ops.len();
             for c in g.children(i) {
                 let child = &g.nodes[c];
-                for (k, _) in child.inputs.iter().enumerate().filter(|(_, p)| **p == i) {
+                for (j, _) in child.inputs.iter().enumerate().filter(|(_, p)| **p == i) {
                     let mut ct = Op::default();
                     match child.kind {
                         NodeKind::Flatten | NodeKind::Add => {
                             ct.kind = CONTRIB_SAME;
-                            ct.x_in = u(r_off[c]);
+                            ct.x_in = u(shift(r_off[c], c, k));
                         }
                         NodeKind::Concat => {
                             ct.kind = CONTRIB_CONCAT;
-                            ct.x_in = u(r_off[c]);
+                            ct.x_in = u(shift(r_off[c], c, k));
                             ct.c_in = u(child.shape.c);
-                            ct.aux = u(child.inputs[..k]
+                            ct.aux = u(child.inputs[..j]
                                 .iter()
                                 .map(|&q| g.nodes[q].shape.c)
                                 .sum::<usize>());
                         }
                         _ => {
                             ct.kind = CONTRIB_SLOT;
-                            ct.slot = u(slot_of[&(c, k)]);
+                            ct.slot = u(shift(slot_of[&(c, j)], i, k));
                         }
                     }
                     ops.push(ct);
@@ -346,12 +384,14 @@ impl Plan {
         let mut items = 0;
         for i in 1..n {
             if let NodeKind::Conv2d { .. } = g.nodes[i].kind {
-                let mut o = op(i, 0);
-                let (w, b) = g.param_shape(i).expect("conv has parameters");
-                o.start = u(items);
-                o.items = u(w.iter().product::<usize>() + b);
-                items += o.items as usize;
-                ops.push(o);
+                for k in 0..replicas {
+                    let mut o = op(i, 0, k);
+                    let (w, b) = g.param_shape(i).expect("conv has parameters");
+                    o.start = u(items);
+                    o.items = u(w.iter().product::<usize>() + b);
+                    items += o.items as usize;
+                    ops.push(o);
+                }
             }
         }
         let conv_grad = Section {
@@ -361,6 +401,7 @@ impl Plan {
         };
         let dense_units = dense.iter().map(|d| d.n_out as usize).sum();
         Self {
+            replicas,
             ops,
             dense,
             forward,
@@ -371,7 +412,8 @@ impl Plan {
             combine,
             conv_grad,
             dense_units,
-            params_len,
+            params_len: replicas * replica_params_len,
+            replica_params_len,
             x_len,
             fp_len,
             argmax_len: am_len,
@@ -421,8 +463,8 @@ fn op_self(g: &Graph, i: usize, x_off: &[usize], r_off: &[usize]) -> Op {
 }
 
 /// What a graph needs from the device.
-pub fn needs(g: &Graph, batch: usize) -> Needs {
-    let bytes = Plan::new(g, batch).max_buffer_bytes();
+pub fn needs(g: &Graph, batch: usize, replicas: usize) -> Needs {
+    let bytes = Plan::new(g, batch, replicas.max(1)).max_buffer_bytes();
     Needs {
         max_binding_bytes: bytes,
         max_buffer_bytes: bytes,
@@ -433,7 +475,7 @@ pub fn needs(g: &Graph, batch: usize) -> Needs {
 /// The tile shape of every tiled (dense) dispatch, chosen like the MLP engine's.
 #[derive(Clone, Debug)]
 pub struct GraphShapes {
-    /// One per dense node, in `Plan::dense` order.
+    /// One per dense table entry (each replica of a dense node), in `Plan::dense` order.
     pub forward: Vec<TileShape>,
     /// All dense VJPs of a relaxation step.
     pub vjp: TileShape,
@@ -447,7 +489,7 @@ impl GraphShapes {
             forward: plan
                 .dense
                 .iter()
-                .map(|e| choice.pick(&[(batch, e.n_out as usize)]))
+                .map(|e| choice.pick(&vec![(batch, e.n_out as usize); plan.replicas]))
                 .collect(),
             vjp: choice.pick(&plan.dense_vjp_products),
             grad: choice.pick(&plan.dense_grad_products()),
@@ -600,7 +642,7 @@ impl GraphEngine {
                     .into(),
             ));
         }
-        let plan = Plan::new(graph, opts.batch);
+        let plan = Plan::new(graph, opts.batch, opts.replicas);
         let limit = ctx.limits.max_storage_buffer_binding_size;
         if plan.max_buffer_bytes() > limit {
             return Err(Error::Gpu(format!(
@@ -613,6 +655,7 @@ impl GraphEngine {
         }
         let d = &ctx.device;
         let b = opts.batch;
+        let rows = b * opts.replicas;
         let mut plan = plan;
         let shapes = GraphShapes::new(&plan, b, opts.tile.for_adapter(ctx.info.device_type));
         plan.dense_vjp.groups = super::layout::groups(shapes.vjp, &plan.dense_vjp_products);
@@ -631,8 +674,8 @@ impl GraphEngine {
                 buffers::storage(d, "r1", plan.r_len),
             ],
             slots: buffers::storage(d, "vjp slots", plan.slots_len),
-            target: buffers::storage(d, "target", b * graph.output_size()),
-            stats: buffers::storage(d, "stats", 2 * b),
+            target: buffers::storage(d, "target", rows * graph.output_size()),
+            stats: buffers::storage(d, "stats", 2 * rows),
             grads: buffers::storage(d, "grads", plan.params_len),
         };
         let mut flags = 0;
@@ -665,7 +708,7 @@ impl GraphEngine {
                     let un = pass(
                         Section {
                             first: i,
-                            count: 1,
+                            count: opts.replicas,
                             groups: 0,
                         },
                         0.0,
@@ -678,7 +721,7 @@ impl GraphEngine {
                     let un = pass(
                         Section {
                             first: i,
-                            count: 1,
+                            count: opts.replicas,
                             groups: 0,
                         },
                         0.0,
@@ -704,7 +747,7 @@ impl GraphEngine {
                 x_off: u(plan.x_off[out]),
                 r_off: u(plan.r_off[out]),
                 width: u(graph.output_size()),
-                batch: u(b),
+                batch: u(rows),
                 kind: match graph.loss {
                     Loss::Mse => 0,
                     Loss::Ce => 1,
@@ -882,8 +925,9 @@ impl GraphEngine {
 
     // ---- host ↔ device ---------------------------------------------------------------------
 
+    /// One replica's parameters, flat.
     fn packed(&self, p: &GraphParams) -> Result<Vec<f32>> {
-        let mut flat = vec![0.0; self.plan.params_len];
+        let mut flat = vec![0.0; self.plan.replica_params_len];
         for (i, off) in self.plan.p_off.iter().enumerate() {
             if let Some((w, b)) = off {
                 let (pw, pb) = (&p.weights[i], &p.biases[i]);
@@ -914,54 +958,92 @@ impl GraphEngine {
         p
     }
 
-    pub fn set_params(&self, p: &GraphParams) -> Result<()> {
+    fn check_replica(&self, replica: usize) -> Result<()> {
+        if replica >= self.plan.replicas {
+            return Err(Error::Config(format!(
+                "replica {replica} does not exist; the engine has {}",
+                self.plan.replicas
+            )));
+        }
+        Ok(())
+    }
+
+    fn write_packed(&self, buf: &wgpu::Buffer, replica: usize, p: &GraphParams) -> Result<()> {
+        self.check_replica(replica)?;
         let flat = self.packed(p)?;
+        let at = (replica * self.plan.replica_params_len * 4) as u64;
         self.ctx
             .queue
-            .write_buffer(&self.bufs.params, 0, bytemuck::cast_slice(&flat));
+            .write_buffer(buf, at, bytemuck::cast_slice(&flat));
         Ok(())
+    }
+
+    /// Sets the parameters (of replica 0).
+    pub fn set_params(&self, p: &GraphParams) -> Result<()> {
+        self.set_replica_params(0, p)
+    }
+
+    pub fn set_replica_params(&self, replica: usize, p: &GraphParams) -> Result<()> {
+        self.write_packed(&self.bufs.params, replica, p)
     }
 
     pub fn set_feedback(&self, p: &GraphParams) -> Result<()> {
+        self.set_replica_feedback(0, p)
+    }
+
+    pub fn set_replica_feedback(&self, replica: usize, p: &GraphParams) -> Result<()> {
         let buf = self.bufs.feedback.as_ref().ok_or_else(|| {
             Error::Config("this engine uses W as its feedback; it has no ψ to set".into())
         })?;
-        let flat = self.packed(p)?;
-        self.ctx
-            .queue
-            .write_buffer(buf, 0, bytemuck::cast_slice(&flat));
-        Ok(())
+        self.write_packed(buf, replica, p)
     }
 
-    fn read_packed(&self, buf: &wgpu::Buffer) -> Result<GraphParams> {
-        Ok(self.unpack(&self.ctx.read_f32(buf, 0, self.plan.params_len as u64)?))
+    fn read_packed(&self, buf: &wgpu::Buffer, replica: usize) -> Result<GraphParams> {
+        self.check_replica(replica)?;
+        let len = self.plan.replica_params_len;
+        Ok(self.unpack(&self.ctx.read_f32(buf, (replica * len) as u64, len as u64)?))
     }
 
+    /// The parameters (of replica 0).
     pub fn params(&self) -> Result<GraphParams> {
-        self.read_packed(&self.bufs.params)
+        self.replica_params(0)
+    }
+
+    pub fn replica_params(&self, replica: usize) -> Result<GraphParams> {
+        self.read_packed(&self.bufs.params, replica)
     }
 
     pub fn feedback(&self) -> Result<Option<GraphParams>> {
+        self.replica_feedback(0)
+    }
+
+    pub fn replica_feedback(&self, replica: usize) -> Result<Option<GraphParams>> {
         self.bufs
             .feedback
             .as_ref()
-            .map(|b| self.read_packed(b))
+            .map(|b| self.read_packed(b, replica))
             .transpose()
     }
 
+    /// The last computed gradients (of replica 0).
     pub fn grads(&self) -> Result<GraphParams> {
-        self.read_packed(&self.bufs.grads)
+        self.replica_grads(0)
     }
 
-    /// Uploads one batch: `input` is [B, n_0] and `target` [B, n_L], row-major.
+    pub fn replica_grads(&self, replica: usize) -> Result<GraphParams> {
+        self.read_packed(&self.bufs.grads, replica)
+    }
+
+    /// Uploads one batch: `input` is [K·B, n_0] and `target` [K·B, n_L] (replica-major),
+    /// row-major.
     pub fn set_batch(&self, input: &[f32], target: &[f32]) -> Result<()> {
         feed::upload_batch(self, input, target)
     }
 
-    /// Activities of every node from the last forward pass, [B, size] each.
+    /// Activities of every node from the last forward pass, [K·B, size] each.
     pub fn activities(&self) -> Result<Vec<Vec<f32>>> {
         let all = self.ctx.read_f32(&self.bufs.x, 0, self.plan.x_len as u64)?;
-        let b = self.opts.batch;
+        let b = self.opts.batch * self.plan.replicas;
         Ok((0..self.graph.nodes.len())
             .map(|i| {
                 let o = self.plan.x_off[i];
@@ -975,7 +1057,7 @@ impl GraphEngine {
         let all = self
             .ctx
             .read_f32(&self.bufs.r[self.current], 0, self.plan.r_len as u64)?;
-        let b = self.opts.batch;
+        let b = self.opts.batch * self.plan.replicas;
         Ok((0..self.graph.nodes.len())
             .map(|i| {
                 if i == 0 {
@@ -988,7 +1070,7 @@ impl GraphEngine {
     }
 
     pub fn batch_stats(&self) -> Result<(Vec<f32>, Vec<bool>)> {
-        let b = self.opts.batch;
+        let b = self.opts.batch * self.plan.replicas;
         let v = self.ctx.read_f32(&self.bufs.stats, 0, 2 * b as u64)?;
         Ok((v[..b].to_vec(), v[b..].iter().map(|&c| c > 0.5).collect()))
     }
@@ -1006,6 +1088,7 @@ impl GraphEngine {
 
     pub fn encode_forward(&self, enc: &mut wgpu::CommandEncoder) {
         let b = self.opts.batch;
+        let k = self.plan.replicas;
         let mut pass = self.begin(enc, "forward");
         for (step, bind) in self.plan.forward.iter().zip(&self.forward_binds) {
             let (kernel, groups) = match *step {
@@ -1013,7 +1096,7 @@ impl GraphEngine {
                     let e = &self.plan.dense[i];
                     (
                         self.kernels.dense_forward.get(self.shapes.forward[i]),
-                        self.shapes.forward[i].tiles(b, e.n_out as usize),
+                        k as u32 * self.shapes.forward[i].tiles(b, e.n_out as usize),
                     )
                 }
                 Step::Table(kind, i) => (
@@ -1022,7 +1105,7 @@ impl GraphEngine {
                         KernelKind::Pool => &self.kernels.pool_forward,
                         KernelKind::Join => &self.kernels.join_forward,
                     },
-                    groups(self.plan.ops[i].items as usize),
+                    groups(k * self.plan.ops[i].items as usize),
                 ),
             };
             record(
@@ -1039,7 +1122,7 @@ impl GraphEngine {
             Dispatch {
                 kernel: &self.kernels.loss,
                 bind: &self.loss_bind,
-                groups: b.div_ceil(64) as u32,
+                groups: (k * b).div_ceil(64) as u32,
             },
         );
     }

@@ -78,6 +78,9 @@ pub struct EngineOptions {
     pub tile: TileChoice,
     /// How the parallel relaxation is dispatched.
     pub relax_kernel: RelaxKernel,
+    /// Independent copies of the model trained side by side in the same dispatches (say, one
+    /// per seed), each with its own parameters and batches. 1 for an ordinary engine.
+    pub replicas: usize,
 }
 
 impl EngineOptions {
@@ -100,6 +103,7 @@ impl EngineOptions {
             update_input_relaxed: false,
             tile: TileChoice::Auto,
             relax_kernel: RelaxKernel::Tiled,
+            replicas: 1,
         }
     }
 }
@@ -254,8 +258,8 @@ pub struct Engine {
 }
 
 /// What the model needs from the device (checked before the device is created).
-pub fn needs(spec: &ModelSpec, batch: usize) -> Needs {
-    let bytes = Layout::new(spec, batch).max_buffer_bytes();
+pub fn needs(spec: &ModelSpec, batch: usize, replicas: usize) -> Needs {
+    let bytes = Layout::replicated(spec, batch, replicas.max(1)).max_buffer_bytes();
     Needs {
         max_binding_bytes: bytes,
         max_buffer_bytes: bytes,
@@ -266,6 +270,16 @@ pub fn needs(spec: &ModelSpec, batch: usize) -> Needs {
 pub(crate) fn check_options(opts: &EngineOptions) -> Result<()> {
     if opts.batch == 0 {
         return Err(Error::Config("batch size must be at least 1".into()));
+    }
+    if opts.replicas == 0 {
+        return Err(Error::Config("an engine needs at least one replica".into()));
+    }
+    if opts.replicas > 1 && opts.relax_tol.is_some() {
+        return Err(Error::Config(
+            "adaptive relaxation (relax_tol) decides one stop for the whole dispatch, so it \
+             cannot train replicas side by side; train them one at a time"
+                .into(),
+        ));
     }
     if !(opts.relax_rate.is_finite() && opts.relax_rate > 0.0 && opts.relax_rate <= 2.0) {
         return Err(Error::Config(format!(
@@ -303,7 +317,7 @@ pub(crate) fn check_options(opts: &EngineOptions) -> Result<()> {
 impl Engine {
     pub fn new(ctx: Arc<GpuContext>, spec: &ModelSpec, opts: EngineOptions) -> Result<Self> {
         check_options(&opts)?;
-        let layout = Layout::new(spec, opts.batch);
+        let layout = Layout::replicated(spec, opts.batch, opts.replicas);
         let limit = ctx.limits.max_storage_buffer_binding_size;
         if layout.max_buffer_bytes() > limit {
             return Err(Error::Gpu(format!(
@@ -322,6 +336,7 @@ impl Engine {
         let shapes = Shapes::new(&layout, opts.tile.for_adapter(ctx.info.device_type));
         let kernels = Kernels::new(&ctx, &shapes);
         let b = opts.batch;
+        let rows = layout.rows();
         let n_out = spec.output_width();
         let bufs = Buffers {
             table: buffers::storage_init(device, "layers", &layout.layers),
@@ -334,10 +349,14 @@ impl Engine {
                 buffers::storage(device, "r0", layout.r_len),
                 buffers::storage(device, "r1", layout.r_len),
             ],
-            target: buffers::storage(device, "target", b * n_out),
-            stats: buffers::storage(device, "stats", 2 * b),
+            target: buffers::storage(device, "target", rows * n_out),
+            stats: buffers::storage(device, "stats", 2 * rows),
             grads: buffers::storage(device, "grads", layout.params_len),
-            conv: buffers::storage(device, "relaxation convergence", 4 + 2 * spec.depth()),
+            conv: buffers::storage(
+                device,
+                "relaxation convergence",
+                4 + 2 * layout.layers.len(),
+            ),
             fp_cur: buffers::storage(device, "fprime at the current state", layout.fp_len),
         };
         let depth = spec.depth();
@@ -353,9 +372,10 @@ impl Engine {
         } else {
             0
         };
+        // Layers `first..first+count` of every replica.
         let pass = |first: usize, count: usize, rate: f32, flags: u32| PassUniform {
-            first: first as u32,
-            count: count as u32,
+            first: layout.entries(first, count).0,
+            count: layout.entries(first, count).1,
             batch: b as u32,
             flags,
             rate,
@@ -380,7 +400,7 @@ impl Engine {
                 x_off: x_l as u32,
                 r_off: r_l as u32,
                 width: n_out as u32,
-                batch: b as u32,
+                batch: rows as u32,
                 kind: match spec.loss {
                     crate::model::Loss::Mse => 0,
                     crate::model::Loss::Ce => 1,
@@ -438,8 +458,8 @@ impl Engine {
             "relax check",
             &CheckUniform {
                 tol: opts.relax_tol.unwrap_or(0.0),
-                first: 1,
-                count: (depth - 1) as u32,
+                first: layout.entries(1, depth - 1).0,
+                count: layout.entries(1, depth - 1).1,
                 pad: 0,
             },
         );
@@ -582,56 +602,92 @@ impl Engine {
 
     // ---- host ↔ device -------------------------------------------------------------------
 
+    /// Sets the parameters (of replica 0).
     pub fn set_params(&self, p: &Params) -> Result<()> {
-        self.write_packed(&self.bufs.params, p)
+        self.set_replica_params(0, p)
     }
 
-    /// Uploads ψ (random or learned feedback). Errors for exact AR, which has no ψ.
+    pub fn set_replica_params(&self, replica: usize, p: &Params) -> Result<()> {
+        self.write_packed(&self.bufs.params, replica, p)
+    }
+
+    /// Uploads ψ (random or learned feedback) of replica 0. Errors for exact AR, which has no ψ.
     pub fn set_feedback(&self, p: &Params) -> Result<()> {
+        self.set_replica_feedback(0, p)
+    }
+
+    pub fn set_replica_feedback(&self, replica: usize, p: &Params) -> Result<()> {
         let buf = self.bufs.feedback.as_ref().ok_or_else(|| {
             Error::Config("this engine uses W as its feedback; it has no ψ to set".into())
         })?;
-        self.write_packed(buf, p)
+        self.write_packed(buf, replica, p)
     }
 
-    fn write_packed(&self, buf: &wgpu::Buffer, p: &Params) -> Result<()> {
+    fn write_packed(&self, buf: &wgpu::Buffer, replica: usize, p: &Params) -> Result<()> {
         let flat = p.packed();
-        if flat.len() != self.layout.params_len {
+        let len = self.layout.replica_params_len;
+        if flat.len() != len {
             return Err(Error::Config(format!(
-                "parameters have {} values but the model needs {}",
+                "parameters have {} values but the model needs {len}",
                 flat.len(),
-                self.layout.params_len
             )));
         }
+        self.check_replica(replica)?;
         self.ctx
             .queue
-            .write_buffer(buf, 0, bytemuck::cast_slice(&flat));
+            .write_buffer(buf, (replica * len * 4) as u64, bytemuck::cast_slice(&flat));
         Ok(())
     }
 
+    fn check_replica(&self, replica: usize) -> Result<()> {
+        if replica >= self.layout.replicas {
+            return Err(Error::Config(format!(
+                "replica {replica} does not exist; the engine has {}",
+                self.layout.replicas
+            )));
+        }
+        Ok(())
+    }
+
+    /// The parameters (of replica 0).
     pub fn params(&self) -> Result<Params> {
-        self.read_packed(&self.bufs.params)
+        self.replica_params(0)
+    }
+
+    pub fn replica_params(&self, replica: usize) -> Result<Params> {
+        self.read_packed(&self.bufs.params, replica)
     }
 
     pub fn feedback(&self) -> Result<Option<Params>> {
+        self.replica_feedback(0)
+    }
+
+    pub fn replica_feedback(&self, replica: usize) -> Result<Option<Params>> {
         self.bufs
             .feedback
             .as_ref()
-            .map(|b| self.read_packed(b))
+            .map(|b| self.read_packed(b, replica))
             .transpose()
     }
 
-    /// The last computed gradients (AR's or backprop's), in parameter layout.
+    /// The last computed gradients (AR's or backprop's) of replica 0, in parameter layout.
     pub fn grads(&self) -> Result<Params> {
-        self.read_packed(&self.bufs.grads)
+        self.replica_grads(0)
     }
 
-    fn read_packed(&self, buf: &wgpu::Buffer) -> Result<Params> {
-        let flat = self.ctx.read_f32(buf, 0, self.layout.params_len as u64)?;
+    pub fn replica_grads(&self, replica: usize) -> Result<Params> {
+        self.read_packed(&self.bufs.grads, replica)
+    }
+
+    fn read_packed(&self, buf: &wgpu::Buffer, replica: usize) -> Result<Params> {
+        self.check_replica(replica)?;
+        let len = self.layout.replica_params_len;
+        let flat = self.ctx.read_f32(buf, (replica * len) as u64, len as u64)?;
         Ok(Params::unpack(&self.spec, &flat))
     }
 
-    /// Uploads one batch: `input` is [B, n_0] and `target` [B, n_L], row-major.
+    /// Uploads one batch: `input` is [K·B, n_0] and `target` [K·B, n_L] (replica-major),
+    /// row-major.
     pub fn set_batch(&self, input: &[f32], target: &[f32]) -> Result<()> {
         feed::upload_batch(self, input, target)
     }
@@ -663,8 +719,8 @@ impl Engine {
         let flags = self.flags();
         let depth = self.spec.depth();
         let u = |first: usize, count: usize, flags: u32| PassUniform {
-            first: first as u32,
-            count: count as u32,
+            first: self.layout.entries(first, count).0,
+            count: self.layout.entries(first, count).1,
             batch: self.opts.batch as u32,
             flags,
             rate,
@@ -723,8 +779,9 @@ impl Engine {
             .layout
             .layers
             .iter()
+            .step_by(self.layout.replicas)
             .map(|e| {
-                let n = self.opts.batch * e.n_out as usize;
+                let n = self.layout.rows() * e.n_out as usize;
                 all[e.fp as usize..e.fp as usize + n].to_vec()
             })
             .collect())
@@ -743,9 +800,9 @@ impl Engine {
         Ok(out)
     }
 
-    /// Per-sample loss and correctness of the last output-error pass.
+    /// Per-sample loss and correctness of the last output-error pass (all replicas' rows).
     pub fn batch_stats(&self) -> Result<(Vec<f32>, Vec<bool>)> {
-        let b = self.opts.batch;
+        let b = self.layout.rows();
         let v = self.ctx.read_f32(&self.bufs.stats, 0, 2 * b as u64)?;
         Ok((v[..b].to_vec(), v[b..].iter().map(|&c| c > 0.5).collect()))
     }
@@ -762,7 +819,7 @@ impl Engine {
                 Dispatch {
                     kernel: self.kernels.forward.get(shape),
                     bind: &self.binds.forward[l],
-                    groups: layout::groups(shape, &[self.layout.forward_product(l)]),
+                    groups: layout::groups(shape, &self.layout.forward_product(l)),
                 },
             );
         }
@@ -771,7 +828,7 @@ impl Engine {
             Dispatch {
                 kernel: &self.kernels.loss,
                 bind: &self.binds.loss,
-                groups: self.opts.batch.div_ceil(64) as u32,
+                groups: self.layout.rows().div_ceil(64) as u32,
             },
         );
     }
@@ -800,7 +857,7 @@ impl Engine {
         }
         match self.opts.start {
             RelaxStart::Forward => {
-                let from = (self.opts.batch * self.spec.input_width() * 4) as u64;
+                let from = (self.layout.r_base() * 4) as u64;
                 enc.copy_buffer_to_buffer(&self.bufs.x, from, &self.bufs.r[0], 0, hidden);
             }
             RelaxStart::Zero => enc.clear_buffer(&self.bufs.r[0], 0, Some(hidden)),
@@ -953,7 +1010,7 @@ impl Engine {
         let hidden = (self.layout.hidden_r_len() * 4) as u64;
         if self.opts.update_input_relaxed && hidden > 0 {
             // The stored x̄ is not needed again this step; the relaxed r takes its place.
-            let to = (self.opts.batch * self.spec.input_width() * 4) as u64;
+            let to = (self.layout.r_base() * 4) as u64;
             enc.copy_buffer_to_buffer(&self.bufs.r[self.current], 0, &self.bufs.x, to, hidden);
         }
         self.encode_grads_with(
@@ -969,7 +1026,7 @@ impl Engine {
         w: &wgpu::BindGroup,
         b: &wgpu::BindGroup,
     ) {
-        let units: usize = self.spec.widths[1..].iter().sum();
+        let units = self.layout.replicas * self.spec.widths[1..].iter().sum::<usize>();
         let mut pass = self.begin(enc, "gradients");
         record(
             &mut pass,

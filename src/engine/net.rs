@@ -96,9 +96,14 @@ impl Model {
     }
 
     pub fn needs(&self, batch: usize) -> Needs {
+        self.needs_replicated(batch, 1)
+    }
+
+    /// What `replicas` copies side by side need.
+    pub fn needs_replicated(&self, batch: usize, replicas: usize) -> Needs {
         match self {
-            Model::Mlp(s) => super::needs(s, batch),
-            Model::Graph(g) => super::graph::needs(g, batch),
+            Model::Mlp(s) => super::needs(s, batch, replicas),
+            Model::Graph(g) => super::graph::needs(g, batch, replicas),
         }
     }
     /// Parameter groups of freshly drawn weights (biases zero), seeded like `Params::init`.
@@ -241,58 +246,101 @@ impl Net {
         }
     }
 
+    /// Copies of the model trained side by side (see [`EngineOptions::replicas`]).
+    pub fn replicas(&self) -> usize {
+        self.opts().replicas
+    }
+
     pub fn params(&self) -> Result<Vec<ParamGroup>> {
+        self.replica_params(0)
+    }
+
+    pub fn replica_params(&self, replica: usize) -> Result<Vec<ParamGroup>> {
         let p = match self {
-            Net::Mlp(e) => ParamsOf::Mlp(e.params()?),
-            Net::Graph(e) => ParamsOf::Graph(e.params()?),
+            Net::Mlp(e) => ParamsOf::Mlp(e.replica_params(replica)?),
+            Net::Graph(e) => ParamsOf::Graph(e.replica_params(replica)?),
         };
         Ok(self.to_groups(Some(p)).expect("same kind"))
     }
 
     pub fn feedback(&self) -> Result<Option<Vec<ParamGroup>>> {
+        self.replica_feedback(0)
+    }
+
+    pub fn replica_feedback(&self, replica: usize) -> Result<Option<Vec<ParamGroup>>> {
         let p = match self {
-            Net::Mlp(e) => e.feedback()?.map(ParamsOf::Mlp),
-            Net::Graph(e) => e.feedback()?.map(ParamsOf::Graph),
+            Net::Mlp(e) => e.replica_feedback(replica)?.map(ParamsOf::Mlp),
+            Net::Graph(e) => e.replica_feedback(replica)?.map(ParamsOf::Graph),
         };
         Ok(self.to_groups(p))
     }
 
     pub fn grads(&self) -> Result<Vec<ParamGroup>> {
+        self.replica_grads(0)
+    }
+
+    /// The last computed gradients of one replica.
+    pub fn replica_grads(&self, replica: usize) -> Result<Vec<ParamGroup>> {
         let p = match self {
-            Net::Mlp(e) => ParamsOf::Mlp(e.grads()?),
-            Net::Graph(e) => ParamsOf::Graph(e.grads()?),
+            Net::Mlp(e) => ParamsOf::Mlp(e.replica_grads(replica)?),
+            Net::Graph(e) => ParamsOf::Graph(e.replica_grads(replica)?),
         };
         Ok(self.to_groups(Some(p)).expect("same kind"))
     }
 
     pub fn set_params(&self, groups: &[ParamGroup]) -> Result<()> {
+        self.set_replica_params(0, groups)
+    }
+
+    pub fn set_replica_params(&self, replica: usize, groups: &[ParamGroup]) -> Result<()> {
         match self {
-            Net::Mlp(e) => e.set_params(&mlp_params(groups)),
-            Net::Graph(e) => e.set_params(&graph_params(&e.graph, groups)),
+            Net::Mlp(e) => e.set_replica_params(replica, &mlp_params(groups)),
+            Net::Graph(e) => e.set_replica_params(replica, &graph_params(&e.graph, groups)),
         }
     }
 
     pub fn set_feedback(&self, groups: &[ParamGroup]) -> Result<()> {
+        self.set_replica_feedback(0, groups)
+    }
+
+    pub fn set_replica_feedback(&self, replica: usize, groups: &[ParamGroup]) -> Result<()> {
         match self {
-            Net::Mlp(e) => e.set_feedback(&mlp_params(groups)),
-            Net::Graph(e) => e.set_feedback(&graph_params(&e.graph, groups)),
+            Net::Mlp(e) => e.set_replica_feedback(replica, &mlp_params(groups)),
+            Net::Graph(e) => e.set_replica_feedback(replica, &graph_params(&e.graph, groups)),
         }
     }
 
     /// Seeded initial weights (stream 1) and, for random or learned feedback, ψ (stream 4).
     pub fn initialise(&self, init: Init, feedback_init: Init, seed: u64) -> Result<()> {
+        self.initialise_replica(0, init, feedback_init, seed)
+    }
+
+    /// [`Self::initialise`] for one replica: the same draws as a single net with that seed.
+    pub fn initialise_replica(
+        &self,
+        replica: usize,
+        init: Init,
+        feedback_init: Init,
+        seed: u64,
+    ) -> Result<()> {
         let model = self.model();
-        self.set_params(&model.random_groups(init, &mut Rng::stream(seed, 1)))?;
+        let w = model.random_groups(init, &mut Rng::stream(seed, 1));
+        self.set_replica_params(replica, &w)?;
         if self.has_feedback() {
-            self.set_feedback(&model.random_groups(feedback_init, &mut Rng::stream(seed, 4)))?;
+            let psi = model.random_groups(feedback_init, &mut Rng::stream(seed, 4));
+            self.set_replica_feedback(replica, &psi)?;
         }
         Ok(())
     }
 
     /// Parameters (and ψ under `feedback.`) into a checkpoint.
     pub fn save_state(&self, file: &mut TensorFile) -> Result<()> {
-        insert_groups(file, "", &self.params()?);
-        if let Some(f) = self.feedback()? {
+        self.save_replica_state(0, file)
+    }
+
+    pub fn save_replica_state(&self, replica: usize, file: &mut TensorFile) -> Result<()> {
+        insert_groups(file, "", &self.replica_params(replica)?);
+        if let Some(f) = self.replica_feedback(replica)? {
             insert_groups(file, "feedback.", &f);
         }
         Ok(())
@@ -300,10 +348,14 @@ impl Net {
 
     /// Parameters (and ψ, when this net has one) from a checkpoint.
     pub fn load_state(&self, file: &TensorFile, path: &Path) -> Result<()> {
-        let like = self.params()?;
-        self.set_params(&read_groups(file, path, "", &like)?)?;
+        self.load_replica_state(0, file, path)
+    }
+
+    pub fn load_replica_state(&self, replica: usize, file: &TensorFile, path: &Path) -> Result<()> {
+        let like = self.replica_params(replica)?;
+        self.set_replica_params(replica, &read_groups(file, path, "", &like)?)?;
         if self.has_feedback() {
-            self.set_feedback(&read_groups(file, path, "feedback.", &like)?)?;
+            self.set_replica_feedback(replica, &read_groups(file, path, "feedback.", &like)?)?;
         }
         Ok(())
     }
@@ -397,7 +449,7 @@ impl Net {
     /// where the data does not matter.
     pub fn set_random_batch(&self, seed: u64) -> Result<()> {
         let model = self.model();
-        let b = self.opts().batch;
+        let b = self.opts().batch * self.replicas();
         let mut rng = Rng::new(seed);
         let input: Vec<f32> = (0..b * model.input_width())
             .map(|_| rng.uniform() as f32)
@@ -426,6 +478,9 @@ impl BatchTarget for Net {
     }
     fn batch(&self) -> usize {
         both!(self, e => BatchTarget::batch(e))
+    }
+    fn replicas(&self) -> usize {
+        both!(self, e => BatchTarget::replicas(e))
     }
     fn input_width(&self) -> usize {
         both!(self, e => BatchTarget::input_width(e))

@@ -74,6 +74,12 @@ pub(super) fn check_resident(spec: &ModelSpec, opts: &EngineOptions) -> Result<(
     if opts.relax_kernel != RelaxKernel::Resident {
         return Ok(());
     }
+    if opts.replicas > 1 {
+        return Err(Error::Config(
+            "the resident relaxation kernel trains one replica; replicas need the tiled kernel"
+                .into(),
+        ));
+    }
     if opts.relax_tol.is_some() || opts.sweep || opts.relax_fprime_current {
         return Err(Error::Config(
             "the resident relaxation kernel runs fixed parallel steps with a frozen f'; adaptive \

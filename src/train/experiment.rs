@@ -34,6 +34,10 @@ pub struct ExperimentConfig {
     /// Settings shared by every run (the keys of `config.toml`).
     #[serde(default)]
     pub base: toml::Table,
+    /// Seeds of one condition trained side by side as replicas of one engine (MLPs with a
+    /// fixed step count; other runs go one at a time). Results match one-at-a-time runs; on a
+    /// GPU the group costs little more than one run. Default 1.
+    pub parallel_seeds: Option<usize>,
 }
 
 /// A condition of an experiment: a preset, or named settings on top of `[base]`.
@@ -59,6 +63,11 @@ impl Condition {
 }
 
 impl ExperimentConfig {
+    /// How many seeds train side by side (at least 1).
+    pub fn parallel_seeds(&self) -> usize {
+        self.parallel_seeds.unwrap_or(1).max(1)
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let text = crate::util::read_settings(path)?;
         Self::parse(path, &text)
@@ -72,6 +81,9 @@ impl ExperimentConfig {
                 path,
                 "conditions, seeds and datasets must each list at least one entry",
             ));
+        }
+        if cfg.parallel_seeds == Some(0) {
+            return Err(Error::file(path, "parallel_seeds must be at least 1"));
         }
         for c in &cfg.conditions {
             let name = c.name();
@@ -177,9 +189,16 @@ pub struct Limits {
     pub deadline: Option<Instant>,
 }
 
-/// Runs (or resumes) the runs of the grid, seed by seed (so a time limit leaves whole seeds of
-/// every condition rather than every seed of a few), then summarises the runs that finished into
-/// `out`. Returns the summaries and how many runs are still to do.
+/// Whether runs of `cfg` can train side by side as replicas of one engine (adaptive relaxation
+/// stops the whole dispatch at once, and the resident kernel holds one replica).
+fn replicable(cfg: &TrainConfig) -> bool {
+    cfg.relax_tol.is_none() && cfg.relax_kernel != super::config::KernelChoice::Resident
+}
+
+/// Runs (or resumes) the runs of the grid, seed group by seed group (`parallel_seeds` seeds at a
+/// time, so a time limit leaves whole groups of seeds of every condition rather than every seed
+/// of a few), then summarises the runs that finished into `out`. Returns the summaries and how
+/// many runs are still to do.
 pub fn run(
     ctx: Arc<GpuContext>,
     exp: &ExperimentConfig,
@@ -189,38 +208,70 @@ pub fn run(
     progress: &mut dyn FnMut(&str),
 ) -> Result<(Vec<Summary>, usize)> {
     let mut left = 0;
-    for &seed in &exp.seeds {
-        for ds in &exp.datasets {
-            for condition in &exp.conditions {
+    // Within a seed group, condition by condition (both data sets of the first condition, the
+    // paper's AR, come first).
+    for seeds in exp.seeds.chunks(exp.parallel_seeds()) {
+        for condition in &exp.conditions {
+            for ds in &exp.datasets {
                 let cond = condition.name();
-                let dir = run_path(out, ds, &cond, seed);
-                let mode = match run_dir::status(&dir)? {
-                    Status::Finished(_) | Status::Diverged(..) => continue,
-                    Status::Partial => Mode::Resume,
-                    Status::Pending => Mode::Force,
-                };
-                if limits.deadline.is_some_and(|d| Instant::now() >= d) {
-                    left += 1;
-                    continue;
+                // New runs of this group train together, and so do partial runs that stopped
+                // after the same epoch.
+                let mut fresh = Vec::new();
+                let mut partial: BTreeMap<usize, Vec<(u64, PathBuf)>> = BTreeMap::new();
+                for &seed in seeds {
+                    let dir = run_path(out, ds, &cond, seed);
+                    match run_dir::status(&dir)? {
+                        Status::Finished(_) | Status::Diverged(..) => {}
+                        Status::Partial(done) => partial.entry(done).or_default().push((seed, dir)),
+                        Status::Pending => fresh.push((seed, dir)),
+                    }
                 }
-                let cfg = exp.run_config(path, ds, condition, seed)?;
-                let started = Instant::now();
-                match super::run_with(ctx.clone(), &cfg, &dir, mode, &mut Quiet) {
-                    Ok(r) => {
-                        if let Some(last) = r.metrics.last() {
-                            progress(&format!(
-                                "{ds} {cond} seed {seed}: test accuracy {:.2}% after {} epochs ({:.1} s)",
-                                100.0 * last.test_accuracy,
-                                r.metrics.len(),
-                                started.elapsed().as_secs_f64()
-                            ));
+                let cfg = exp.run_config(path, ds, condition, seeds[0])?;
+                let together = replicable(&cfg);
+                let mut batches: Vec<(Mode, Vec<(u64, PathBuf)>)> = Vec::new();
+                for (mode, runs) in partial
+                    .into_values()
+                    .map(|r| (Mode::Resume, r))
+                    .chain([(Mode::Force, fresh)])
+                {
+                    if together && !runs.is_empty() {
+                        batches.push((mode, runs));
+                    } else {
+                        batches.extend(runs.into_iter().map(|r| (mode, vec![r])));
+                    }
+                }
+                for (mode, runs) in batches {
+                    if limits.deadline.is_some_and(|d| Instant::now() >= d) {
+                        left += runs.len();
+                        continue;
+                    }
+                    let started = Instant::now();
+                    let results = super::run_seeds(ctx.clone(), &cfg, &runs, mode, &mut Quiet)?;
+                    let secs = started.elapsed().as_secs_f64();
+                    for ((seed, dir), result) in runs.iter().zip(results) {
+                        match result {
+                            Ok(r) => {
+                                if let Some(last) = r.metrics.last() {
+                                    progress(&format!(
+                                        "{ds} {cond} seed {seed}: test accuracy {:.2}% after {} \
+                                         epochs ({secs:.1} s{})",
+                                        100.0 * last.test_accuracy,
+                                        r.metrics.len(),
+                                        if runs.len() > 1 {
+                                            format!(", {} seeds side by side", runs.len())
+                                        } else {
+                                            String::new()
+                                        }
+                                    ));
+                                }
+                            }
+                            Err(Error::Diverged(msg)) => {
+                                progress(&format!("{ds} {cond} seed {seed}: {msg}"));
+                                run_dir::mark_diverged(dir, &msg)?;
+                            }
+                            Err(e) => return Err(e),
                         }
                     }
-                    Err(Error::Diverged(msg)) => {
-                        progress(&format!("{ds} {cond} seed {seed}: {msg}"));
-                        run_dir::mark_diverged(&dir, &msg)?;
-                    }
-                    Err(e) => return Err(e),
                 }
             }
         }
@@ -257,7 +308,7 @@ pub fn summarise(exp: &ExperimentConfig, out: &Path) -> Result<Vec<Summary>> {
                         diverged += 1;
                         curves.push(metrics);
                     }
-                    Status::Partial | Status::Pending => {}
+                    Status::Partial(_) | Status::Pending => {}
                 }
             }
             let (m, s) = mean_std(&finals);

@@ -106,19 +106,42 @@ pub fn epoch_order(seed: u64, epoch: usize, len: usize) -> Vec<u32> {
     order
 }
 
-/// A training session on one device.
+/// A training session on one device: one run, or several seeds of the same settings trained
+/// side by side as replicas of one engine.
 pub struct Trainer {
+    /// The settings of replica 0 (the others differ only in their seed).
     pub cfg: TrainConfig,
+    /// One seed per replica.
+    pub seeds: Vec<u64>,
     pub net: Net,
     train: DeviceSplit,
     test: DeviceSplit,
     val: Option<DeviceSplit>,
 }
 
+/// One replica's epoch: its metrics, or why it diverged.
+pub type ReplicaEpoch = std::result::Result<EpochMetrics, String>;
+
 impl Trainer {
     pub fn new(ctx: Arc<GpuContext>, cfg: &TrainConfig, data: &Prepared) -> Result<Self> {
+        Self::with_seeds(ctx, cfg, data, &[cfg.seed])
+    }
+
+    /// `cfg` once per seed, all in the same dispatches (MLPs only; see
+    /// [`crate::engine::EngineOptions::replicas`]).
+    pub fn with_seeds(
+        ctx: Arc<GpuContext>,
+        cfg: &TrainConfig,
+        data: &Prepared,
+        seeds: &[u64],
+    ) -> Result<Self> {
         cfg.validate()?;
-        let net = Net::new(ctx, &cfg.model()?, cfg.engine_options())?;
+        if seeds.is_empty() {
+            return Err(Error::Config("a trainer needs at least one seed".into()));
+        }
+        let mut opts = cfg.engine_options();
+        opts.replicas = seeds.len();
+        let net = Net::new(ctx, &cfg.model()?, opts)?;
         let train = DeviceSplit::new(&net, &data.train, true)?;
         let test = DeviceSplit::new(&net, &data.test, false)?;
         let val = data
@@ -126,8 +149,11 @@ impl Trainer {
             .as_ref()
             .map(|v| DeviceSplit::new(&net, v, false))
             .transpose()?;
+        let mut cfg = cfg.clone();
+        cfg.seed = seeds[0];
         Ok(Self {
-            cfg: cfg.clone(),
+            cfg,
+            seeds: seeds.to_vec(),
             net,
             train,
             test,
@@ -135,11 +161,40 @@ impl Trainer {
         })
     }
 
-    /// Trains one epoch (0-based `epoch`) and measures it.
+    /// The settings of replica `k`.
+    pub fn replica_config(&self, k: usize) -> TrainConfig {
+        let mut c = self.cfg.clone();
+        c.seed = self.seeds[k];
+        c
+    }
+
+    /// Seeded initial parameters for every replica.
+    pub fn initialise(&self) -> Result<()> {
+        for (k, &seed) in self.seeds.iter().enumerate() {
+            self.net
+                .initialise_replica(k, self.cfg.init()?, self.cfg.feedback_init()?, seed)?;
+        }
+        Ok(())
+    }
+
+    /// Trains one epoch (0-based `epoch`) of a single run and measures it.
     pub fn epoch(&mut self, epoch: usize, progress: &mut dyn Progress) -> Result<EpochMetrics> {
+        let mut all = self.epoch_replicas(epoch, progress)?;
+        all.swap_remove(0).map_err(Error::Diverged)
+    }
+
+    /// Trains one epoch of every replica (each through its own seed's sample order) and
+    /// measures each.
+    pub fn epoch_replicas(
+        &mut self,
+        epoch: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<ReplicaEpoch>> {
         let ctx = BatchTarget::context(&self.net).clone();
-        let order = epoch_order(self.cfg.seed, epoch, self.train.len);
-        self.train.set_order(&self.net, &order)?;
+        for (k, &seed) in self.seeds.iter().enumerate() {
+            let order = epoch_order(seed, epoch, self.train.len);
+            self.train.set_replica_order(&self.net, k, &order)?;
+        }
         let batches = self.train.batches;
         progress.epoch_start(epoch, batches);
         let started = Instant::now();
@@ -167,71 +222,94 @@ impl Trainer {
         }
         drop(enc);
         ctx.wait()?;
-        let sums = self.train.read_sums(&self.net)?;
+        let sums = self.train.read_replica_sums(&self.net)?;
         let seconds = started.elapsed().as_secs_f64();
-        if let Some(b) = sums.diverged_at {
-            return Err(Error::Diverged(format!(
-                "training diverged: the loss became non-finite in epoch {} at batch {b} \
-                 (seed {}, lr {}, relax rate {}); the last good checkpoint is kept",
-                epoch + 1,
-                self.cfg.seed,
-                self.cfg.lr,
-                self.cfg.relax_rate
-            )));
-        }
         let steps_used = match self.cfg.algorithm {
             Algorithm::Bp => 0.0,
             Algorithm::Ar => self.net.relax_steps_used(batches, self.cfg.relax_steps)?,
         };
-        let test = self.test.evaluate(&self.net)?;
+        let test = self.test.evaluate_replicas(&self.net)?;
         let val = self
             .val
             .as_ref()
-            .map(|v| v.evaluate(&self.net))
+            .map(|v| v.evaluate_replicas(&self.net))
             .transpose()?;
-        let angle = self.gradient_angle()?;
-        let m = EpochMetrics {
-            epoch: epoch + 1,
-            train_loss: sums.mean_loss(),
-            train_accuracy: sums.accuracy(),
-            test_loss: test.mean_loss(),
-            test_accuracy: test.accuracy(),
-            val_loss: val.map(|v: EpochSums| v.mean_loss()),
-            val_accuracy: val.map(|v| v.accuracy()),
-            grad_angle_deg: angle,
-            relax_steps_mean: steps_used,
-            samples_per_s: (batches * self.cfg.batch_size) as f64 / seconds,
-            seconds,
-        };
-        progress.epoch_end(&m);
-        Ok(m)
+        let angles = self.gradient_angles()?;
+        let mut out = Vec::with_capacity(self.seeds.len());
+        for (k, sums) in sums.iter().enumerate() {
+            if let Some(b) = sums.diverged_at {
+                out.push(Err(format!(
+                    "training diverged: the loss became non-finite in epoch {} at batch {b} \
+                     (seed {}, lr {}, relax rate {}); the last good checkpoint is kept",
+                    epoch + 1,
+                    self.seeds[k],
+                    self.cfg.lr,
+                    self.cfg.relax_rate
+                )));
+                continue;
+            }
+            let m = EpochMetrics {
+                epoch: epoch + 1,
+                train_loss: sums.mean_loss(),
+                train_accuracy: sums.accuracy(),
+                test_loss: test[k].mean_loss(),
+                test_accuracy: test[k].accuracy(),
+                val_loss: val.as_ref().map(|v: &Vec<EpochSums>| v[k].mean_loss()),
+                val_accuracy: val.as_ref().map(|v| v[k].accuracy()),
+                grad_angle_deg: angles[k],
+                relax_steps_mean: steps_used,
+                samples_per_s: (batches * self.cfg.batch_size) as f64 / seconds,
+                seconds,
+            };
+            progress.epoch_end(&m);
+            out.push(Ok(m));
+        }
+        Ok(out)
     }
 
-    /// Mean angle between this condition's gradient and backprop's on the first test batch.
-    fn gradient_angle(&mut self) -> Result<f64> {
+    /// Per replica, the mean angle between this condition's gradient and backprop's on the
+    /// first test batch.
+    fn gradient_angles(&mut self) -> Result<Vec<f64>> {
         let ctx = BatchTarget::context(&self.net).clone();
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         self.test.encode_gather(&self.net, &mut enc, 0);
         ctx.queue.submit([enc.finish()]);
-        let bp = self.net.bp_gradients()?;
+        let k = self.seeds.len();
         if self.cfg.algorithm == Algorithm::Bp {
-            return Ok(0.0);
+            return Ok(vec![0.0; k]);
         }
-        let ar = self.net.ar_gradients(self.cfg.relax_steps)?;
-        Ok(mean_angle(&compare_groups(&ar, &bp)))
+        self.net.bp_gradients()?;
+        let bp = (0..k)
+            .map(|r| self.net.replica_grads(r))
+            .collect::<Result<Vec<_>>>()?;
+        self.net.ar_gradients(self.cfg.relax_steps)?;
+        (0..k)
+            .map(|r| {
+                Ok(mean_angle(&compare_groups(
+                    &self.net.replica_grads(r)?,
+                    &bp[r],
+                )))
+            })
+            .collect()
     }
 
-    /// Test loss and accuracy of the current parameters.
+    /// Test loss and accuracy of the current parameters (of replica 0).
     pub fn evaluate_test(&self) -> Result<EpochSums> {
         self.test.evaluate(&self.net)
     }
 
-    /// Parameters, ψ and metadata as a checkpoint.
+    /// Parameters, ψ and metadata of replica 0 as a checkpoint.
     pub fn checkpoint(&self, epochs_done: usize) -> Result<TensorFile> {
+        self.replica_checkpoint(0, epochs_done)
+    }
+
+    /// Parameters, ψ and metadata of replica `k` as a checkpoint.
+    pub fn replica_checkpoint(&self, k: usize, epochs_done: usize) -> Result<TensorFile> {
         let mut f = TensorFile::default();
-        self.net.save_state(&mut f)?;
+        self.net.save_replica_state(k, &mut f)?;
         f.metadata.insert("epoch".into(), epochs_done.to_string());
-        f.metadata.insert("config".into(), self.cfg.to_toml());
+        f.metadata
+            .insert("config".into(), self.replica_config(k).to_toml());
         if let Model::Graph(g) = self.net.model() {
             f.metadata.insert("model".into(), g.source.clone());
         }
@@ -338,49 +416,125 @@ pub fn run_with(
     mode: run_dir::Mode,
     progress: &mut dyn Progress,
 ) -> Result<RunResult> {
+    let mut all = run_seeds(ctx, cfg, &[(cfg.seed, out.to_path_buf())], mode, progress)?;
+    all.swap_remove(0)
+}
+
+/// Several runs of `cfg` that differ only in their seed, trained side by side as replicas of one
+/// engine (one set of dispatches for all of them), each into its own run directory with the
+/// same files, checkpoints and resumption as a single run. On a GPU this costs little more
+/// than one run while the batch leaves the device idle (the paper's batch of 64).
+///
+/// Each run's result is separate: a run that diverges is reported as [`Error::Diverged`] in its
+/// slot and its directory keeps the last good epoch, while the others go on. Resumed runs must
+/// all have finished the same number of epochs.
+pub fn run_seeds(
+    ctx: Arc<GpuContext>,
+    cfg: &TrainConfig,
+    runs: &[(u64, std::path::PathBuf)],
+    mode: run_dir::Mode,
+    progress: &mut dyn Progress,
+) -> Result<Vec<Result<RunResult>>> {
     cfg.validate()?;
-    let dir = RunDir::open(out, mode)?;
-    let cfg = &resolve_relax_kernel(&ctx, cfg, &dir, mode, progress)?;
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dirs = runs
+        .iter()
+        .map(|(_, p)| RunDir::open(p, mode))
+        .collect::<Result<Vec<_>>>()?;
+    let seeds: Vec<u64> = runs.iter().map(|r| r.0).collect();
+    let mut cfg = cfg.clone();
+    cfg.seed = seeds[0];
+    let cfg = &if seeds.len() > 1 {
+        // Replicas share the tiled kernel: the resident one holds one replica.
+        if cfg.relax_kernel == config::KernelChoice::Auto {
+            cfg.relax_kernel = config::KernelChoice::Tiled;
+        }
+        cfg
+    } else {
+        resolve_relax_kernel(&ctx, &cfg, &dirs[0], mode, progress)?
+    };
     let data = prepare_data(cfg)?;
     let adapter = ctx.describe();
-    let mut trainer = Trainer::new(ctx, cfg, &data)?;
-    let (mut metrics, start) = match mode {
+    let mut trainer = Trainer::with_seeds(ctx, cfg, &data, &seeds)?;
+    let mut metrics: Vec<Vec<EpochMetrics>> = vec![Vec::new(); seeds.len()];
+    let mut start = 0;
+    match mode {
         run_dir::Mode::Resume => {
-            let r = dir.resume_state()?;
-            trainer
-                .net
-                .load_state(&r.checkpoint, &dir.path.join(run_dir::CHECKPOINT))?;
-            (r.metrics, r.epochs_done)
+            for (k, dir) in dirs.iter().enumerate() {
+                let r = dir.resume_state()?;
+                if k > 0 && r.epochs_done != start {
+                    return Err(Error::Config(format!(
+                        "runs trained side by side must resume from the same epoch, but {} has \
+                         {} epochs and {} has {start}",
+                        dir.path.display(),
+                        r.epochs_done,
+                        dirs[0].path.display()
+                    )));
+                }
+                trainer.net.load_replica_state(
+                    k,
+                    &r.checkpoint,
+                    &dir.path.join(run_dir::CHECKPOINT),
+                )?;
+                start = r.epochs_done;
+                metrics[k] = r.metrics;
+            }
         }
-        _ => {
-            trainer
-                .net
-                .initialise(cfg.init()?, cfg.feedback_init()?, cfg.seed)?;
-            (Vec::new(), 0)
-        }
-    };
-    dir.write_config(cfg)?;
-    for epoch in start..cfg.epochs {
-        let m = trainer.epoch(epoch, progress)?;
-        metrics.push(m);
-        let params = trainer.net.params()?;
-        if !params
-            .iter()
-            .all(|g| g.weight.iter().chain(&g.bias).all(|v| v.is_finite()))
-        {
-            return Err(Error::Diverged(format!(
-                "training diverged: non-finite weights after epoch {} (seed {}); the last good \
-                 checkpoint is kept",
-                epoch + 1,
-                cfg.seed
-            )));
-        }
-        dir.save_epoch(&trainer.checkpoint(epoch + 1)?, &metrics)?;
+        _ => trainer.initialise()?,
     }
-    dir.finish(&metrics)?;
-    Ok(RunResult {
-        metrics,
-        params: trainer.net.params()?,
-        adapter,
-    })
+    for (k, dir) in dirs.iter().enumerate() {
+        dir.write_config(&trainer.replica_config(k))?;
+    }
+    // A run that diverged keeps its last good epoch on disk and is not saved again.
+    let mut failed: Vec<Option<Error>> = (0..seeds.len()).map(|_| None).collect();
+    for epoch in start..cfg.epochs {
+        let outcomes = trainer.epoch_replicas(epoch, progress)?;
+        for (k, outcome) in outcomes.into_iter().enumerate() {
+            if failed[k].is_some() {
+                continue;
+            }
+            let m = match outcome {
+                Ok(m) => m,
+                Err(msg) => {
+                    failed[k] = Some(Error::Diverged(msg));
+                    continue;
+                }
+            };
+            let params = trainer.net.replica_params(k)?;
+            if !params
+                .iter()
+                .all(|g| g.weight.iter().chain(&g.bias).all(|v| v.is_finite()))
+            {
+                failed[k] = Some(Error::Diverged(format!(
+                    "training diverged: non-finite weights after epoch {} (seed {}); the last \
+                     good checkpoint is kept",
+                    epoch + 1,
+                    seeds[k]
+                )));
+                continue;
+            }
+            metrics[k].push(m);
+            dirs[k].save_epoch(&trainer.replica_checkpoint(k, epoch + 1)?, &metrics[k])?;
+        }
+        if failed.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let mut results = Vec::with_capacity(seeds.len());
+    for (k, fail) in failed.into_iter().enumerate() {
+        results.push(match fail {
+            Some(e) => Err(e),
+            None => {
+                dirs[k].finish(&metrics[k])?;
+                Ok(RunResult {
+                    metrics: std::mem::take(&mut metrics[k]),
+                    params: trainer.net.replica_params(k)?,
+                    adapter: adapter.clone(),
+                })
+            }
+        });
+    }
+    Ok(results)
 }

@@ -52,8 +52,8 @@ struct State {
 pub enum Status {
     /// Nothing to reuse: no run, or one that stopped before any epoch finished.
     Pending,
-    /// Some epochs done (resumable from the checkpoint).
-    Partial,
+    /// Some epochs done (resumable from the checkpoint): how many, as far as the state says.
+    Partial(usize),
     Finished(Vec<EpochMetrics>),
     /// Stopped by divergence: the metrics of the epochs that completed, and the reason.
     Diverged(Vec<EpochMetrics>, String),
@@ -65,7 +65,9 @@ pub fn status(path: &Path) -> Result<Status> {
         path: path.to_path_buf(),
     };
     let metrics = || read_metrics(&path.join(METRICS)).or_else(|_| Ok::<_, Error>(Vec::new()));
-    match dir.state() {
+    let state = dir.state();
+    let done = state.as_ref().map_or(0, |s| s.epochs_done);
+    match state {
         Some(State {
             diverged: Some(why),
             ..
@@ -73,7 +75,7 @@ pub fn status(path: &Path) -> Result<Status> {
         Some(State { finished: true, .. }) => {
             Ok(Status::Finished(read_metrics(&path.join(METRICS))?))
         }
-        _ if path.join(CHECKPOINT).exists() => Ok(Status::Partial),
+        _ if path.join(CHECKPOINT).exists() => Ok(Status::Partial(done)),
         _ => Ok(Status::Pending),
     }
 }
