@@ -958,18 +958,8 @@ impl GraphEngine {
         p
     }
 
-    fn check_replica(&self, replica: usize) -> Result<()> {
-        if replica >= self.plan.replicas {
-            return Err(Error::Config(format!(
-                "replica {replica} does not exist; the engine has {}",
-                self.plan.replicas
-            )));
-        }
-        Ok(())
-    }
-
     fn write_packed(&self, buf: &wgpu::Buffer, replica: usize, p: &GraphParams) -> Result<()> {
-        self.check_replica(replica)?;
+        super::check_replica(replica, self.plan.replicas)?;
         let flat = self.packed(p)?;
         let at = (replica * self.plan.replica_params_len * 4) as u64;
         self.ctx
@@ -999,7 +989,7 @@ impl GraphEngine {
     }
 
     fn read_packed(&self, buf: &wgpu::Buffer, replica: usize) -> Result<GraphParams> {
-        self.check_replica(replica)?;
+        super::check_replica(replica, self.plan.replicas)?;
         let len = self.plan.replica_params_len;
         Ok(self.unpack(&self.ctx.read_f32(buf, (replica * len) as u64, len as u64)?))
     }

@@ -314,6 +314,16 @@ pub(crate) fn check_options(opts: &EngineOptions) -> Result<()> {
     Ok(())
 }
 
+/// An error unless `replica` is one of an engine's `replicas`.
+pub(crate) fn check_replica(replica: usize, replicas: usize) -> Result<()> {
+    if replica >= replicas {
+        return Err(Error::Config(format!(
+            "replica {replica} does not exist; the engine has {replicas}"
+        )));
+    }
+    Ok(())
+}
+
 impl Engine {
     pub fn new(ctx: Arc<GpuContext>, spec: &ModelSpec, opts: EngineOptions) -> Result<Self> {
         check_options(&opts)?;
@@ -632,20 +642,10 @@ impl Engine {
                 flat.len(),
             )));
         }
-        self.check_replica(replica)?;
+        check_replica(replica, self.layout.replicas)?;
         self.ctx
             .queue
             .write_buffer(buf, (replica * len * 4) as u64, bytemuck::cast_slice(&flat));
-        Ok(())
-    }
-
-    fn check_replica(&self, replica: usize) -> Result<()> {
-        if replica >= self.layout.replicas {
-            return Err(Error::Config(format!(
-                "replica {replica} does not exist; the engine has {}",
-                self.layout.replicas
-            )));
-        }
         Ok(())
     }
 
@@ -680,7 +680,7 @@ impl Engine {
     }
 
     fn read_packed(&self, buf: &wgpu::Buffer, replica: usize) -> Result<Params> {
-        self.check_replica(replica)?;
+        check_replica(replica, self.layout.replicas)?;
         let len = self.layout.replica_params_len;
         let flat = self.ctx.read_f32(buf, (replica * len) as u64, len as u64)?;
         Ok(Params::unpack(&self.spec, &flat))
