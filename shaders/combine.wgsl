@@ -14,13 +14,12 @@
 
 @compute @workgroup_size(256)
 fn combine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let item = global_item(gid, nwg);
-    let j = find_op(pass_.first, pass_.count, item);
-    if (j >= pass_.first + pass_.count) {
+    let work = claim(gid, nwg);
+    if (!work.found) {
         return;
     }
-    let o = ops[j];
-    let local = item - o.start;
+    let o = ops[work.op];
+    let local = work.local;
     let size = o.c_out * o.h_out * o.w_out;
     let b = local / size;
     let e = local % size;

@@ -22,13 +22,12 @@ fn post(o: Op, oi: u32) -> f32 {
 
 @compute @workgroup_size(256)
 fn conv_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let item = global_item(gid, nwg);
-    let j = find_op(pass_.first, pass_.count, item);
-    if (j >= pass_.first + pass_.count) {
+    let work = claim(gid, nwg);
+    if (!work.found) {
         return;
     }
-    let o = ops[j];
-    let local = item - o.start;
+    let o = ops[work.op];
+    let local = work.local;
     let n_w = o.c_out * o.c_in * o.k * o.k;
     let in_size = o.c_in * o.h_in * o.w_in;
     let out_size = o.c_out * o.h_out * o.w_out;

@@ -15,20 +15,18 @@
 
 @compute @workgroup_size(256)
 fn conv_vjp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let item = global_item(gid, nwg);
-    let j = find_op(pass_.first, pass_.count, item);
-    if (j >= pass_.first + pass_.count) {
+    let work = claim(gid, nwg);
+    if (!work.found) {
         return;
     }
-    let o = ops[j];
-    let local = item - o.start;
-    let in_size = o.c_in * o.h_in * o.w_in;
+    let o = ops[work.op];
+    let local = work.local;
     let out_size = o.c_out * o.h_out * o.w_out;
-    let b = local / in_size;
-    let e = local % in_size;
-    let ci = e / (o.h_in * o.w_in);
-    let ih = (e / o.w_in) % o.h_in;
-    let iw = e % o.w_in;
+    let at = unflatten(local, o.c_in, o.h_in, o.w_in);
+    let b = at.x;
+    let ci = at.y;
+    let ih = at.z;
+    let iw = at.w;
     let deriv = (pass_.flags & FLAG_NO_RELAX_DERIV) == 0u;
     var v = 0.0;
     for (var kh = 0u; kh < o.k; kh++) {

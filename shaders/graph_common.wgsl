@@ -52,6 +52,25 @@ fn find_op(first: u32, count: u32, item: u32) -> u32 {
     return first + count;
 }
 
-fn global_item(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * 256u;
+// The work item of an invocation of a 256-thread workgroup: its entry of the dispatch's section
+// (`pass_`) and its index within that entry; `found` is false past the section's last item.
+struct Work {
+    op: u32,
+    local: u32,
+    found: bool,
+}
+
+fn claim(gid: vec3<u32>, nwg: vec3<u32>) -> Work {
+    let item = gid.x + gid.y * nwg.x * 256u;
+    let j = find_op(pass_.first, pass_.count, item);
+    if (j >= pass_.first + pass_.count) {
+        return Work(j, 0u, false);
+    }
+    return Work(j, item - ops[j].start, true);
+}
+
+// (sample, channel, row, column) of element `local` of a [B, c, h, w] tensor.
+fn unflatten(local: u32, c: u32, h: u32, w: u32) -> vec4<u32> {
+    let e = local % (c * h * w);
+    return vec4<u32>(local / (c * h * w), e / (h * w), (e / w) % h, e % w);
 }

@@ -12,19 +12,17 @@
 
 @compute @workgroup_size(256)
 fn pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let item = global_item(gid, nwg);
-    let j = find_op(pass_.first, pass_.count, item);
-    if (j >= pass_.first + pass_.count) {
+    let work = claim(gid, nwg);
+    if (!work.found) {
         return;
     }
-    let o = ops[j];
-    let local = item - o.start;
-    let out_size = o.c_out * o.h_out * o.w_out;
-    let b = local / out_size;
-    let e = local % out_size;
-    let c = e / (o.h_out * o.w_out);
-    let oh = (e / o.w_out) % o.h_out;
-    let ow = e % o.w_out;
+    let o = ops[work.op];
+    let local = work.local;
+    let out_at = unflatten(local, o.c_out, o.h_out, o.w_out);
+    let b = out_at.x;
+    let c = out_at.y;
+    let oh = out_at.z;
+    let ow = out_at.w;
     let in_size = o.c_in * o.h_in * o.w_in;
     var best = 0.0;
     var best_at = 0u;

@@ -13,20 +13,20 @@
 
 @compute @workgroup_size(256)
 fn pool_vjp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let item = global_item(gid, nwg);
-    let j = find_op(pass_.first, pass_.count, item);
-    if (j >= pass_.first + pass_.count) {
+    let work = claim(gid, nwg);
+    if (!work.found) {
         return;
     }
-    let o = ops[j];
-    let local = item - o.start;
+    let o = ops[work.op];
+    let local = work.local;
     let in_size = o.c_in * o.h_in * o.w_in;
     let out_size = o.c_out * o.h_out * o.w_out;
-    let b = local / in_size;
-    let e = local % in_size;
-    let c = e / (o.h_in * o.w_in);
-    let ih = (e / o.w_in) % o.h_in;
-    let iw = e % o.w_in;
+    let e = local % in_size; // the element within the sample, as argmax records it
+    let at = unflatten(local, o.c_in, o.h_in, o.w_in);
+    let b = at.x;
+    let c = at.y;
+    let ih = at.z;
+    let iw = at.w;
     // Windows oh with oh*s <= ih < oh*s + k.
     let oh_hi = min(ih / o.stride, o.h_out - 1u);
     let ow_hi = min(iw / o.stride, o.w_out - 1u);
