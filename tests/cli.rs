@@ -393,3 +393,47 @@ fn settings_paths_that_are_not_files() {
         .unwrap();
     assert_clean_failure(&o, &["not a regular file"]);
 }
+
+/// `arelax experiment` end to end: seeds side by side from the flag, the table printed, and a
+/// zero group size refused in one line.
+#[test]
+fn experiment_command_trains_seeds_side_by_side() {
+    let dir = temp_dir("experiment-cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("grid.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "conditions = [\"ar\", \"bp\"]\nseeds = [1, 2]\ndatasets = [\"mnist\"]\n[data]\nmnist = \"{}\"\n[base]\nlayers = \"784,8,10\"\nepochs = 1\nrelax_steps = 2\ntrain_limit = 128\ntest_limit = 64\n",
+            mnist_dir().display()
+        ),
+    )
+    .unwrap();
+    let o = bin()
+        .args(["experiment", "--parallel-seeds", "0", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, &["--parallel-seeds"]);
+    let o = bin()
+        .args(["experiment", "--parallel-seeds", "2", "--config"])
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{:?}", error_lines(&o));
+    assert!(text.contains("(2 seeds side by side)"), "{text}");
+    assert_eq!(
+        text.matches(", 2 seeds side by side)").count(),
+        4,
+        "every run reports its group: {text}"
+    );
+    assert!(text.contains("| mnist | ar |") && text.contains("| mnist | bp |"));
+    assert!(
+        dir.join("out/mnist/bp/seed-2/checkpoint.safetensors")
+            .exists()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
