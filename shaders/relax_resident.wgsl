@@ -10,7 +10,8 @@
 // State ping-pongs between r_a and r_b: step s reads buffer (src + s) % 2 and writes the other,
 // so after `steps` steps the result is where the tiled kernel would leave it. Each thread owns
 // output columns lid, lid + 256, ... (up to COLS of them, so hidden widths up to 256 * COLS; the
-// host checks) for all ROWS samples.
+// host checks) for all ROWS samples. With replicas (see engine/layout.rs) the workgroups of each
+// replica follow one another, and layer l of replica k is table entry l * replicas + k.
 
 //!include common.wgsl
 
@@ -22,7 +23,7 @@ struct ResidentPass {
     rate: f32,
     steps: u32,
     src: u32,   // which of r_a (0) or r_b (1) holds the state the first step reads
-    pad: u32,
+    replicas: u32,
 }
 
 const ROWS: u32 = 4u;
@@ -57,8 +58,11 @@ fn write_r(which: u32, i: u32, v: f32) {
 @compute @workgroup_size(256)
 fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    let row0 = linear_group(wid, nwg) * ROWS;
-    if (row0 >= pass_.batch) {
+    let per_replica = (pass_.batch + ROWS - 1u) / ROWS;
+    let group = linear_group(wid, nwg);
+    let replica = group / per_replica;
+    let row0 = (group % per_replica) * ROWS;
+    if (replica >= pass_.replicas) {
         return;
     }
     let rows = min(ROWS, pass_.batch - row0);
@@ -67,7 +71,7 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     for (var s = 0u; s < pass_.steps; s++) {
         let src = (pass_.src + s) % 2u;
         for (var i = 0u; i < pass_.count; i++) {
-            let L = layers[pass_.first + i];
+            let L = layers[(pass_.first + i) * pass_.replicas + replica];
             var acc: array<array<f32, ROWS>, COLS>;
             for (var k0 = 0u; k0 < L.n_out; k0 += KC) {
                 // Stage r_{l+1} * f'_l for the chunk; rows past the batch stage zeros.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use arelax::data::{self, DatasetKind, Split};
 use arelax::engine::Ops as _;
 use arelax::engine::feed::DeviceSplit;
-use arelax::engine::{Engine, EngineOptions, Feedback};
+use arelax::engine::{Engine, EngineOptions, Feedback, RelaxKernel};
 use arelax::model::{Activation, Init, Loss, Params, Reduction};
 use arelax::reference::{self as cpu, Params64};
 use arelax::train::config::{Overrides, TrainConfig};
@@ -82,14 +82,22 @@ fn assert_same_run(side: &RunResult, alone: &RunResult, what: &str) {
 }
 
 /// AR's and backprop's gradients of every replica, from one set of dispatches, are the CPU
-/// reference's for that replica's own weights and batch (odd widths, three replicas).
+/// reference's for that replica's own weights and batch (odd widths, three replicas, a batch
+/// that is not a multiple of the resident kernel's rows), with either relaxation kernel.
 #[test]
 fn every_replica_has_its_own_exact_gradients() {
+    for kernel in [RelaxKernel::Tiled, RelaxKernel::Resident] {
+        replica_gradients(kernel);
+    }
+}
+
+fn replica_gradients(kernel: RelaxKernel) {
     let s = spec(&[13, 11, 7, 5], Activation::Tanh, Loss::Mse);
     let (b, k, steps) = (5, 3, 60);
     let mut opts = EngineOptions::new(b);
     opts.replicas = k;
     opts.relax_rate = 0.5;
+    opts.relax_kernel = kernel;
     let mut engine = Engine::new(ctx(), &s, opts).unwrap();
     let params: Vec<Params> = (0..k)
         .map(|r| Params::init(&s, Init::FanIn, 10 + r as u64))
@@ -120,7 +128,7 @@ fn every_replica_has_its_own_exact_gradients() {
             let e = rel_err(&bp[r].weights[l], &exact.weights[l]);
             assert!(e < 1e-4, "replica {r} layer {l}: backprop error {e:e}");
             let e = rel_err(&ar[r].weights[l], &relaxed.weights[l]);
-            assert!(e < 1e-4, "replica {r} layer {l}: AR error {e:e}");
+            assert!(e < 1e-4, "{kernel}: replica {r} layer {l}: AR error {e:e}");
         }
     }
 }
@@ -392,10 +400,6 @@ fn replicas_reject_what_they_cannot_do() {
     let err = Engine::new(ctx(), &s, opts.clone()).err().unwrap();
     assert!(err.to_string().contains("replicas"), "{err}");
     opts.relax_tol = None;
-    opts.relax_kernel = arelax::engine::RelaxKernel::Resident;
-    let err = Engine::new(ctx(), &s, opts.clone()).err().unwrap();
-    assert!(err.to_string().contains("replica"), "{err}");
-    opts.relax_kernel = arelax::engine::RelaxKernel::Tiled;
     opts.feedback = Feedback::Random;
     let engine = Engine::new(ctx(), &s, opts).unwrap();
     let p = Params::init(&s, Init::FanIn, 1);
@@ -403,4 +407,51 @@ fn replicas_reject_what_they_cannot_do() {
     assert!(engine.replica_params(2).is_err());
     engine.set_replica_feedback(1, &p).unwrap();
     assert_eq!(engine.replica_feedback(1).unwrap().unwrap(), p);
+}
+
+/// `relax_kernel = "auto"` for seeds side by side times both kernels with that many copies and
+/// records the winner in every run's config.
+#[test]
+fn auto_kernel_choice_for_seeds_side_by_side_is_recorded() {
+    let mut cfg = tiny("ar", 1);
+    cfg.relax_kernel = arelax::train::config::KernelChoice::Auto;
+    let root = temp_dir("auto");
+    let runs: Vec<(u64, PathBuf)> = [2u64, 6]
+        .iter()
+        .map(|&s| (s, root.join(format!("seed-{s}"))))
+        .collect();
+    let mut notes = Notes(Vec::new());
+    for r in arelax::train::run_seeds(ctx(), &cfg, &runs, Mode::New, &mut notes).unwrap() {
+        r.unwrap();
+    }
+    assert!(
+        notes
+            .0
+            .iter()
+            .any(|n| n.contains("relaxation kernel: measured")),
+        "{:?}",
+        notes.0
+    );
+    let chosen: Vec<String> = runs
+        .iter()
+        .map(|(_, dir)| {
+            let text = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("relax_kernel"))
+                .unwrap()
+                .to_string();
+            assert!(!line.contains("auto"), "{line}");
+            line
+        })
+        .collect();
+    assert_eq!(chosen[0], chosen[1]);
+    let _ = std::fs::remove_dir_all(root);
+}
+
+struct Notes(Vec<String>);
+impl arelax::train::Progress for Notes {
+    fn note(&mut self, line: &str) {
+        self.0.push(line.to_string());
+    }
 }

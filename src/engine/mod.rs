@@ -741,7 +741,7 @@ impl Engine {
             q.write_buffer(buf, 0, bytemuck::bytes_of(&u(l, 1, flags)));
         }
         if let Some(r) = &self.binds.resident {
-            r.set_rate(q, depth, self.opts.batch, flags, rate);
+            r.set_rate(q, &self.layout, flags, rate);
         }
         Ok(())
     }
@@ -876,7 +876,7 @@ impl Engine {
         }
         if let Some(r) = &self.binds.resident {
             let mut pass = self.begin(enc, "relax");
-            self.current = r.record(&mut pass, self.opts.batch, steps, self.current);
+            self.current = r.record(&mut pass, &self.layout, steps, self.current);
             return;
         }
         let shape = self.shapes.relax;

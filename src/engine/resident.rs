@@ -66,19 +66,13 @@ struct ResidentUniform {
     rate: f32,
     steps: u32,
     src: u32,
-    pad: u32,
+    replicas: u32,
 }
 
 /// The resident kernel's limits, checked before anything is built.
 pub(super) fn check_resident(spec: &ModelSpec, opts: &EngineOptions) -> Result<()> {
     if opts.relax_kernel != RelaxKernel::Resident {
         return Ok(());
-    }
-    if opts.replicas > 1 {
-        return Err(Error::Config(
-            "the resident relaxation kernel trains one replica; replicas need the tiled kernel"
-                .into(),
-        ));
     }
     if opts.relax_tol.is_some() || opts.sweep || opts.relax_fprime_current {
         return Err(Error::Config(
@@ -102,20 +96,20 @@ pub(super) fn check_resident(spec: &ModelSpec, opts: &EngineOptions) -> Result<(
 
 /// The resident kernel's uniform table: for each step count 2^c (c < RESIDENT_CHUNKS) and each
 /// starting buffer, one `ResidentUniform` at a multiple of the device's offset alignment.
-fn resident_table(depth: usize, batch: usize, flags: u32, rate: f32, stride: u32) -> Vec<u8> {
+fn resident_table(layout: &Layout, flags: u32, rate: f32, stride: u32) -> Vec<u8> {
     let stride = stride as usize;
     let mut bytes = vec![0u8; stride * 2 * RESIDENT_CHUNKS];
     for c in 0..RESIDENT_CHUNKS {
         for src in 0..2 {
             let u = ResidentUniform {
                 first: 1,
-                count: depth as u32 - 1,
-                batch: batch as u32,
+                count: layout.depth() as u32 - 1,
+                batch: layout.batch as u32,
                 flags,
                 rate,
                 steps: 1 << c,
                 src: src as u32,
-                pad: 0,
+                replicas: layout.replicas as u32,
             };
             let at = (c * 2 + src) * stride;
             bytes[at..at + std::mem::size_of::<ResidentUniform>()]
@@ -147,7 +141,7 @@ impl Resident {
     ) -> Self {
         let device = &ctx.device;
         let stride = device.limits().min_uniform_buffer_offset_alignment;
-        let bytes = resident_table(layout.depth(), opts.batch, flags, opts.relax_rate, stride);
+        let bytes = resident_table(layout, flags, opts.relax_rate, stride);
         let table = wgpu::util::DeviceExt::create_buffer_init(
             device,
             &wgpu::util::BufferInitDescriptor {
@@ -190,15 +184,8 @@ impl Resident {
     }
 
     /// Rewrites the table for a new relaxation rate.
-    pub(super) fn set_rate(
-        &self,
-        queue: &wgpu::Queue,
-        depth: usize,
-        batch: usize,
-        flags: u32,
-        rate: f32,
-    ) {
-        let bytes = resident_table(depth, batch, flags, rate, self.stride);
+    pub(super) fn set_rate(&self, queue: &wgpu::Queue, layout: &Layout, flags: u32, rate: f32) {
+        let bytes = resident_table(layout, flags, rate, self.stride);
         queue.write_buffer(&self.table, 0, &bytes);
     }
 
@@ -207,11 +194,11 @@ impl Resident {
     pub(super) fn record(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
-        batch: usize,
+        layout: &Layout,
         steps: usize,
         mut current: usize,
     ) -> usize {
-        let groups = batch.div_ceil(RESIDENT_ROWS) as u32;
+        let groups = (layout.replicas * layout.batch.div_ceil(RESIDENT_ROWS)) as u32;
         let mut left = steps;
         while left > 0 {
             // The largest power-of-two chunk that fits: T's binary digits, high first.

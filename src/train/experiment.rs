@@ -190,9 +190,9 @@ pub struct Limits {
 }
 
 /// Whether runs of `cfg` can train side by side as replicas of one engine (adaptive relaxation
-/// stops the whole dispatch at once, and the resident kernel holds one replica).
+/// stops the whole dispatch at once).
 fn replicable(cfg: &TrainConfig) -> bool {
-    cfg.relax_tol.is_none() && cfg.relax_kernel != super::config::KernelChoice::Resident
+    cfg.relax_tol.is_none()
 }
 
 /// Runs (or resumes) the runs of the grid, seed group by seed group (`parallel_seeds` seeds at a

@@ -336,10 +336,11 @@ pub fn run(
 
 /// Settles `relax_kernel = "auto"`: a resumed run keeps the kernel its directory records (so it
 /// continues bit for bit); a new run takes the faster on this device, timing a few training steps
-/// of each with the run's model, batch size and step count.
+/// of each with the run's model, batch size, step count and number of seeds side by side.
 fn resolve_relax_kernel(
     ctx: &Arc<GpuContext>,
     cfg: &TrainConfig,
+    replicas: usize,
     dir: &RunDir,
     mode: run_dir::Mode,
     progress: &mut dyn Progress,
@@ -364,13 +365,13 @@ fn resolve_relax_kernel(
     if cfg.algorithm != Algorithm::Ar || !matches!(model, Model::Mlp(_)) {
         return Ok(cfg);
     }
-    let resident_ms = match time_training_steps(ctx, &model, &resident) {
+    let resident_ms = match time_training_steps(ctx, &model, &resident, replicas) {
         Ok(ms) => ms,
         // Settings the resident kernel does not handle (wide layers, adaptive, sweep, ...).
         Err(Error::Config(_)) => return Ok(cfg),
         Err(e) => return Err(e),
     };
-    let tiled_ms = time_training_steps(ctx, &model, &cfg)?;
+    let tiled_ms = time_training_steps(ctx, &model, &cfg, replicas)?;
     progress.note(&format!(
         "relaxation kernel: measured {tiled_ms:.3} ms per training step tiled, {resident_ms:.3} ms \
          resident; using {}",
@@ -387,11 +388,17 @@ fn resolve_relax_kernel(
     })
 }
 
-/// Wall milliseconds per training step of `cfg` (weights frozen, random data), steps submitted
-/// back to back as in training, after a warm-up.
-fn time_training_steps(ctx: &Arc<GpuContext>, model: &Model, cfg: &TrainConfig) -> Result<f64> {
+/// Wall milliseconds per training step of `cfg` with `replicas` copies (weights frozen, random
+/// data), steps submitted back to back as in training, after a warm-up.
+fn time_training_steps(
+    ctx: &Arc<GpuContext>,
+    model: &Model,
+    cfg: &TrainConfig,
+    replicas: usize,
+) -> Result<f64> {
     let mut opts = cfg.engine_options();
     opts.lr = 0.0;
+    opts.replicas = replicas;
     let mut net = Net::new(ctx.clone(), model, opts)?;
     net.initialise(cfg.init()?, cfg.feedback_init()?, cfg.seed)?;
     net.set_random_batch(cfg.seed)?;
@@ -446,15 +453,7 @@ pub fn run_seeds(
     let seeds: Vec<u64> = runs.iter().map(|r| r.0).collect();
     let mut cfg = cfg.clone();
     cfg.seed = seeds[0];
-    let cfg = &if seeds.len() > 1 {
-        // Replicas share the tiled kernel: the resident one holds one replica.
-        if cfg.relax_kernel == config::KernelChoice::Auto {
-            cfg.relax_kernel = config::KernelChoice::Tiled;
-        }
-        cfg
-    } else {
-        resolve_relax_kernel(&ctx, &cfg, &dirs[0], mode, progress)?
-    };
+    let cfg = &resolve_relax_kernel(&ctx, &cfg, seeds.len(), &dirs[0], mode, progress)?;
     let data = prepare_data(cfg)?;
     let adapter = ctx.describe();
     let mut trainer = Trainer::with_seeds(ctx, cfg, &data, &seeds)?;
