@@ -42,7 +42,7 @@ echo "== bench tile sweep (JSON) =="
 timeout 150 $bin bench --json --batch-sizes 64,1024,4096 --relax-steps 100 \
     --tile 32x32,64x64,128x64,128x128 > "$out/bench.jsonl"
 echo "== bench: five seeds side by side (how the paper experiment trains) =="
-timeout 40 $bin bench --batch-sizes 64 --relax-steps 100 --replicas 5
+timeout 40 $bin bench --batch-sizes 64 --relax-steps 100 --replicas 5 --relax-kernel tiled,resident
 timeout 60 $bin bench --model examples/cnn.toml --batch-sizes 64,1024 --relax-steps 100
 timeout 40 $bin bench --model examples/cnn.toml --batch-sizes 64 --relax-steps 100 --replicas 3
 echo "== gradcheck =="
