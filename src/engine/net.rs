@@ -441,7 +441,11 @@ impl Net {
     pub fn tile_shapes(&self) -> (TileShape, Vec<TileShape>, TileShape) {
         match self {
             Net::Mlp(e) => (e.shapes.relax, e.shapes.forward.clone(), e.shapes.grad),
-            Net::Graph(e) => (e.shapes.vjp, e.shapes.forward.clone(), e.shapes.grad),
+            Net::Graph(e) => {
+                // The graph keeps one shape per dense entry, that is per node and replica.
+                let forward = e.shapes.forward.iter().step_by(e.opts.replicas);
+                (e.shapes.vjp, forward.copied().collect(), e.shapes.grad)
+            }
         }
     }
 
