@@ -111,6 +111,17 @@ impl BatchTarget for super::graph::GraphEngine {
     }
 }
 
+/// Per-row loss and correctness of the last output-error pass (every replica's rows).
+pub fn batch_stats(engine: &impl BatchTarget) -> Result<(Vec<f32>, Vec<bool>)> {
+    let rows = engine.batch() * engine.replicas();
+    let [_, _, stats] = engine.batch_buffers();
+    let v = engine.context().read_f32(stats, 0, 2 * rows as u64)?;
+    Ok((
+        v[..rows].to_vec(),
+        v[rows..].iter().map(|&c| c > 0.5).collect(),
+    ))
+}
+
 /// Sums over an epoch, read back once.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct EpochSums {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use bytemuck::{Pod, Zeroable};
 
 use super::layout::{LayerEntry, PassUniform};
-use super::{EngineOptions, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV, Feedback, RelaxStart};
-use super::{LossUniform, SgdUniform, feed};
+use super::{EngineOptions, Feedback, RelaxStart};
+use super::{LossUniform, Ops as _, SgdUniform, feed};
 use crate::gpu::buffers::{self, Dispatch, Kernel, Slot, TiledKernel, record};
 use crate::gpu::tile::{TileChoice, TileShape};
 use crate::gpu::{GpuContext, Needs, shader};
@@ -678,13 +678,7 @@ impl GraphEngine {
             stats: buffers::storage(d, "stats", 2 * rows),
             grads: buffers::storage(d, "grads", plan.params_len),
         };
-        let mut flags = 0;
-        if !opts.relax_derivative {
-            flags |= FLAG_NO_RELAX_DERIV;
-        }
-        if !opts.update_derivative {
-            flags |= FLAG_NO_UPDATE_DERIV;
-        }
+        let flags = opts.derivative_flags();
         let pass = |s: Section, rate: f32, flags: u32| {
             buffers::uniform(
                 d,
@@ -1059,19 +1053,9 @@ impl GraphEngine {
             .collect())
     }
 
+    /// Per-row loss and correctness of the last output-error pass (every replica's rows).
     pub fn batch_stats(&self) -> Result<(Vec<f32>, Vec<bool>)> {
-        let b = self.opts.batch * self.plan.replicas;
-        let v = self.ctx.read_f32(&self.bufs.stats, 0, 2 * b as u64)?;
-        Ok((v[..b].to_vec(), v[b..].iter().map(|&c| c > 0.5).collect()))
-    }
-
-    /// A compute pass, timed as `phase` when profiling.
-    fn begin<'e>(
-        &self,
-        enc: &'e mut wgpu::CommandEncoder,
-        phase: &'static str,
-    ) -> wgpu::ComputePass<'e> {
-        self.timer.begin(enc, phase)
+        feed::batch_stats(self)
     }
 
     // ---- encoders --------------------------------------------------------------------------

@@ -84,6 +84,18 @@ pub struct EngineOptions {
 }
 
 impl EngineOptions {
+    /// The pass flags of the variants that drop f' (see `Pass.flags` in `shaders/common.wgsl`).
+    pub fn derivative_flags(&self) -> u32 {
+        let mut flags = 0;
+        if !self.relax_derivative {
+            flags |= FLAG_NO_RELAX_DERIV;
+        }
+        if !self.update_derivative {
+            flags |= FLAG_NO_UPDATE_DERIV;
+        }
+        flags
+    }
+
     /// Exact AR with the paper's relaxation settings for a batch of `batch`.
     pub fn new(batch: usize) -> Self {
         Self {
@@ -370,13 +382,7 @@ impl Engine {
             fp_cur: buffers::storage(device, "fprime at the current state", layout.fp_len),
         };
         let depth = spec.depth();
-        let mut flags = 0;
-        if !opts.relax_derivative {
-            flags |= FLAG_NO_RELAX_DERIV;
-        }
-        if !opts.update_derivative {
-            flags |= FLAG_NO_UPDATE_DERIV;
-        }
+        let flags = opts.derivative_flags();
         let adaptive = if opts.relax_tol.is_some() {
             FLAG_ADAPTIVE
         } else {
@@ -601,15 +607,6 @@ impl Engine {
         &self.ctx
     }
 
-    /// A compute pass, timed as `phase` when profiling.
-    fn begin<'e>(
-        &self,
-        enc: &'e mut wgpu::CommandEncoder,
-        phase: &'static str,
-    ) -> wgpu::ComputePass<'e> {
-        self.timer.begin(enc, phase)
-    }
-
     // ---- host ↔ device -------------------------------------------------------------------
 
     /// Sets the parameters (of replica 0).
@@ -716,7 +713,7 @@ impl Engine {
         o.relax_rate = rate;
         check_options(&o)?;
         self.opts.relax_rate = rate;
-        let flags = self.flags();
+        let flags = self.opts.derivative_flags();
         let depth = self.spec.depth();
         let u = |first: usize, count: usize, flags: u32| PassUniform {
             first: self.layout.entries(first, count).0,
@@ -744,17 +741,6 @@ impl Engine {
             r.set_rate(q, &self.layout, flags, rate);
         }
         Ok(())
-    }
-
-    fn flags(&self) -> u32 {
-        let mut flags = 0;
-        if !self.opts.relax_derivative {
-            flags |= FLAG_NO_RELAX_DERIV;
-        }
-        if !self.opts.update_derivative {
-            flags |= FLAG_NO_UPDATE_DERIV;
-        }
-        flags
     }
 
     /// Reads the activities x_0 … x_L of the last forward pass.
@@ -802,9 +788,7 @@ impl Engine {
 
     /// Per-sample loss and correctness of the last output-error pass (all replicas' rows).
     pub fn batch_stats(&self) -> Result<(Vec<f32>, Vec<bool>)> {
-        let b = self.layout.rows();
-        let v = self.ctx.read_f32(&self.bufs.stats, 0, 2 * b as u64)?;
-        Ok((v[..b].to_vec(), v[b..].iter().map(|&c| c > 0.5).collect()))
+        feed::batch_stats(self)
     }
 
     // ---- encoders --------------------------------------------------------------------------

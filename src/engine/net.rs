@@ -398,13 +398,31 @@ impl Net {
     }
 
     pub fn bp_gradients(&mut self) -> Result<Vec<ParamGroup>> {
-        both!(self, e => { e.bp_gradients()?; });
+        both!(self, e => e.submit_bp_gradients());
         self.grads()
     }
 
     pub fn ar_gradients(&mut self, steps: usize) -> Result<Vec<ParamGroup>> {
-        both!(self, e => { e.ar_gradients(steps)?; });
+        both!(self, e => e.submit_ar_gradients(steps));
         self.grads()
+    }
+
+    /// Backprop's gradients of every replica.
+    pub fn replica_bp_gradients(&mut self) -> Result<Vec<Vec<ParamGroup>>> {
+        both!(self, e => e.submit_bp_gradients());
+        self.all_replica_grads()
+    }
+
+    /// AR's gradients of every replica after `steps` relaxation steps.
+    pub fn replica_ar_gradients(&mut self, steps: usize) -> Result<Vec<Vec<ParamGroup>>> {
+        both!(self, e => e.submit_ar_gradients(steps));
+        self.all_replica_grads()
+    }
+
+    fn all_replica_grads(&self) -> Result<Vec<Vec<ParamGroup>>> {
+        (0..self.replicas())
+            .map(|r| self.replica_grads(r))
+            .collect()
     }
 
     pub fn ar_gradient_series(&mut self, checkpoints: &[usize]) -> Result<Vec<Vec<ParamGroup>>> {

@@ -44,6 +44,15 @@ pub trait Ops {
         self.timer().read(self.gpu())
     }
 
+    /// A compute pass, timed as `phase` when profiling.
+    fn begin<'e>(
+        &self,
+        enc: &'e mut wgpu::CommandEncoder,
+        phase: &'static str,
+    ) -> wgpu::ComputePass<'e> {
+        self.timer().begin(enc, phase)
+    }
+
     fn submit(&self, enc: wgpu::CommandEncoder) {
         self.gpu().queue.submit([enc.finish()]);
     }
@@ -85,13 +94,18 @@ pub trait Ops {
 
     /// Forward, `steps` relaxation steps, local gradients; then reads the gradients back.
     fn ar_gradients(&mut self, steps: usize) -> Result<Self::Grads> {
+        self.submit_ar_gradients(steps);
+        self.grads()
+    }
+
+    /// [`Self::ar_gradients`] without the readback (the gradients stay on the GPU).
+    fn submit_ar_gradients(&mut self, steps: usize) {
         let mut enc = self.encoder();
         self.encode_forward(&mut enc);
         self.encode_relax_start(&mut enc);
         self.encode_relax(&mut enc, steps);
         self.encode_grads(&mut enc);
         self.submit(enc);
-        self.grads()
     }
 
     /// AR's gradients after each step count in `checkpoints` (ascending), continuing one
@@ -116,12 +130,17 @@ pub trait Ops {
 
     /// Exact backprop's gradients on the current batch and parameters.
     fn bp_gradients(&mut self) -> Result<Self::Grads> {
+        self.submit_bp_gradients();
+        self.grads()
+    }
+
+    /// [`Self::bp_gradients`] without the readback (the gradients stay on the GPU).
+    fn submit_bp_gradients(&mut self) {
         let mut enc = self.encoder();
         self.encode_forward(&mut enc);
         self.encode_backprop_signals(&mut enc);
         self.encode_exact_grads(&mut enc);
         self.submit(enc);
-        self.grads()
     }
 
     /// Waits for submitted work and surfaces any GPU error.

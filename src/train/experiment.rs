@@ -34,9 +34,8 @@ pub struct ExperimentConfig {
     /// Settings shared by every run (the keys of `config.toml`).
     #[serde(default)]
     pub base: toml::Table,
-    /// Seeds of one condition trained side by side as replicas of one engine (MLPs with a
-    /// fixed step count; other runs go one at a time). Results match one-at-a-time runs; on a
-    /// GPU the group costs little more than one run. Default 1.
+    /// Seeds of one condition trained side by side as replicas of one engine (runs with
+    /// adaptive relaxation go one at a time). Results match one-at-a-time runs. Default 1.
     pub parallel_seeds: Option<usize>,
 }
 

@@ -127,7 +127,7 @@ impl Trainer {
         Self::with_seeds(ctx, cfg, data, &[cfg.seed])
     }
 
-    /// `cfg` once per seed, all in the same dispatches (MLPs only; see
+    /// `cfg` once per seed, all in the same dispatches (see
     /// [`crate::engine::EngineOptions::replicas`]).
     pub fn with_seeds(
         ctx: Arc<GpuContext>,
@@ -274,23 +274,16 @@ impl Trainer {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         self.test.encode_gather(&self.net, &mut enc, 0);
         ctx.queue.submit([enc.finish()]);
-        let k = self.seeds.len();
         if self.cfg.algorithm == Algorithm::Bp {
-            return Ok(vec![0.0; k]);
+            return Ok(vec![0.0; self.seeds.len()]);
         }
-        self.net.bp_gradients()?;
-        let bp = (0..k)
-            .map(|r| self.net.replica_grads(r))
-            .collect::<Result<Vec<_>>>()?;
-        self.net.ar_gradients(self.cfg.relax_steps)?;
-        (0..k)
-            .map(|r| {
-                Ok(mean_angle(&compare_groups(
-                    &self.net.replica_grads(r)?,
-                    &bp[r],
-                )))
-            })
-            .collect()
+        let bp = self.net.replica_bp_gradients()?;
+        let ar = self.net.replica_ar_gradients(self.cfg.relax_steps)?;
+        Ok(ar
+            .iter()
+            .zip(&bp)
+            .map(|(a, b)| mean_angle(&compare_groups(a, b)))
+            .collect())
     }
 
     /// Test loss and accuracy of the current parameters (of replica 0).
@@ -451,9 +444,7 @@ pub fn run_seeds(
         .map(|(_, p)| RunDir::open(p, mode))
         .collect::<Result<Vec<_>>>()?;
     let seeds: Vec<u64> = runs.iter().map(|r| r.0).collect();
-    let mut cfg = cfg.clone();
-    cfg.seed = seeds[0];
-    let cfg = &resolve_relax_kernel(&ctx, &cfg, seeds.len(), &dirs[0], mode, progress)?;
+    let cfg = &resolve_relax_kernel(&ctx, cfg, seeds.len(), &dirs[0], mode, progress)?;
     let data = prepare_data(cfg)?;
     let adapter = ctx.describe();
     let mut trainer = Trainer::with_seeds(ctx, cfg, &data, &seeds)?;
