@@ -67,7 +67,8 @@ const CONTRIB_CONCAT: u32 = 12;
 struct Section {
     first: usize,
     count: usize,
-    /// Workgroups (256 threads, or 64×64 tiles for dense products).
+    /// Workgroups (256 threads, 64×64 tiles for dense products, one per element for conv
+    /// gradients).
     groups: u32,
 }
 
@@ -394,10 +395,11 @@ impl Plan {
                 }
             }
         }
+        // One workgroup per weight or bias element (conv_grad.wgsl reduces inside it).
         let conv_grad = Section {
             first: conv_first,
             count: ops.len() - conv_first,
-            groups: groups(items),
+            groups: u(items),
         };
         let dense_units = dense.iter().map(|d| d.n_out as usize).sum();
         Self {
