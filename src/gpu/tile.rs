@@ -106,10 +106,14 @@ pub enum TileChoice {
     Fixed(TileShape),
 }
 
-/// Workgroups we want a dispatch to have before preferring larger tiles: about one per
-/// multiprocessor of a large GPU (an H100 has 132). Fewer, larger tiles reuse each loaded value
-/// more; more, smaller tiles keep every multiprocessor busy.
-pub const TARGET_GROUPS: u32 = 128;
+/// Workgroups we want a dispatch to have before preferring larger tiles: about four per
+/// multiprocessor of an H100 (132). Fewer, larger tiles reuse each loaded value more; more,
+/// smaller tiles keep every multiprocessor busy and shorten each one's chain of K slices. On an
+/// H100 (paper MLP, 100 relaxation steps, `results/h100-2026-11-27/bench.jsonl`) the relaxation
+/// step took 21 / 37 / 47 / 108 µs with 32x32 / 64x64 / 128x64 / 128x128 tiles at batch 64,
+/// 29 / 41 / 72 / 175 µs at 1024 and 105 / 67 / 94 / 324 µs at 4096; a target of 128
+/// workgroups picked 64x64, 64x64 and 128x128 there, this one picks the fastest each time.
+pub const TARGET_GROUPS: u32 = 512;
 
 impl TileChoice {
     /// The choice for an adapter: on a CPU adapter (lavapipe) `Auto` means the largest tile,
@@ -185,8 +189,11 @@ mod tests {
     fn table_prefers_parallelism_for_small_batches() {
         let relax = |b| vec![(b, 300), (b, 300), (b, 100)];
         assert_eq!(TileChoice::Auto.pick(&relax(64)), TileShape::T32);
-        assert_eq!(TileChoice::Auto.pick(&relax(1024)), TileShape::T64);
-        assert_eq!(TileChoice::Auto.pick(&relax(4096)), TileShape::T128);
+        assert_eq!(TileChoice::Auto.pick(&relax(1024)), TileShape::T32);
+        assert_eq!(TileChoice::Auto.pick(&relax(4096)), TileShape::T64);
+        // The weight gradients of the same network at batch 4096 (K = 4096, few output tiles).
+        let grads = [(300, 784), (300, 300), (100, 300), (10, 100)];
+        assert_eq!(TileChoice::Auto.pick(&grads), TileShape::T32);
         let fixed = TileChoice::Fixed(TileShape::T64);
         assert_eq!(fixed.pick(&relax(4096)), TileShape::T64);
     }
