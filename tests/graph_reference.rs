@@ -441,7 +441,7 @@ units = 2
 fn init_matches_the_mlp_and_uses_the_fan_in() {
     let spec = ModelSpec::new(vec![7, 5, 6, 3], Activation::Tanh, Loss::Mse).unwrap();
     let g = Graph::mlp(&spec);
-    for init in [Init::FanIn, Init::Normal(0.05)] {
+    for init in [Init::FanIn, Init::Normal(0.05), Init::Pytorch] {
         let gp = GraphParams::init(&g, init, 9);
         assert_eq!(gp, GraphParams::from_mlp(&Params::init(&spec, init, 9)));
         assert!(gp.all_finite());
@@ -465,6 +465,29 @@ fn init_matches_the_mlp_and_uses_the_fan_in() {
     let mut bad = p.clone();
     bad.weights[5][0] = f32::NAN;
     assert!(!bad.all_finite());
+
+    // PyTorch's default: weights and biases U(±1/√fan_in), so sd = bound/√3.
+    let p = GraphParams::init(&cnn, Init::Pytorch, 1);
+    for (i, fan_in) in [(1, 25.0), (3, 150.0), (5, 1024.0), (6, 120.0)] {
+        let bound = 1.0 / f64::sqrt(fan_in);
+        let (w, b) = (&p.weights[i], &p.biases[i]);
+        assert!(
+            w.iter().chain(b).all(|&v| (v as f64).abs() <= bound),
+            "node {i}"
+        );
+        assert!(
+            b.iter().all(|&v| v != 0.0),
+            "node {i}: biases are drawn too"
+        );
+        let sd = (w.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
+        let want = bound / 3f64.sqrt();
+        assert!(
+            (sd / want - 1.0).abs() < 0.15,
+            "node {i}: sd {sd} vs {want}"
+        );
+    }
+    assert_eq!("pytorch".parse::<Init>().unwrap(), Init::Pytorch);
+    assert_eq!(Init::Pytorch.to_string(), "pytorch");
 }
 
 // ---------------------------------------------------------------------------------------------

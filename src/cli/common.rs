@@ -44,7 +44,7 @@ pub struct ModelArgs {
     /// sum (the paper's) or mean over the batch.
     #[arg(long, default_value = "sum")]
     pub reduction: String,
-    /// Weights: normal (N(0, 0.05)), normal:SD, or fan-in (N(0, 1/n_in)). Biases start at zero.
+    /// Weights: normal (N(0, 0.05)), normal:SD, fan-in (N(0, 1/n_in)), or pytorch (PyTorch's default: weights and biases U(±1/√n_in)). Biases start at zero except with pytorch.
     #[arg(long, default_value = "normal")]
     pub init: String,
 }

@@ -322,29 +322,26 @@ pub struct GraphParams {
 }
 
 impl GraphParams {
-    /// Seeded initialisation: weights from `init`, biases zero. For [`Graph::mlp`] this draws
-    /// exactly what [`Params::init`] draws (same stream, same order).
+    /// Seeded initialisation from `init`. For [`Graph::mlp`] this draws exactly what
+    /// [`Params::init`] draws (same stream, same order).
     pub fn init(g: &Graph, init: Init, seed: u64) -> Self {
         let mut rng = Rng::stream(seed, 1);
         Self::random(g, init, &mut rng)
     }
 
-    /// Weights drawn from `init` using `rng`, node by node in order (also used for fixed random
-    /// feedback weights); the fan-in is `in_size` for dense and `c_in*k*k` for conv2d.
+    /// Parameters drawn from `init` using `rng`, node by node in order (also used for fixed
+    /// random feedback weights); the fan-in is `in_size` for dense and `c_in*k*k` for conv2d.
     pub fn random(g: &Graph, init: Init, rng: &mut Rng) -> Self {
         let mut p = Self::zeros_like(g);
-        for (i, w) in p.weights.iter_mut().enumerate() {
+        for (i, (w, b)) in p.weights.iter_mut().zip(&mut p.biases).enumerate() {
             let Some((shape, _)) = g.param_shape(i) else {
                 continue;
             };
             let fan_in: usize = shape[1..].iter().product();
-            let sd = match init {
-                Init::Normal(sd) => sd,
-                Init::FanIn => 1.0 / (fan_in as f64).sqrt(),
-            };
             for v in w.iter_mut() {
-                *v = (rng.normal() * sd) as f32;
+                *v = init.weight(fan_in, rng);
             }
+            *b = init.biases(fan_in, b.len(), rng);
         }
         p
     }

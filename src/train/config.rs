@@ -464,7 +464,7 @@ pub struct Overrides {
     /// sum or mean [default: sum].
     #[arg(long)]
     pub reduction: Option<String>,
-    /// normal, normal:SD or fan-in [default: normal = N(0, 0.05)].
+    /// normal, normal:SD, fan-in or pytorch [default: normal = N(0, 0.05)].
     #[arg(long)]
     pub init: Option<String>,
     /// [default: 10]
