@@ -26,6 +26,10 @@ left() { echo $((budget - (SECONDS - start))); }
 # NO_GL=1 skips the loader setup (a dry run on this machine).
 if [ -z "${NO_GL:-}" ]; then source .gl/setup.sh; fi
 bin=./.bin/arelax
+# The device image has no system font; matplotlib's copy of DejaVu Sans draws the plots.
+if [ -z "${ARELAX_FONT:-}" ]; then
+    ARELAX_FONT=$(find / -xdev -name DejaVuSans.ttf -print -quit 2>/dev/null) && export ARELAX_FONT
+fi
 # Fashion-MNIST's default location (the experiment files name it).
 if [ -d .data/fashion-mnist ]; then
     mkdir -p /usr/share/datasets && cp -r .data/fashion-mnist /usr/share/datasets/

@@ -435,5 +435,27 @@ fn experiment_command_trains_seeds_side_by_side() {
         dir.join("out/mnist/bp/seed-2/checkpoint.safetensors")
             .exists()
     );
+    assert!(
+        text.contains("wrote results.md, results.csv, accuracy-mnist.png"),
+        "{text}"
+    );
+    // Summarising a finished grid trains nothing and draws plots that are missing (runs trained
+    // where no font was found).
+    let curves = dir.join("out/mnist/ar/seed-1/curves.png");
+    std::fs::remove_file(&curves).unwrap();
+    let o = bin()
+        .args(["experiment", "--config"])
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{:?}", error_lines(&o));
+    assert!(
+        !text.contains(": test accuracy"),
+        "nothing retrains: {text}"
+    );
+    assert!(curves.exists());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -85,8 +85,16 @@ pub fn run(args: Args) -> Result<()> {
         "{}",
         std::fs::read_to_string(out.join("results.md")).map_err(|e| Error::file(&out, e))?
     );
+    let plots: Vec<String> = exp
+        .datasets
+        .iter()
+        .map(|ds| format!("accuracy-{ds}.png"))
+        .filter(|f| out.join(f).exists())
+        .collect();
     println!(
-        "wrote results.md, results.csv and accuracy-*.png to {} ({} conditions)",
+        "wrote results.md, results.csv{}{} to {} ({} conditions)",
+        if plots.is_empty() { "" } else { ", " },
+        plots.join(", "),
         out.display(),
         summaries.len()
     );

@@ -275,6 +275,7 @@ pub fn run(
             }
         }
     }
+    draw_missing_curves(exp, out);
     let summaries = summarise(exp, out)?;
     write_summaries(out, &summaries, exp.seeds.len())?;
     Ok((summaries, left))
@@ -282,6 +283,27 @@ pub fn run(
 
 fn run_path(out: &Path, ds: &str, cond: &str, seed: u64) -> PathBuf {
     out.join(ds).join(cond).join(format!("seed-{seed}"))
+}
+
+/// Draws `curves.png` for every run that has metrics but no plot (one trained where no font was
+/// found, say), so that summarising a finished grid on another machine completes its plots.
+fn draw_missing_curves(exp: &ExperimentConfig, out: &Path) {
+    for ds in &exp.datasets {
+        for condition in &exp.conditions {
+            for &seed in &exp.seeds {
+                let dir = run_path(out, ds, &condition.name(), seed);
+                let png = dir.join(run_dir::CURVES);
+                if png.exists() {
+                    continue;
+                }
+                if let Ok(metrics) = run_dir::read_metrics(&dir.join(run_dir::METRICS))
+                    && let Err(e) = run_dir::plot_curves(&png, &metrics)
+                {
+                    run_dir::warn_not_drawn(&png, &e);
+                }
+            }
+        }
+    }
 }
 
 /// Final-epoch statistics of every condition from the run directories under `out`.
@@ -347,7 +369,8 @@ fn pct(v: f64) -> String {
     }
 }
 
-/// `results.md`, `results.csv` and one `accuracy-<dataset>.png` per data set.
+/// `results.md`, `results.csv` and one `accuracy-<dataset>.png` per data set. The tables are the
+/// result: a plot that cannot be drawn (no font) is a warning.
 pub fn write_summaries(out: &Path, s: &[Summary], seeds: usize) -> Result<()> {
     let mut md = String::from(
         "| data set | condition | final test accuracy (%) mean ± std | runs | diverged | mean gradient angle to backprop (°) |\n|---|---|---|---|---|---|\n",
@@ -410,7 +433,7 @@ pub fn write_summaries(out: &Path, s: &[Summary], seeds: usize) -> Result<()> {
             })
             .collect();
         let png = out.join(format!("accuracy-{ds}.png"));
-        save_png(
+        let drawn = save_png(
             &png,
             &[Panel {
                 title: format!("{ds}: mean test accuracy (±1 std over seeds)"),
@@ -419,7 +442,10 @@ pub fn write_summaries(out: &Path, s: &[Summary], seeds: usize) -> Result<()> {
                 log_y: false,
                 series,
             }],
-        )?;
+        );
+        if let Err(e) = drawn {
+            run_dir::warn_not_drawn(&png, &e);
+        }
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! epoch loadable and resumable.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{EpochMetrics, TrainConfig};
 use crate::checkpoint::TensorFile;
@@ -196,8 +197,9 @@ impl RunDir {
     pub fn save_epoch(&self, ckpt: &TensorFile, metrics: &[EpochMetrics]) -> Result<()> {
         ckpt.save(&self.path.join(CHECKPOINT))?;
         write_atomic(&self.path.join(METRICS), metrics_csv(metrics).as_bytes())?;
-        if let Err(e) = plot_curves(&self.path.join(CURVES), metrics) {
-            eprintln!("warning: curves.png not drawn: {e}");
+        let png = self.path.join(CURVES);
+        if let Err(e) = plot_curves(&png, metrics) {
+            warn_not_drawn(&png, &e);
         }
         let epochs = ckpt
             .metadata
@@ -297,6 +299,18 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
             })
         })
         .collect()
+}
+
+/// A plot that cannot be drawn (no font, say) is a warning, printed once per process: it would
+/// otherwise repeat every epoch of every run.
+pub fn warn_not_drawn(path: &Path, e: &Error) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "warning: {} not drawn: {e} (further plot warnings are not shown)",
+            path.display()
+        );
+    }
 }
 
 /// Accuracy and loss per epoch.
