@@ -33,7 +33,7 @@ pub struct Args {
     /// Warm-up before sampling, in milliseconds.
     #[arg(long, default_value_t = 200)]
     warmup_ms: u64,
-    /// Tile shapes of the matrix products: auto (the size table) or a shape (32x32, 64x64,
+    /// Tile shapes of the matrix products: auto (the size table) or a shape (16x16, 32x32, 64x64,
     /// 128x64, 128x128) forced on every product; a comma-separated list measures each.
     #[arg(long, default_value = "auto")]
     tile: String,
