@@ -45,6 +45,7 @@ fn main() -> Result<(), arelax::Error> {
             tile,
             relax_kernel: arelax::engine::RelaxKernel::Tiled,
             replicas: 1,
+            kernel_times: false,
         };
         run(ctx.clone(), &opts, &mut report)?;
     }

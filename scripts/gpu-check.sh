@@ -50,7 +50,7 @@ timeout 150 $bin bench --json --batch-sizes 64,1024,4096 --relax-steps 100 \
     --tile 16x16,32x32,64x64,128x64,128x128 > "$out/bench.jsonl"
 echo "== bench: five seeds side by side (how the paper experiment trains) =="
 timeout 40 $bin bench --batch-sizes 64 --relax-steps 100 --replicas 5
-timeout 60 $bin bench --model examples/cnn.toml --batch-sizes 64,1024 --relax-steps 100
+timeout 60 $bin bench --model examples/cnn.toml --batch-sizes 64,1024 --relax-steps 100 --kernel-times
 timeout 40 $bin bench --model examples/cnn.toml --batch-sizes 64 --relax-steps 100 --replicas 3
 echo "== gradcheck =="
 timeout 30 $bin gradcheck --layers 784,300,300,100,10 --batch-size 64 --relax-steps 100 --seed 1 | tail -8

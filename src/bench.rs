@@ -29,6 +29,8 @@ pub struct BenchOptions {
     pub relax_kernel: RelaxKernel,
     /// Copies of the model trained side by side (seeds of an experiment); 1 normally.
     pub replicas: usize,
+    /// Also time an AR step with every dispatch in its own timed pass (graphs: per kernel kind).
+    pub kernel_times: bool,
 }
 
 /// Median, min and max of a set of timings, in milliseconds.
@@ -96,6 +98,9 @@ pub struct BenchResult {
     pub ar_step_gpu_ms: Option<Stat>,
     /// GPU milliseconds per phase of the median AR step (timestamps only).
     pub ar_phases_ms: Vec<(String, f64)>,
+    /// With `kernel_times`: GPU milliseconds per kernel kind of the median AR step, measured
+    /// separately with one pass per dispatch (timestamps only; else empty).
+    pub ar_kernels_ms: Vec<(String, f64)>,
     /// One relaxation step: GPU time of the relax phase / T when timed, else the wall-time
     /// difference between T steps and none, / T.
     pub relax_step_ms: f64,
@@ -215,6 +220,14 @@ pub fn run(
         let ar0 = time_steps(&mut engine, Algorithm::Ar, 0, opts)?;
         let ar_pipe = time_pipelined(&mut engine, Algorithm::Ar, t, opts)?;
         let bp_pipe = time_pipelined(&mut engine, Algorithm::Bp, t, opts)?;
+        let kernels = if opts.kernel_times && timed {
+            engine.set_kernel_times(true);
+            let k = time_steps(&mut engine, Algorithm::Ar, t, opts)?;
+            engine.set_kernel_times(false);
+            k.phases
+        } else {
+            Vec::new()
+        };
         let (fwd, relax, grad) = model.flops(b * opts.replicas);
         let ar_flop = fwd + t as f64 * relax + grad;
         let bp_flop = fwd + relax + grad;
@@ -255,6 +268,7 @@ pub fn run(
             bp_step_pipelined_ms: bp_pipe,
             ar_step_gpu_ms: ar.gpu,
             ar_phases_ms: ar.phases.clone(),
+            ar_kernels_ms: kernels,
             relax_step_ms,
             relax_step_source: source.into(),
             relax_sample_steps_per_s: if relax_step_ms > 0.0 {

@@ -115,6 +115,11 @@ fn bench_takes_a_model_file() {
         v["bp_flop"].as_f64().unwrap(),
     );
     assert!(ar > bp && bp > 0.0, "{v}");
+    assert_eq!(
+        v["ar_kernels_ms"].as_array().unwrap().len(),
+        0,
+        "not asked for"
+    );
     let o = run("32x32");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -124,6 +129,57 @@ fn bench_takes_a_model_file() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("unknown tile shape"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `--kernel-times` reports GPU time per kernel kind of a graph (the CNN: every VJP kind, the
+/// combine, and each gradient kernel).
+#[test]
+fn bench_times_each_kernel_of_a_graph() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cnn.toml");
+    let o = Command::new(env!("CARGO_BIN_EXE_arelax"))
+        .args([
+            "bench",
+            "--json",
+            "--kernel-times",
+            "--model",
+            model,
+            "--batch-sizes",
+            "2",
+            "--relax-steps",
+            "2",
+            "--samples",
+            "2",
+            "--warmup-ms",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kernels: Vec<(String, f64)> = serde_json::from_value(v["ar_kernels_ms"].clone()).unwrap();
+    if !v["relax_step_source"].as_str().unwrap().starts_with("gpu") {
+        // An adapter without timestamp queries times no kernel.
+        assert!(kernels.is_empty(), "{v}");
+        return;
+    }
+    let names: Vec<&str> = kernels.iter().map(|k| k.0.as_str()).collect();
+    for want in [
+        "forward",
+        "relax: dense VJPs",
+        "relax: conv VJPs",
+        "relax: pool VJPs",
+        "relax: combine",
+        "gradients: dense",
+        "gradients: dense biases",
+        "gradients: conv",
+        "update",
+    ] {
+        assert!(names.contains(&want), "{want} not in {names:?}");
+    }
+    assert!(
+        kernels.iter().all(|k| k.1 >= 0.0 && k.1.is_finite()),
+        "{kernels:?}"
+    );
 }
 
 /// With replicas, one step trains every copy: the FLOP count covers all of them.

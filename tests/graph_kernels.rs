@@ -427,3 +427,44 @@ fn every_replica_of_a_graph_matches_the_reference() {
     }
     assert!(engine.set_replica_params(k, &params[0]).is_err());
 }
+
+/// Timing each kernel in its own pass (`bench --kernel-times`) changes no result: AR's and
+/// backprop's gradients are bit-identical with and without it, and every kernel kind of the
+/// graph is timed under its own label.
+#[test]
+fn kernel_timing_changes_no_result() {
+    let mut plain = setup(graph("mse"), EngineOptions::new(3), 4);
+    let mut timed = setup(graph("mse"), EngineOptions::new(3), 4);
+    let profiled = timed.engine.enable_profiling();
+    timed.engine.set_kernel_times(true);
+    assert_eq!(
+        plain.engine.ar_gradients(5).unwrap(),
+        timed.engine.ar_gradients(5).unwrap()
+    );
+    assert_eq!(
+        plain.engine.bp_gradients().unwrap(),
+        timed.engine.bp_gradients().unwrap()
+    );
+    if profiled {
+        let phases: Vec<&str> = timed
+            .engine
+            .phase_times()
+            .unwrap()
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        for label in [
+            "relax: dense VJPs",
+            "relax: conv VJPs",
+            "relax: pool VJPs",
+            "relax: combine",
+            "backprop: conv VJPs",
+            "gradients: dense",
+            "gradients: dense biases",
+            "gradients: conv",
+        ] {
+            assert!(phases.contains(&label), "{label} not in {phases:?}");
+        }
+        assert!(!phases.contains(&"relax"), "{phases:?}");
+    }
+}

@@ -45,6 +45,10 @@ pub struct Args {
     /// `parallel_seeds`); FLOPs and throughput then count every copy.
     #[arg(long, default_value_t = 1)]
     replicas: usize,
+    /// Also time one AR step with each dispatch in its own timed pass and report GPU time per
+    /// kernel kind (graphs: dense, conv and pool VJPs, combine, each gradient kernel).
+    #[arg(long)]
+    kernel_times: bool,
     /// Print one JSON object per configuration instead of a table.
     #[arg(long)]
     json: bool,
@@ -108,6 +112,7 @@ pub fn run(args: Args) -> Result<()> {
         tile: TileChoice::Auto,
         relax_kernel: RelaxKernel::Tiled,
         replicas: args.replicas,
+        kernel_times: args.kernel_times,
     };
     if !args.json {
         println!("adapter: {}", ctx.describe());
@@ -212,6 +217,14 @@ fn report(json: bool) -> impl FnMut(&BenchResult) {
                     p.join(", "),
                     r.ar_encode_ms.median
                 );
+            }
+            if !r.ar_kernels_ms.is_empty() {
+                let p: Vec<String> = r
+                    .ar_kernels_ms
+                    .iter()
+                    .map(|(n, ms)| format!("{n} {ms:.3} ms"))
+                    .collect();
+                println!("{:>6}   GPU time by kernel: {}", "", p.join(", "));
             }
         }
     }

@@ -1118,16 +1118,51 @@ impl GraphEngine {
         }
     }
 
+    /// Records `dispatches` in one pass labelled `phase`, or, when the timer asks for kernel
+    /// times, each in its own pass under its own label.
+    fn record_labelled(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        phase: &'static str,
+        dispatches: &[(&'static str, Dispatch<'_>)],
+    ) {
+        if self.timer.per_kernel {
+            for &(label, d) in dispatches {
+                record(&mut self.begin(enc, label), d);
+            }
+        } else {
+            let mut pass = self.begin(enc, phase);
+            for &(_, d) in dispatches {
+                record(&mut pass, d);
+            }
+        }
+    }
+
     fn encode_steps(&mut self, enc: &mut wgpu::CommandEncoder, steps: usize, exact: bool) {
         if self.plan.combine.count == 0 || steps == 0 {
             return;
         }
-        let mut pass = self.begin(enc, if exact { "backprop" } else { "relax" });
+        let binds = if exact { &self.exact } else { &self.ar };
+        let k = &self.kernels;
+        let labels = if exact {
+            [
+                "backprop: dense VJPs",
+                "backprop: conv VJPs",
+                "backprop: pool VJPs",
+                "backprop: combine",
+            ]
+        } else {
+            [
+                "relax: dense VJPs",
+                "relax: conv VJPs",
+                "relax: pool VJPs",
+                "relax: combine",
+            ]
+        };
+        let mut c = self.current;
+        let mut dispatches = Vec::with_capacity(4 * steps);
         for _ in 0..steps {
-            let binds = if exact { &self.exact } else { &self.ar };
-            let c = self.current;
-            let k = &self.kernels;
-            for (kernel, bind, s) in [
+            let kinds = [
                 (
                     k.dense_vjp.get(self.shapes.vjp),
                     &binds.dense[c],
@@ -1136,20 +1171,24 @@ impl GraphEngine {
                 (&k.conv_vjp, &binds.conv[c], self.plan.conv_vjp),
                 (&k.pool_vjp, &binds.pool[c], self.plan.pool_vjp),
                 (&k.combine, &binds.combine[c], self.plan.combine),
-            ] {
+            ];
+            for (label, (kernel, bind, s)) in labels.into_iter().zip(kinds) {
                 if s.count > 0 {
-                    record(
-                        &mut pass,
+                    let groups = s.groups;
+                    dispatches.push((
+                        label,
                         Dispatch {
                             kernel,
                             bind,
-                            groups: s.groups,
+                            groups,
                         },
-                    );
+                    ));
                 }
             }
-            self.current = 1 - self.current;
+            c = 1 - c;
         }
+        self.record_labelled(enc, if exact { "backprop" } else { "relax" }, &dispatches);
+        self.current = c;
     }
 
     /// `steps` parallel relaxation steps of every hidden node.
@@ -1177,35 +1216,36 @@ impl GraphEngine {
             .iter()
             .map(|e| self.shapes.grad.tiles(e.n_out as usize, e.n_in as usize))
             .sum();
-        let mut pass = self.begin(enc, "gradients");
+        let mut dispatches = Vec::new();
         if !self.plan.dense.is_empty() {
-            record(
-                &mut pass,
+            dispatches.push((
+                "gradients: dense",
                 Dispatch {
                     kernel: k.dense_grad.get(self.shapes.grad),
                     bind: &g.dense[c],
                     groups: dense_tiles,
                 },
-            );
-            record(
-                &mut pass,
+            ));
+            dispatches.push((
+                "gradients: dense biases",
                 Dispatch {
                     kernel: &k.bias_grad,
                     bind: &g.bias[c],
                     groups: groups(self.plan.dense_units),
                 },
-            );
+            ));
         }
         if self.plan.conv_grad.count > 0 {
-            record(
-                &mut pass,
+            dispatches.push((
+                "gradients: conv",
                 Dispatch {
                     kernel: &k.conv_grad,
                     bind: &g.conv[c],
                     groups: self.plan.conv_grad.groups,
                 },
-            );
+            ));
         }
+        self.record_labelled(enc, "gradients", &dispatches);
     }
 
     pub fn encode_grads(&self, enc: &mut wgpu::CommandEncoder) {

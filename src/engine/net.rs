@@ -449,6 +449,12 @@ impl Net {
         both!(self, e => e.enable_profiling())
     }
 
+    /// Times each dispatch as its own phase where the engine splits them (graphs: one per
+    /// kernel kind of the relaxation and the gradients; an MLP's relaxation is one kernel).
+    pub fn set_kernel_times(&mut self, on: bool) {
+        both!(self, e => e.set_kernel_times(on))
+    }
+
     /// Milliseconds of GPU time per phase since the last call.
     pub fn phase_times(&self) -> Result<Vec<(&'static str, f64)>> {
         both!(self, e => e.phase_times())

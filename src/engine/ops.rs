@@ -38,6 +38,12 @@ pub trait Ops {
         self.timer_mut().enable(&ctx)
     }
 
+    /// With profiling on, time each dispatch as its own phase where the engine splits them (the
+    /// graph engine's relaxation and gradients); the work done is the same.
+    fn set_kernel_times(&mut self, on: bool) {
+        self.timer_mut().per_kernel = on;
+    }
+
     /// Milliseconds of GPU time per phase since the last call (profiling must be enabled and
     /// the work submitted).
     fn phase_times(&self) -> Result<Vec<(&'static str, f64)>> {

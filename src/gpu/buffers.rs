@@ -231,6 +231,7 @@ impl TiledKernel {
 }
 
 /// One recorded dispatch: a kernel, its bind group and its workgroup count.
+#[derive(Clone, Copy)]
 pub struct Dispatch<'a> {
     pub kernel: &'a Kernel,
     pub bind: &'a wgpu::BindGroup,

@@ -82,19 +82,24 @@ impl Profiler {
 }
 
 /// An engine's optional profiler: once enabled, every pass begun through it is timed by phase.
+/// With `per_kernel` set, engines that support it give each dispatch its own labelled pass, so
+/// the phases become kernels ("relax: conv VJPs"); the work done is the same.
 #[derive(Default)]
-pub struct PhaseTimer(Option<Profiler>);
+pub struct PhaseTimer {
+    profiler: Option<Profiler>,
+    pub per_kernel: bool,
+}
 
 impl PhaseTimer {
     /// Starts timing later passes. False when the device has no timestamp queries.
     pub fn enable(&mut self, ctx: &GpuContext) -> bool {
-        self.0 = Profiler::new(ctx);
-        self.0.is_some()
+        self.profiler = Profiler::new(ctx);
+        self.profiler.is_some()
     }
 
     /// Milliseconds per phase since the last read (empty when not enabled).
     pub fn read(&self, ctx: &GpuContext) -> Result<Vec<(&'static str, f64)>> {
-        match &self.0 {
+        match &self.profiler {
             Some(p) => p.read(ctx),
             None => Ok(Vec::new()),
         }
@@ -108,7 +113,7 @@ impl PhaseTimer {
     ) -> wgpu::ComputePass<'e> {
         enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(phase),
-            timestamp_writes: self.0.as_ref().and_then(|p| p.writes(phase)),
+            timestamp_writes: self.profiler.as_ref().and_then(|p| p.writes(phase)),
         })
     }
 }
