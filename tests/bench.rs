@@ -1,31 +1,35 @@
 //! `arelax bench --json` prints every field the issue names, on a tiny model (timings are not
 //! asserted: only that they were measured).
 
-use std::process::Command;
+use std::process::{Command, Output};
+
+/// `arelax bench --json` with `args`.
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_arelax"))
+        .args(["bench", "--json"])
+        .args(args)
+        .output()
+        .unwrap()
+}
 
 #[test]
 fn bench_json_has_every_field() {
-    let o = Command::new(env!("CARGO_BIN_EXE_arelax"))
-        .args([
-            "bench",
-            "--json",
-            "--layers",
-            "12,10,8,4",
-            "--batch-sizes",
-            "4,9",
-            "--relax-steps",
-            "3",
-            "--samples",
-            "3",
-            "--warmup-ms",
-            "10",
-            "--tile",
-            "auto,64x64",
-            "--relax-kernel",
-            "tiled,resident",
-        ])
-        .output()
-        .unwrap();
+    let o = bench(&[
+        "--layers",
+        "12,10,8,4",
+        "--batch-sizes",
+        "4,9",
+        "--relax-steps",
+        "3",
+        "--samples",
+        "3",
+        "--warmup-ms",
+        "10",
+        "--tile",
+        "auto,64x64",
+        "--relax-kernel",
+        "tiled,resident",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -85,25 +89,20 @@ fn bench_json_has_every_field() {
 fn bench_takes_a_model_file() {
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/residual-mlp.toml");
     let run = |tile: &str| {
-        Command::new(env!("CARGO_BIN_EXE_arelax"))
-            .args([
-                "bench",
-                "--json",
-                "--model",
-                model,
-                "--batch-sizes",
-                "3",
-                "--relax-steps",
-                "2",
-                "--samples",
-                "2",
-                "--warmup-ms",
-                "1",
-                "--tile",
-                tile,
-            ])
-            .output()
-            .unwrap()
+        bench(&[
+            "--model",
+            model,
+            "--batch-sizes",
+            "3",
+            "--relax-steps",
+            "2",
+            "--samples",
+            "2",
+            "--warmup-ms",
+            "1",
+            "--tile",
+            tile,
+        ])
     };
     let o = run("auto");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -136,24 +135,19 @@ fn bench_takes_a_model_file() {
 #[test]
 fn bench_times_each_kernel_of_a_graph() {
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cnn.toml");
-    let o = Command::new(env!("CARGO_BIN_EXE_arelax"))
-        .args([
-            "bench",
-            "--json",
-            "--kernel-times",
-            "--model",
-            model,
-            "--batch-sizes",
-            "2",
-            "--relax-steps",
-            "2",
-            "--samples",
-            "2",
-            "--warmup-ms",
-            "1",
-        ])
-        .output()
-        .unwrap();
+    let o = bench(&[
+        "--kernel-times",
+        "--model",
+        model,
+        "--batch-sizes",
+        "2",
+        "--relax-steps",
+        "2",
+        "--samples",
+        "2",
+        "--warmup-ms",
+        "1",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let kernels: Vec<(String, f64)> = serde_json::from_value(v["ar_kernels_ms"].clone()).unwrap();
@@ -185,25 +179,20 @@ fn bench_times_each_kernel_of_a_graph() {
 /// With replicas, one step trains every copy: the FLOP count covers all of them.
 #[test]
 fn bench_counts_every_replica() {
-    let o = Command::new(env!("CARGO_BIN_EXE_arelax"))
-        .args([
-            "bench",
-            "--json",
-            "--layers",
-            "12,10,8,4",
-            "--batch-sizes",
-            "5",
-            "--relax-steps",
-            "3",
-            "--samples",
-            "2",
-            "--warmup-ms",
-            "10",
-            "--replicas",
-            "3",
-        ])
-        .output()
-        .unwrap();
+    let o = bench(&[
+        "--layers",
+        "12,10,8,4",
+        "--batch-sizes",
+        "5",
+        "--relax-steps",
+        "3",
+        "--samples",
+        "2",
+        "--warmup-ms",
+        "10",
+        "--replicas",
+        "3",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value =
         serde_json::from_str(String::from_utf8(o.stdout).unwrap().trim()).unwrap();

@@ -409,19 +409,17 @@ fn experiment_command_trains_seeds_side_by_side() {
         ),
     )
     .unwrap();
-    let o = bin()
-        .args(["experiment", "--parallel-seeds", "0", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_clean_failure(&o, &["--parallel-seeds"]);
-    let o = bin()
-        .args(["experiment", "--parallel-seeds", "2", "--config"])
-        .arg(&file)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .output()
-        .unwrap();
+    let experiment = |parallel: &str| {
+        bin()
+            .args(["experiment", "--parallel-seeds", parallel, "--config"])
+            .arg(&file)
+            .arg("--out")
+            .arg(dir.join("out"))
+            .output()
+            .unwrap()
+    };
+    assert_clean_failure(&experiment("0"), &["--parallel-seeds"]);
+    let o = experiment("2");
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{:?}", error_lines(&o));
     assert!(text.contains("(2 seeds side by side)"), "{text}");
@@ -443,13 +441,7 @@ fn experiment_command_trains_seeds_side_by_side() {
     // where no font was found).
     let curves = dir.join("out/mnist/ar/seed-1/curves.png");
     std::fs::remove_file(&curves).unwrap();
-    let o = bin()
-        .args(["experiment", "--config"])
-        .arg(&file)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .output()
-        .unwrap();
+    let o = experiment("2");
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{:?}", error_lines(&o));
     assert!(

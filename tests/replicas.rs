@@ -189,19 +189,8 @@ fn seeds_side_by_side_train_like_seeds_one_at_a_time() {
             cfg.schedule = arelax::train::config::Schedule::Sweep;
         }
         let root = temp_dir(&format!("side-{preset}"));
-        let runs: Vec<(u64, PathBuf)> = [3u64, 8]
-            .iter()
-            .map(|&s| (s, root.join(format!("side-{s}"))))
-            .collect();
-        let side = arelax::train::run_seeds(ctx(), &cfg, &runs, Mode::New, &mut Quiet).unwrap();
-        for ((seed, dir), result) in runs.iter().zip(side) {
-            let result = result.unwrap();
-            let mut one = cfg.clone();
-            one.seed = *seed;
-            let alone_dir = root.join(format!("alone-{seed}"));
-            let alone =
-                arelax::train::run_with(ctx(), &one, &alone_dir, Mode::New, &mut Quiet).unwrap();
-            assert_same_run(&result, &alone, &format!("{preset} seed {seed}"));
+        let runs = side_by_side_matches_alone(&cfg, &root, [3, 8], preset);
+        for (seed, dir) in &runs {
             // The run directory says which seed it holds.
             let saved = std::fs::read_to_string(dir.join("config.toml")).unwrap();
             assert!(saved.contains(&format!("seed = {seed}")), "{saved}");
@@ -231,20 +220,32 @@ fn graph_seeds_side_by_side_train_like_seeds_one_at_a_time() {
     cfg.batch_size = 8;
     cfg.train_limit = Some(64);
     let root = temp_dir("graph-side");
-    let runs: Vec<(u64, PathBuf)> = [4u64, 9]
+    side_by_side_matches_alone(&cfg, &root, [4, 9], "cnn");
+    let _ = std::fs::remove_dir_all(root);
+}
+
+/// Trains `seeds` side by side under `root`, then each alone, and checks every pair is the same
+/// run; returns the side-by-side runs (seed, directory).
+fn side_by_side_matches_alone(
+    cfg: &TrainConfig,
+    root: &Path,
+    seeds: [u64; 2],
+    what: &str,
+) -> Vec<(u64, PathBuf)> {
+    let runs: Vec<(u64, PathBuf)> = seeds
         .iter()
         .map(|&s| (s, root.join(format!("side-{s}"))))
         .collect();
-    let side = arelax::train::run_seeds(ctx(), &cfg, &runs, Mode::New, &mut Quiet).unwrap();
+    let side = arelax::train::run_seeds(ctx(), cfg, &runs, Mode::New, &mut Quiet).unwrap();
     for ((seed, _), result) in runs.iter().zip(side) {
         let mut one = cfg.clone();
         one.seed = *seed;
         let alone_dir = root.join(format!("alone-{seed}"));
         let alone =
             arelax::train::run_with(ctx(), &one, &alone_dir, Mode::New, &mut Quiet).unwrap();
-        assert_same_run(&result.unwrap(), &alone, &format!("cnn seed {seed}"));
+        assert_same_run(&result.unwrap(), &alone, &format!("{what} seed {seed}"));
     }
-    let _ = std::fs::remove_dir_all(root);
+    runs
 }
 
 fn resume_side_by_side(cfg: &TrainConfig, root: &Path) {

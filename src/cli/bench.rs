@@ -206,26 +206,26 @@ fn report(json: bool) -> impl FnMut(&BenchResult) {
                 r.ar_over_bp
             );
             if !r.ar_phases_ms.is_empty() {
-                let p: Vec<String> = r
-                    .ar_phases_ms
-                    .iter()
-                    .map(|(n, ms)| format!("{n} {ms:.3} ms"))
-                    .collect();
                 println!(
                     "{:>6}   GPU time by phase: {}; host encode + submit {:.3} ms",
                     "",
-                    p.join(", "),
+                    times(&r.ar_phases_ms),
                     r.ar_encode_ms.median
                 );
             }
             if !r.ar_kernels_ms.is_empty() {
-                let p: Vec<String> = r
-                    .ar_kernels_ms
-                    .iter()
-                    .map(|(n, ms)| format!("{n} {ms:.3} ms"))
-                    .collect();
-                println!("{:>6}   GPU time by kernel: {}", "", p.join(", "));
+                println!(
+                    "{:>6}   GPU time by kernel: {}",
+                    "",
+                    times(&r.ar_kernels_ms)
+                );
             }
         }
     }
+}
+
+/// "name 1.234 ms, …" for a list of GPU times.
+fn times(v: &[(String, f64)]) -> String {
+    let parts: Vec<String> = v.iter().map(|(n, ms)| format!("{n} {ms:.3} ms")).collect();
+    parts.join(", ")
 }
