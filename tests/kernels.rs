@@ -441,3 +441,116 @@ fn resident_kernel_refuses_what_it_cannot_do() {
     let e = Engine::new(ctx(), &s, opts).err().unwrap().to_string();
     assert!(e.contains("tiled kernel"), "{e}");
 }
+
+/// Equal bit for bit; the first difference otherwise (not two whole vectors).
+fn assert_bits_eq(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    if let Some(i) = (0..a.len()).find(|&i| a[i].to_bits() != b[i].to_bits()) {
+        panic!(
+            "{what}: element {i} of {} differs: {} against {}",
+            a.len(),
+            a[i],
+            b[i]
+        );
+    }
+}
+
+/// The cooperative kernel (the tiled kernel's steps with a grid barrier between them instead of
+/// a dispatch boundary) leaves the tiled kernel's state and gradients bit for bit with the same
+/// tile shape, and so the CPU reference's: odd sizes, several tiles per workgroup, step counts
+/// made of several chunks, replicas, no derivative.
+///
+/// With one workgroup the barrier never waits. With two, lavapipe runs them on two threads, but
+/// a wait there can spend an invocation's loop budget (see `shaders/relax_cooperative.wgsl`), so
+/// the kernel may report that instead; what it must never do is return a different state
+/// without an error.
+#[test]
+fn cooperative_relaxation_equals_the_tiled_kernel_bit_for_bit() {
+    use arelax::engine::{Engine, RelaxKernel};
+    use arelax::gpu::tile::{TileChoice, TileShape};
+    // (widths, batch, replicas, derivative, eta, steps)
+    type Case<'a> = (&'a [usize], usize, usize, bool, f32, usize);
+    let cases: [Case; 4] = [
+        (&ODD, ODD_BATCH, 1, true, 0.1, 7),
+        (&ODD, 5, 3, false, 0.3, 13),
+        (&[20, 50, 37, 7], 9, 1, true, 0.2, 100),
+        (&[12, 40, 30, 20, 4], 6, 2, true, 0.05, 300),
+    ];
+    for shape in [TileShape::T16, TileShape::T32] {
+        for groups in [1, 2] {
+            for (widths, b, replicas, deriv, rate, steps) in cases {
+                let s = spec(widths, Activation::Tanh, Loss::Mse);
+                let mut opts = EngineOptions::new(b);
+                opts.tile = TileChoice::Fixed(shape);
+                opts.replicas = replicas;
+                opts.relax_derivative = deriv;
+                opts.relax_rate = rate;
+                let run = |kernel: RelaxKernel| {
+                    let mut o = opts.clone();
+                    o.relax_kernel = kernel;
+                    o.cooperative_groups = Some(groups);
+                    let mut e = Engine::new(ctx(), &s, o).unwrap();
+                    let (input, target): (Vec<f32>, Vec<f32>) = {
+                        let (i, t) = batch(&s, b * replicas, 77);
+                        (i, t)
+                    };
+                    for r in 0..replicas {
+                        e.set_replica_params(r, &Params::init(&s, Init::FanIn, 30 + r as u64))
+                            .unwrap();
+                    }
+                    e.set_batch(&input, &target).unwrap();
+                    e.ar_gradients(steps).unwrap();
+                    let checked = e.check_relaxation();
+                    let grads: Vec<Params> =
+                        (0..replicas).map(|r| e.replica_grads(r).unwrap()).collect();
+                    (checked, e.state().unwrap(), grads, e.cooperative_size())
+                };
+                let (_, tiled_r, tiled_g, _) = run(RelaxKernel::Tiled);
+                let (checked, coop_r, coop_g, size) = run(RelaxKernel::Cooperative);
+                let (g, tiles) = size.expect("the cooperative kernel is in use");
+                let what = format!(
+                    "{shape} {g} workgroups for {tiles} tiles, {widths:?} B={b}×{replicas} T={steps}"
+                );
+                assert_eq!(g as usize, groups.min(tiles as usize), "{what}");
+                if let Err(e) = checked {
+                    let e = e.to_string();
+                    assert!(g > 1, "{what}: one workgroup never waits, yet: {e}");
+                    assert!(e.contains("gave up") || e.contains("loops short"), "{e}");
+                    eprintln!("{what}: reported instead of a result: {e}");
+                    continue;
+                }
+                for l in 1..coop_r.len() {
+                    assert_bits_eq(&coop_r[l], &tiled_r[l], &format!("{what}: r_{l}"));
+                }
+                for (c, t) in coop_g.iter().zip(&tiled_g) {
+                    for l in 0..s.depth() {
+                        assert_bits_eq(&c.weights[l], &t.weights[l], &format!("{what}: dW_{l}"));
+                        assert_bits_eq(&c.biases[l], &t.biases[l], &format!("{what}: db_{l}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The grid barrier needs every workgroup running at once; when they cannot be (more workgroups
+/// than lavapipe has threads), the engine reports an error instead of hanging or returning a
+/// wrong relaxation as if it were right.
+#[test]
+fn a_cooperative_barrier_that_cannot_meet_is_an_error_not_a_hang() {
+    use arelax::engine::RelaxKernel;
+    use arelax::gpu::tile::{TileChoice, TileShape};
+    let s = spec(&[4, 64, 64, 64, 4], Activation::Relu, Loss::Mse);
+    let mut opts = EngineOptions::new(128);
+    opts.tile = TileChoice::Fixed(TileShape::T16);
+    opts.relax_kernel = RelaxKernel::Cooperative;
+    opts.cooperative_groups = Some(64);
+    let mut p = problem(&s, opts, Init::FanIn, 5);
+    assert_eq!(p.engine.cooperative_size(), Some((64, 96)));
+    p.engine.ar_gradients(3).unwrap();
+    let e = p.engine.check_relaxation().unwrap_err().to_string();
+    assert!(
+        e.contains("64 workgroups") && e.contains("tiled kernel"),
+        "{e}"
+    );
+}

@@ -634,11 +634,12 @@ impl GraphEngine {
             || opts.relax_fprime_current
             || opts.update_fprime_current
             || opts.update_input_relaxed
-            || opts.relax_kernel == super::RelaxKernel::Resident
+            || opts.relax_kernel != super::RelaxKernel::Tiled
         {
             return Err(Error::Config(
-                "adaptive relaxation (relax_tol), the sweep schedule, the resident relaxation \
-                 kernel and the no-frozen-forward options are implemented for --layers MLPs only; \
+                "adaptive relaxation (relax_tol), the sweep schedule, the resident and cooperative \
+                 relaxation kernels and the no-frozen-forward options are implemented for --layers \
+                 MLPs only; \
                  graph models relax in parallel for a fixed number of steps with the forward pass \
                  frozen"
                     .into(),

@@ -5,6 +5,7 @@
 //! forward (one dispatch per layer) → output error → relaxation start (a buffer copy) →
 //! T relaxation steps (one dispatch each, all layers at once, ping-pong) → gradients → SGD.
 
+pub mod cooperative;
 pub mod feed;
 pub mod graph;
 pub mod layout;
@@ -21,6 +22,7 @@ use crate::gpu::tile::TileChoice;
 use crate::gpu::{GpuContext, Needs, shader};
 use crate::model::{ModelSpec, Params, Reduction};
 use crate::{Error, Result};
+use cooperative::Cooperative;
 pub use layout::{
     FLAG_ADAPTIVE, FLAG_FPRIME_ONLY, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV, Layout,
     PassUniform, Shapes,
@@ -81,6 +83,9 @@ pub struct EngineOptions {
     /// Independent copies of the model trained side by side in the same dispatches (say, one
     /// per seed), each with its own parameters and batches. 1 for an ordinary engine.
     pub replicas: usize,
+    /// The cooperative relaxation kernel's workgroups per dispatch at most (None: one per CPU
+    /// thread on a CPU adapter, [`cooperative::DEFAULT_GPU_GROUPS`] on a GPU).
+    pub cooperative_groups: Option<usize>,
 }
 
 impl EngineOptions {
@@ -116,6 +121,7 @@ impl EngineOptions {
             tile: TileChoice::Auto,
             relax_kernel: RelaxKernel::Tiled,
             replicas: 1,
+            cooperative_groups: None,
         }
     }
 }
@@ -238,6 +244,8 @@ struct Binds {
     relax_check: wgpu::BindGroup,
     /// The resident relaxation kernel, when chosen.
     resident: Option<Resident>,
+    /// The cooperative relaxation kernel, when chosen.
+    cooperative: Option<Cooperative>,
     /// f' at the current state of r[i].
     derivative: [wgpu::BindGroup; 2],
     weight_grad: [wgpu::BindGroup; 2],
@@ -490,6 +498,19 @@ impl Engine {
                 &bufs,
             )
         });
+        let cooperative = if opts.relax_kernel == RelaxKernel::Cooperative {
+            Some(Cooperative::new(
+                &ctx,
+                &layout,
+                &opts,
+                shapes.relax,
+                flags,
+                [relax_weights, relax_fp],
+                &bufs,
+            )?)
+        } else {
+            None
+        };
         let relax_all = [
             relax_bind(&relax_uniform, relax_weights, relax_fp, 0),
             relax_bind(&relax_uniform, relax_weights, relax_fp, 1),
@@ -563,6 +584,7 @@ impl Engine {
             relax_single,
             relax_check,
             resident,
+            cooperative,
             derivative,
             weight_grad: [
                 wgrad_bind(&grad_u, update_fp, 0),
@@ -740,6 +762,9 @@ impl Engine {
         if let Some(r) = &self.binds.resident {
             r.set_rate(q, &self.layout, flags, rate);
         }
+        if let Some(c) = &self.binds.cooperative {
+            c.set_rate(q, &self.layout, flags, rate);
+        }
         Ok(())
     }
 
@@ -771,6 +796,37 @@ impl Engine {
                 all[e.fp as usize..e.fp as usize + n].to_vec()
             })
             .collect())
+    }
+
+    /// An error if the cooperative relaxation kernel's grid barrier has given up since the engine
+    /// was built (its workgroups did not all run at once, so those relaxations are wrong); Ok for
+    /// the other kernels. One small read-back: call it once per epoch or benchmark, not per step.
+    pub fn check_relaxation(&self) -> Result<()> {
+        let Some(c) = &self.binds.cooperative else {
+            return Ok(());
+        };
+        let (groups, _) = c.size();
+        match c.failure(&self.ctx)? {
+            None => Ok(()),
+            Some(cooperative::Failure::Barrier) => Err(Error::Gpu(format!(
+                "the cooperative relaxation kernel needs its {groups} workgroups to run at the same \
+                 time, and on this adapter they did not (a grid barrier gave up), so the \
+                 relaxations since the engine was built are wrong; set a smaller cooperative \
+                 group count (cooperative_groups, --cooperative-groups) or use the tiled kernel"
+            ))),
+            Some(cooperative::Failure::LoopBudget) => Err(Error::Gpu(format!(
+                "the driver cut the cooperative relaxation kernel's loops short (lavapipe ends \
+                 every loop of an invocation after 65535 iterations in all), so the relaxations \
+                 since the engine was built are wrong; with {groups} workgroups the waits at its \
+                 grid barriers spend that budget: use fewer (cooperative_groups, \
+                 --cooperative-groups; 1 never waits) or the tiled kernel"
+            ))),
+        }
+    }
+
+    /// The cooperative kernel's workgroups per dispatch and tiles per step, when it is in use.
+    pub fn cooperative_size(&self) -> Option<(u32, u32)> {
+        self.binds.cooperative.as_ref().map(|c| c.size())
     }
 
     /// Reads the current relaxation state r_0 … r_L (r_0 empty).
@@ -861,6 +917,12 @@ impl Engine {
         if let Some(r) = &self.binds.resident {
             let mut pass = self.begin(enc, "relax");
             self.current = r.record(&mut pass, &self.layout, steps, self.current);
+            return;
+        }
+        if let Some(c) = &self.binds.cooperative {
+            c.reset(enc);
+            let mut pass = self.begin(enc, "relax");
+            self.current = c.record(&mut pass, steps, self.current);
             return;
         }
         let shape = self.shapes.relax;

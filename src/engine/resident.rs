@@ -23,6 +23,10 @@ pub enum RelaxKernel {
     /// hidden widths up to [`RESIDENT_MAX_WIDTH`], without the adaptive, sweep or
     /// current-derivative options.
     Resident,
+    /// The tiled kernel's steps, several per dispatch, with a grid barrier between steps
+    /// (`relax_cooperative.wgsl`; see `engine/cooperative.rs`); without the adaptive, sweep or
+    /// current-derivative options.
+    Cooperative,
 }
 
 impl std::str::FromStr for RelaxKernel {
@@ -31,8 +35,9 @@ impl std::str::FromStr for RelaxKernel {
         match s.trim() {
             "tiled" => Ok(Self::Tiled),
             "resident" => Ok(Self::Resident),
+            "cooperative" => Ok(Self::Cooperative),
             other => Err(format!(
-                "unknown relaxation kernel '{other}' (tiled or resident)"
+                "unknown relaxation kernel '{other}' (tiled, resident or cooperative)"
             )),
         }
     }
@@ -43,6 +48,7 @@ impl std::fmt::Display for RelaxKernel {
         f.write_str(match self {
             Self::Tiled => "tiled",
             Self::Resident => "resident",
+            Self::Cooperative => "cooperative",
         })
     }
 }
@@ -69,17 +75,20 @@ struct ResidentUniform {
     replicas: u32,
 }
 
-/// The resident kernel's limits, checked before anything is built.
+/// The resident and cooperative kernels' limits, checked before anything is built.
 pub(super) fn check_resident(spec: &ModelSpec, opts: &EngineOptions) -> Result<()> {
-    if opts.relax_kernel != RelaxKernel::Resident {
+    if opts.relax_kernel == RelaxKernel::Tiled {
         return Ok(());
     }
     if opts.relax_tol.is_some() || opts.sweep || opts.relax_fprime_current {
-        return Err(Error::Config(
-            "the resident relaxation kernel runs fixed parallel steps with a frozen f'; adaptive \
-             relaxation, the sweep schedule and f' at the current state need the tiled kernel"
-                .into(),
-        ));
+        return Err(Error::Config(format!(
+            "the {} relaxation kernel runs fixed parallel steps with a frozen f'; adaptive \
+             relaxation, the sweep schedule and f' at the current state need the tiled kernel",
+            opts.relax_kernel
+        )));
+    }
+    if opts.relax_kernel == RelaxKernel::Cooperative {
+        return Ok(());
     }
     let depth = spec.depth();
     if let Some(w) = spec.widths[1..depth]

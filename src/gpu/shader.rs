@@ -35,6 +35,7 @@ pub const SOURCES: &[(&str, &str)] = shaders![
     "combine.wgsl",
     "conv_grad.wgsl",
     "relax_resident.wgsl",
+    "relax_cooperative.wgsl",
 ];
 
 /// Files that are only ever included, never compiled on their own.
