@@ -1,12 +1,14 @@
 //! `cargo bench`: the `arelax bench` measurements on sizes small enough for lavapipe, so kernel
 //! changes can be compared on any machine. Set ARELAX_BENCH_LAYERS / ARELAX_BENCH_BATCHES /
 //! ARELAX_BENCH_STEPS to measure other shapes (e.g. the paper's MLP on a real GPU), and
-//! ARELAX_BENCH_TILES (e.g. `auto,32x32,64x64`) to compare tile shapes.
+//! ARELAX_BENCH_TILES (e.g. `auto,32x32,64x64`) to compare tile shapes, ARELAX_BENCH_KERNELS
+//! (e.g. `tiled,cooperative`) to compare relaxation kernels.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arelax::bench::{BenchOptions, run};
+use arelax::engine::RelaxKernel;
 use arelax::engine::net::Model;
 use arelax::gpu::tile::TileChoice;
 use arelax::gpu::{AdapterRequest, GpuContext};
@@ -35,7 +37,14 @@ fn main() -> Result<(), arelax::Error> {
         .split(',')
         .map(|s| s.parse::<TileChoice>().map_err(arelax::Error::Config))
         .collect::<Result<Vec<_>, _>>()?;
-    for tile in tiles {
+    let kernels = env_or("ARELAX_BENCH_KERNELS", "tiled")
+        .split(',')
+        .map(|s| s.parse::<RelaxKernel>().map_err(arelax::Error::Config))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (kernel, tile) in kernels
+        .iter()
+        .flat_map(|&k| tiles.iter().map(move |&t| (k, t)))
+    {
         let opts = BenchOptions {
             model: Model::Mlp(spec.clone()),
             batch_sizes: batch_sizes.clone(),
@@ -43,9 +52,10 @@ fn main() -> Result<(), arelax::Error> {
             samples: 15,
             warmup: Duration::from_millis(200),
             tile,
-            relax_kernel: arelax::engine::RelaxKernel::Tiled,
+            relax_kernel: kernel,
             replicas: 1,
             kernel_times: false,
+            cooperative_groups: None,
         };
         run(ctx.clone(), &opts, &mut report)?;
     }
@@ -54,8 +64,9 @@ fn main() -> Result<(), arelax::Error> {
 
 fn report(r: &arelax::bench::BenchResult) {
     println!(
-        "batch {:>5}, tiles {} (relax {}): AR step {:.3} ms (median; min {:.3}, max {:.3}), relax {:.4} ms/step, {:.3e} sample-steps/s, {:.2} GFLOP/s; BP step {:.3} ms; AR/BP {:.1}",
+        "batch {:>5}, {} kernel, tiles {} (relax {}): AR step {:.3} ms (median; min {:.3}, max {:.3}), relax {:.4} ms/step, {:.3e} sample-steps/s, {:.2} GFLOP/s; BP step {:.3} ms; AR/BP {:.1}",
         r.batch_size,
+        r.relax_kernel,
         r.tile_choice,
         r.relax_tile,
         r.ar_step_ms.median,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::Result;
-use crate::engine::net::{Model, Net};
+use crate::engine::net::{Model, Net, ParamGroup};
 use crate::engine::{Algorithm, EngineOptions, RelaxKernel};
 use crate::gpu::GpuContext;
 use crate::gpu::tile::TileChoice;
@@ -31,6 +31,8 @@ pub struct BenchOptions {
     pub replicas: usize,
     /// Also time an AR step with every dispatch in its own timed pass (graphs: per kernel kind).
     pub kernel_times: bool,
+    /// The cooperative kernel's workgroup cap (None: the adapter's default).
+    pub cooperative_groups: Option<usize>,
 }
 
 /// Median, min and max of a set of timings, in milliseconds.
@@ -70,7 +72,8 @@ pub struct BenchResult {
     pub samples: usize,
     /// `auto` (the size table) or the forced shape.
     pub tile_choice: String,
-    /// `tiled` (one dispatch per relaxation step) or `resident` (several steps per dispatch).
+    /// `tiled` (one dispatch per relaxation step), `resident` or `cooperative` (several steps
+    /// per dispatch).
     pub relax_kernel: String,
     /// Copies of the model side by side; a step trains all of them, and the FLOP counts and
     /// throughput cover all of them.
@@ -113,6 +116,12 @@ pub struct BenchResult {
     pub bp_step_gpu_ms: Option<Stat>,
     /// Median AR step over median backprop step (GPU time when timed, else wall time).
     pub ar_over_bp: f64,
+    /// For the resident and cooperative kernels: the largest difference of one AR step's
+    /// gradients from the tiled kernel's on the same weights and batch, relative to the largest
+    /// tiled gradient (0 means bit for bit, as the cooperative kernel should be).
+    pub vs_tiled_rel_diff: Option<f64>,
+    /// The cooperative kernel's workgroups per dispatch (tiles per step are shared among them).
+    pub cooperative_groups: Option<u32>,
 }
 
 struct Timing {
@@ -194,6 +203,20 @@ fn time_pipelined(
     Ok(Stat::of(per_step))
 }
 
+/// The largest |a − b| over every parameter gradient, relative to the largest |b|.
+fn max_rel_diff(a: &[ParamGroup], b: &[ParamGroup]) -> f64 {
+    let (mut diff, mut scale) = (0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        let xs = x.weight.iter().chain(&x.bias);
+        let ys = y.weight.iter().chain(&y.bias);
+        for (&p, &q) in xs.zip(ys) {
+            diff = diff.max((p as f64 - q as f64).abs());
+            scale = scale.max((q as f64).abs());
+        }
+    }
+    if scale > 0.0 { diff / scale } else { diff }
+}
+
 /// Measures every batch size in turn, reporting each result as soon as it is known.
 pub fn run(
     ctx: Arc<GpuContext>,
@@ -209,6 +232,7 @@ pub fn run(
         eo.tile = opts.tile;
         eo.relax_kernel = opts.relax_kernel;
         eo.replicas = opts.replicas;
+        eo.cooperative_groups = opts.cooperative_groups;
         let mut engine = Net::new(ctx.clone(), model, eo)?;
         let timed = engine.enable_profiling();
         engine.initialise(Init::FanIn, Init::FanIn, 1)?;
@@ -227,6 +251,21 @@ pub fn run(
             k.phases
         } else {
             Vec::new()
+        };
+        // Several steps per dispatch: are the relaxations right, and the tiled kernel's?
+        engine.check_relaxation()?;
+        let vs_tiled_rel_diff = if opts.relax_kernel != RelaxKernel::Tiled {
+            let mut tiled_opts = engine.opts().clone();
+            tiled_opts.relax_kernel = RelaxKernel::Tiled;
+            let mut tiled = Net::new(ctx.clone(), model, tiled_opts)?;
+            tiled.initialise(Init::FanIn, Init::FanIn, 1)?;
+            tiled.set_random_batch(7)?;
+            let expected = tiled.ar_gradients(t)?;
+            let got = engine.ar_gradients(t)?;
+            engine.check_relaxation()?;
+            Some(max_rel_diff(&got, &expected))
+        } else {
+            None
         };
         let (fwd, relax, grad) = model.flops(b * opts.replicas);
         let ar_flop = fwd + t as f64 * relax + grad;
@@ -280,6 +319,8 @@ pub fn run(
             bp_step_ms: bp.wall,
             bp_step_gpu_ms: bp.gpu,
             ar_over_bp: step(&ar) / step(&bp),
+            vs_tiled_rel_diff,
+            cooperative_groups: engine.cooperative_size().map(|(g, _)| g),
         };
         report(&r);
         out.push(r);

@@ -459,6 +459,41 @@ fn shipped_experiment_files_are_valid() {
     assert!(n >= 3, "expected the shipped experiments");
 }
 
+/// `relax_kernel = "cooperative"` trains exactly the tiled kernel's run (the same tiles and sums,
+/// bit for bit), and `cooperative_groups` is written to and read from config.toml.
+#[test]
+fn the_cooperative_kernel_trains_exactly_like_the_tiled_one() {
+    let cfg = tiny_config(1);
+    let a = temp_dir("tiled-kernel-2");
+    let tiled =
+        arelax::train::run_with(ctx(), &cfg, &a, Mode::New, &mut arelax::train::Quiet).unwrap();
+    let file = parse_overrides(
+        std::path::Path::new("k.toml"),
+        "relax_kernel = \"cooperative\"\ncooperative_groups = 1\n",
+    )
+    .unwrap();
+    let cfg = TrainConfig::resolve(Some(&file), &tiny_flags(1)).unwrap();
+    assert_eq!(cfg.relax_kernel, KernelChoice::Cooperative);
+    assert_eq!(cfg.cooperative_groups, Some(1));
+    let text = cfg.to_toml();
+    assert!(text.contains("relax_kernel = \"cooperative\""), "{text}");
+    assert!(text.contains("cooperative_groups = 1"), "{text}");
+    let b = temp_dir("cooperative-kernel");
+    let coop =
+        arelax::train::run_with(ctx(), &cfg, &b, Mode::New, &mut arelax::train::Quiet).unwrap();
+    for (x, y) in tiled.params.iter().zip(&coop.params) {
+        assert_eq!(x.weight, y.weight, "{}", x.name);
+        assert_eq!(x.bias, y.bias, "{}", x.name);
+    }
+    assert_eq!(
+        tiled.metrics[0].test_accuracy,
+        coop.metrics[0].test_accuracy
+    );
+    for d in [a, b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
 /// `relax_kernel = "resident"` is a speed choice: training with it follows the tiled kernel's
 /// run (the same sums in another order), and it is written to and read from config.toml.
 #[test]
@@ -518,10 +553,10 @@ fn the_auto_kernel_choice_is_recorded_and_kept_on_resume() {
     let first = chosen(&dir);
     assert_ne!(first, KernelChoice::Auto, "the choice is recorded");
     // Pretend the directory chose the other kernel: resuming must keep it.
-    let other = if first == KernelChoice::Tiled {
-        ("tiled", "resident", KernelChoice::Resident)
-    } else {
-        ("resident", "tiled", KernelChoice::Tiled)
+    let other = match first {
+        KernelChoice::Tiled => ("tiled", "resident", KernelChoice::Resident),
+        KernelChoice::Resident => ("resident", "tiled", KernelChoice::Tiled),
+        _ => ("cooperative", "tiled", KernelChoice::Tiled),
     };
     let path = dir.join("config.toml");
     let text = std::fs::read_to_string(&path).unwrap().replace(

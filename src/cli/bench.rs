@@ -38,9 +38,14 @@ pub struct Args {
     #[arg(long, default_value = "auto")]
     tile: String,
     /// How the relaxation is dispatched: tiled (one dispatch per step), resident (several steps
-    /// per dispatch, a workgroup per 4 samples), or both, comma-separated.
+    /// per dispatch, a workgroup per 4 samples), cooperative (the tiled steps, several per
+    /// dispatch, with a grid barrier between them), or several, comma-separated.
     #[arg(long, default_value = "tiled")]
     relax_kernel: String,
+    /// The cooperative kernel's workgroups per dispatch at most [default: 256 on a GPU, 1 on a
+    /// CPU adapter].
+    #[arg(long)]
+    cooperative_groups: Option<usize>,
     /// Train this many copies of the model side by side (how an experiment trains seeds with
     /// `parallel_seeds`); FLOPs and throughput then count every copy.
     #[arg(long, default_value_t = 1)]
@@ -113,6 +118,7 @@ pub fn run(args: Args) -> Result<()> {
         relax_kernel: RelaxKernel::Tiled,
         replicas: args.replicas,
         kernel_times: args.kernel_times,
+        cooperative_groups: args.cooperative_groups,
     };
     if !args.json {
         println!("adapter: {}", ctx.describe());
@@ -187,10 +193,10 @@ fn report(json: bool) -> impl FnMut(&BenchResult) {
             println!(
                 "{:>6} | {:>8} | {:>9.3} [{:>7.3}, {:>7.3}] | {:>9} | {:>9.3} | {:>13.4} | {:>15.3e} | {:>8.1} | {:>10.3} | {:>6.1}",
                 r.batch_size,
-                if r.relax_kernel == "resident" {
-                    "resident"
-                } else {
-                    &r.relax_tile
+                match r.relax_kernel.as_str() {
+                    "resident" => "resident".to_string(),
+                    "cooperative" => format!("c{}", r.relax_tile),
+                    _ => r.relax_tile.clone(),
                 },
                 r.ar_step_ms.median,
                 r.ar_step_ms.min,
@@ -211,6 +217,21 @@ fn report(json: bool) -> impl FnMut(&BenchResult) {
                     "",
                     times(&r.ar_phases_ms),
                     r.ar_encode_ms.median
+                );
+            }
+            if let Some(d) = r.vs_tiled_rel_diff {
+                let groups = r
+                    .cooperative_groups
+                    .map(|g| format!("{g} workgroups per dispatch; "))
+                    .unwrap_or_default();
+                let same = if d == 0.0 {
+                    "bit for bit".to_string()
+                } else {
+                    format!("largest difference {d:.2e} of the largest gradient")
+                };
+                println!(
+                    "{:>6}   {} kernel: {groups}gradients against the tiled kernel's: {same}",
+                    "", r.relax_kernel
                 );
             }
             if !r.ar_kernels_ms.is_empty() {

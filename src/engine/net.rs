@@ -462,6 +462,23 @@ impl Net {
 
     /// The tile shapes of (relaxation, each forward product, weight gradients); for graphs, of
     /// the dense nodes' products.
+    /// An error if the relaxations since the engine was built went wrong (the cooperative
+    /// kernel's check, see [`Engine::check_relaxation`]); one small read-back.
+    pub fn check_relaxation(&self) -> Result<()> {
+        match self {
+            Net::Mlp(e) => e.check_relaxation(),
+            Net::Graph(_) => Ok(()),
+        }
+    }
+
+    /// The cooperative kernel's workgroups per dispatch and tiles per step, when in use.
+    pub fn cooperative_size(&self) -> Option<(u32, u32)> {
+        match self {
+            Net::Mlp(e) => e.cooperative_size(),
+            Net::Graph(_) => None,
+        }
+    }
+
     pub fn tile_shapes(&self) -> (TileShape, Vec<TileShape>, TileShape) {
         match self {
             Net::Mlp(e) => (e.shapes.relax, e.shapes.forward.clone(), e.shapes.grad),

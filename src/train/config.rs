@@ -51,6 +51,7 @@ pub enum KernelChoice {
     #[default]
     Tiled,
     Resident,
+    Cooperative,
 }
 
 impl From<RelaxKernel> for KernelChoice {
@@ -58,6 +59,7 @@ impl From<RelaxKernel> for KernelChoice {
         match k {
             RelaxKernel::Tiled => Self::Tiled,
             RelaxKernel::Resident => Self::Resident,
+            RelaxKernel::Cooperative => Self::Cooperative,
         }
     }
 }
@@ -98,6 +100,9 @@ pub struct TrainConfig {
     /// two runs of the same seed may differ in the last bits; the default, `tiled`, never does.
     #[serde(default)]
     pub relax_kernel: KernelChoice,
+    /// The cooperative kernel's workgroups per dispatch at most (unset: the adapter's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooperative_groups: Option<usize>,
     /// Where f' in the relaxation is evaluated: at the frozen forward pass or the current state.
     pub relax_fprime: FprimeAt,
     /// Where f' in the weight update is evaluated.
@@ -141,6 +146,7 @@ impl Default for TrainConfig {
             relax_start: RelaxStart::Forward,
             schedule: Schedule::Parallel,
             relax_kernel: KernelChoice::Tiled,
+            cooperative_groups: None,
             relax_fprime: FprimeAt::Frozen,
             update_fprime: FprimeAt::Frozen,
             update_input: UpdateInput::Frozen,
@@ -287,8 +293,10 @@ impl TrainConfig {
         o.sweep = self.schedule == Schedule::Sweep;
         o.relax_kernel = match self.relax_kernel {
             KernelChoice::Resident => RelaxKernel::Resident,
+            KernelChoice::Cooperative => RelaxKernel::Cooperative,
             KernelChoice::Tiled | KernelChoice::Auto => RelaxKernel::Tiled,
         };
+        o.cooperative_groups = self.cooperative_groups;
         o.relax_fprime_current = self.relax_fprime == FprimeAt::Current;
         o.update_fprime_current = self.update_fprime == FprimeAt::Current;
         o.update_input_relaxed = self.update_input == UpdateInput::Relaxed;
@@ -353,6 +361,9 @@ impl TrainConfig {
         }
         if let Some(t) = o.relax_tol {
             self.relax_tol = Some(t);
+        }
+        if let Some(g) = o.cooperative_groups {
+            self.cooperative_groups = Some(g);
         }
         if let Some(t) = o.train_limit {
             self.train_limit = Some(t);
@@ -513,10 +524,16 @@ pub struct Overrides {
     #[arg(long)]
     pub schedule: Option<String>,
     /// tiled (one dispatch per step), resident (several steps per dispatch, a workgroup per few
-    /// samples; MLPs with hidden widths up to 1024) or auto (the faster of the two, measured on
-    /// the device when the run starts and recorded in config.toml) [default: tiled].
+    /// samples; MLPs with hidden widths up to 1024), cooperative (the tiled steps, many per
+    /// dispatch, with a grid barrier between them; MLPs) or auto (the fastest, measured on the
+    /// device when the run starts and recorded in config.toml) [default: tiled].
     #[arg(long)]
     pub relax_kernel: Option<String>,
+    /// The cooperative kernel's workgroups per dispatch at most [default: one per CPU thread on
+    /// a CPU adapter, 256 on a GPU]. It needs them all running at once: lower it if the run
+    /// reports that a grid barrier gave up.
+    #[arg(long)]
+    pub cooperative_groups: Option<usize>,
     /// f' in the relaxation at the frozen forward pass or the current state: frozen or current
     /// [default: frozen].
     #[arg(long)]

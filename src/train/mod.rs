@@ -352,33 +352,51 @@ fn resolve_relax_kernel(
         return Ok(cfg);
     }
     cfg.relax_kernel = KernelChoice::Tiled;
-    let mut resident = cfg.clone();
-    resident.relax_kernel = KernelChoice::Resident;
     let model = cfg.model()?;
     if cfg.algorithm != Algorithm::Ar || !matches!(model, Model::Mlp(_)) {
         return Ok(cfg);
     }
-    let resident_ms = match time_training_steps(ctx, &model, &resident, replicas) {
-        Ok(ms) => ms,
-        // Settings the resident kernel does not handle (wide layers, adaptive, sweep, ...).
-        Err(Error::Config(_)) => return Ok(cfg),
-        Err(e) => return Err(e),
-    };
-    let tiled_ms = time_training_steps(ctx, &model, &cfg, replicas)?;
-    progress.note(&format!(
-        "relaxation kernel: measured {tiled_ms:.3} ms per training step tiled, {resident_ms:.3} ms \
-         resident; using {}",
-        if resident_ms < tiled_ms {
-            "resident"
-        } else {
-            "tiled"
+    let mut timed = vec![(
+        cfg.clone(),
+        time_training_steps(ctx, &model, &cfg, replicas)?,
+    )];
+    for kernel in [KernelChoice::Resident, KernelChoice::Cooperative] {
+        let mut other = cfg.clone();
+        other.relax_kernel = kernel;
+        match time_training_steps(ctx, &model, &other, replicas) {
+            Ok(ms) => timed.push((other, ms)),
+            // Settings the kernel does not handle (wide layers, adaptive, sweep, ...), or a
+            // cooperative kernel whose workgroups did not all run at once here.
+            Err(Error::Config(_)) | Err(Error::Gpu(_)) => {}
+            Err(e) => return Err(e),
         }
+    }
+    let best = timed
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("tiled is always timed")
+        .0
+        .clone();
+    let parts: Vec<String> = timed
+        .iter()
+        .map(|(c, ms)| format!("{ms:.3} ms {}", kernel_name(c.relax_kernel)))
+        .collect();
+    progress.note(&format!(
+        "relaxation kernel: measured per training step {}; using {}",
+        parts.join(", "),
+        kernel_name(best.relax_kernel)
     ));
-    Ok(if resident_ms < tiled_ms {
-        resident
-    } else {
-        cfg
-    })
+    Ok(best)
+}
+
+fn kernel_name(k: config::KernelChoice) -> &'static str {
+    use config::KernelChoice::*;
+    match k {
+        Auto => "auto",
+        Tiled => "tiled",
+        Resident => "resident",
+        Cooperative => "cooperative",
+    }
 }
 
 /// Wall milliseconds per training step of `cfg` with `replicas` copies (weights frozen, random
@@ -405,7 +423,9 @@ fn time_training_steps(
         net.train_step(cfg.algorithm, cfg.relax_steps);
     }
     net.finish()?;
-    Ok(t.elapsed().as_secs_f64() * 1e3 / STEPS as f64)
+    let ms = t.elapsed().as_secs_f64() * 1e3 / STEPS as f64;
+    net.check_relaxation()?;
+    Ok(ms)
 }
 
 /// [`run`] on an open device (experiments share one).
@@ -481,6 +501,8 @@ pub fn run_seeds(
     let mut failed: Vec<Option<Error>> = (0..seeds.len()).map(|_| None).collect();
     for epoch in start..cfg.epochs {
         let outcomes = trainer.epoch_replicas(epoch, progress)?;
+        // Before anything of this epoch is saved: were its relaxations right?
+        trainer.net.check_relaxation()?;
         for (k, outcome) in outcomes.into_iter().enumerate() {
             if failed[k].is_some() {
                 continue;
