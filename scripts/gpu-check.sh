@@ -6,14 +6,13 @@
 # Run there:     bash scripts/gpu-check.sh [SECONDS]   (carrying .gl, .bin and .data; default
 #                budget 540 s, which leaves a 600 s command limit some slack)
 #
-# Order of priority: the throughput benchmark (a tile-shape sweep, five seeds side by side), the
-# gradient check and one timed epoch, then the CNN experiment (three seeds side by side) and the
-# paper's MLP experiment (finished on 2026-11-27, so it only re-summarises), each with a time
-# limit.
-# Experiments resume from results/ (finished runs committed from earlier sessions), so every
-# session adds seeds to the same grid. What comes back in $OUT (at most 8 files):
+# Order of priority: the CNN experiment (three seeds side by side, resuming from results/; about
+# 200 s are left for the rest), then the throughput benchmark (the cooperative relaxation kernel
+# against the tiled one, tile-shape sweeps, the CNN per kernel), one timed epoch with each kernel
+# and the gradient check. Each step has its own timeout, and the log marks the seconds used.
+# What comes back in $OUT (at most 8 files):
 #   log.txt       everything printed
-#   bench.jsonl   one JSON object per batch size and forced tile shape
+#   bench.jsonl   one JSON object per batch size, relaxation kernel and forced tile shape
 #   runs.tgz      the experiments' run directories without checkpoints (results.md, metrics.csv,
 #                 state.json, config.toml, plots), to unpack into results/
 set -uo pipefail
@@ -36,41 +35,37 @@ if [ -d .data/fashion-mnist ]; then
     mkdir -p /usr/share/datasets && cp -r .data/fashion-mnist /usr/share/datasets/
 fi
 mkdir -p runs
-for e in paper-mlp cnn-mnist; do
+for e in cnn-mnist; do
     if [ -d "results/$e" ]; then cp -r "results/$e" runs/; fi
 done
 
 $bin info
-# (The resident relaxation kernel measured 3-6x slower than the best tiled shape on the H100 at
-# every batch size, results/h100-2026-11-27/, so it is left out to save the CNN experiment's time.)
-echo "== bench (the table, auto tiles) =="
-timeout 120 $bin bench --batch-sizes 64,1024,4096 --relax-steps 100
-echo "== bench tile sweep (JSON) =="
-timeout 150 $bin bench --json --batch-sizes 64,1024,4096 --relax-steps 100 \
-    --tile 16x16,32x32,64x64,128x64,128x128 > "$out/bench.jsonl"
-echo "== bench: five seeds side by side (how the paper experiment trains) =="
-timeout 40 $bin bench --batch-sizes 64 --relax-steps 100 --replicas 5
-timeout 60 $bin bench --model examples/cnn.toml --batch-sizes 64,1024 --relax-steps 100 --kernel-times
-timeout 40 $bin bench --model examples/cnn.toml --batch-sizes 64 --relax-steps 100 --replicas 3
-echo "== gradcheck =="
-timeout 30 $bin gradcheck --layers 784,300,300,100,10 --batch-size 64 --relax-steps 100 --seed 1 | tail -8
-echo "== one epoch of the paper's default run =="
-timeout 60 $bin train --epochs 1 --out runs/epoch --force
+mark() { echo "[$((SECONDS - start)) s] $*"; }
 
-# The CNN grid first: the paper's MLP grid is complete in results/ and only re-summarises. A
-# group of three CNN seeds takes about two minutes (H100, 2026-11-27), and one that starts just
-# before the time limit would be cut by the timeout, so the limit leaves about a group's time.
-rest=$(( $(left) - 30 ))
-if [ "$rest" -gt 150 ]; then
-    echo "== CNN experiment (${rest} s) =="
-    timeout $((rest + 20)) $bin experiment --config experiments/cnn-mnist.toml \
-        --time-limit "$(awk "BEGIN { print ($rest - 110) / 60 }")"
-fi
-rest=$(( $(left) - 10 ))
-if [ "$rest" -gt 20 ]; then
-    echo "== paper MLP experiment (${rest} s) =="
-    timeout "$rest" $bin experiment --config experiments/paper-mlp.toml \
-        --time-limit "$(awk "BEGIN { print $rest / 60 }")"
+# The CNN grid: a group of three seeds took about 170 s (H100, 2026-11-27, before the
+# one-workgroup-per-weight conv_grad), and one that starts just before the time limit runs to its
+# end, so the limit leaves about a group's time before the benches' share.
+rest=$(( $(left) - 200 ))
+if [ "$rest" -gt 200 ]; then
+    mark "CNN experiment (${rest} s)"
+    timeout "$rest" $bin experiment --config experiments/cnn-mnist.toml \
+        --time-limit "$(awk "BEGIN { print ($rest - 180) / 60 }")"
 fi
 tar czf "$out/runs.tgz" --exclude='*.safetensors' runs
-echo "done in $((SECONDS - start)) s"
+
+mark "bench: cooperative against tiled relaxation, paper MLP (JSON)"
+timeout 100 $bin bench --json --batch-sizes 64,1024,4096 --relax-steps 100 \
+    --relax-kernel cooperative --tile 16x16,32x32,64x64 > "$out/bench.jsonl"
+timeout 60 $bin bench --batch-sizes 64,1024,4096 --relax-steps 100 --relax-kernel tiled,cooperative
+mark "bench tile sweep, tiled kernel (JSON)"
+timeout 60 $bin bench --json --batch-sizes 64,1024,4096 --relax-steps 100 \
+    --tile 16x16,32x32,64x64 >> "$out/bench.jsonl"
+mark "bench: CNN per kernel kind"
+timeout 40 $bin bench --model examples/cnn.toml --batch-sizes 64,1024 --relax-steps 100 --kernel-times
+mark "one epoch of the paper's default run, tiled and cooperative"
+timeout 30 $bin train --epochs 1 --out runs/epoch --force
+timeout 30 $bin train --epochs 1 --relax-kernel cooperative --out runs/epoch-cooperative --force
+mark "gradcheck"
+timeout 20 $bin gradcheck --layers 784,300,300,100,10 --batch-size 64 --relax-steps 100 --seed 1 | tail -8
+tar czf "$out/runs.tgz" --exclude='*.safetensors' runs
+mark "done"
