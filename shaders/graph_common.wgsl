@@ -1,5 +1,5 @@
-// Shared by the graph kernels: one table entry per node (forward, gradients), per edge (VJPs)
-// or per contribution (combine). A dispatch covers a contiguous section of the table; each entry
+// Shared by the graph kernels: one table entry per node (forward, gradients), per dense edge
+// (VJPs) or per contribution (combine). A dispatch covers a contiguous section of the table; each entry
 // owns `items` work items starting at `start` within that section, so one dispatch serves every
 // node of a kind however many there are.
 
@@ -37,10 +37,14 @@ const KIND_AVGPOOL: u32 = 4u;
 const KIND_FLATTEN: u32 = 5u;
 const KIND_ADD: u32 = 6u;
 const KIND_CONCAT: u32 = 7u;
-// Contributions to a node's relaxation (combine): a VJP slot, or a child's r read directly.
+// Contributions to a node's relaxation (combine): a dense VJP's slot, a child's r read directly,
+// or a convolution or pooling VJP computed in place (the entry is then that edge's op).
 const CONTRIB_SLOT: u32 = 10u;
 const CONTRIB_SAME: u32 = 11u;   // add / flatten child: same element
 const CONTRIB_CONCAT: u32 = 12u; // concat child: the channels this node fed
+const CONTRIB_CONV: u32 = 13u;
+const CONTRIB_MAXPOOL: u32 = 14u;
+const CONTRIB_AVGPOOL: u32 = 15u;
 
 // The entry of section [first, first + count) owning work item `item`, or first + count.
 fn find_op(first: u32, count: u32, item: u32) -> u32 {

@@ -160,9 +160,7 @@ fn bench_times_each_kernel_of_a_graph() {
     for want in [
         "forward",
         "relax: dense VJPs",
-        "relax: conv VJPs",
-        "relax: pool VJPs",
-        "relax: combine",
+        "relax: combine (conv and pool VJPs)",
         "gradients: dense",
         "gradients: dense biases",
         "gradients: conv",

@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     replicas: usize,
     /// Also time one AR step with each dispatch in its own timed pass and report GPU time per
-    /// kernel kind (graphs: dense, conv and pool VJPs, combine, each gradient kernel).
+    /// kernel kind (graphs: dense VJPs, combine with the conv and pool VJPs, each gradient kernel).
     #[arg(long)]
     kernel_times: bool,
     /// Print one JSON object per configuration instead of a table.

@@ -1,10 +1,10 @@
 //! The engine for arbitrary computation graphs (dense, conv2d, pooling, flatten, add, concat).
 //!
-//! Forward runs node by node in topological order. One relaxation step is at most four
-//! dispatches however many nodes the graph has: the VJPs of every dense edge, of every
-//! convolution edge and of every pooling edge into per-edge slots, then one `combine` that
-//! relaxes every hidden node from the sum of its children's contributions (slots, or the child's
-//! own state for add/flatten/concat). Exact backprop is the same step with η = 1, repeated for
+//! Forward runs node by node in topological order. One relaxation step is at most two
+//! dispatches however many nodes the graph has: the VJPs of every dense edge into per-edge slots
+//! (tiled products), then one `combine` that relaxes every hidden node from the sum of its
+//! children's contributions: the dense slots, convolution and pooling VJPs computed in place, or
+//! the child's own state for add/flatten/concat. Exact backprop is the same step with η = 1, repeated for
 //! the graph's depth: a Jacobi sweep at η = 1 is exact after that many steps on a DAG.
 
 use std::sync::Arc;
@@ -61,14 +61,17 @@ const KIND_CONCAT: u32 = 7;
 const CONTRIB_SLOT: u32 = 10;
 const CONTRIB_SAME: u32 = 11;
 const CONTRIB_CONCAT: u32 = 12;
+const CONTRIB_CONV: u32 = 13;
+const CONTRIB_MAXPOOL: u32 = 14;
+const CONTRIB_AVGPOOL: u32 = 15;
 
 /// A contiguous run of table entries served by one dispatch.
 #[derive(Clone, Copy, Debug, Default)]
 struct Section {
     first: usize,
     count: usize,
-    /// Workgroups (256 threads, 64×64 tiles for dense products, one per element for conv
-    /// gradients).
+    /// Workgroups (256 threads: one per tile for dense products, one per weight for conv
+    /// gradients, one per 256 elements otherwise).
     groups: u32,
 }
 
@@ -102,8 +105,6 @@ struct Plan {
     dense_vjp: Section,
     /// The outputs (M × N) of every dense VJP product, in dispatch order.
     dense_vjp_products: Vec<(usize, usize)>,
-    conv_vjp: Section,
-    pool_vjp: Section,
     combine: Section,
     conv_grad: Section,
     dense_units: usize,
@@ -278,57 +279,41 @@ impl Plan {
                 NodeKind::Input => {}
             }
         }
-        // Edges into hidden parents (the input does not relax), each with its own VJP slot.
+        // Dense edges into hidden parents (the input does not relax), each with its own VJP slot;
+        // combine computes the other kinds' VJPs in place.
         let mut slots_len = 0;
         let mut slot_of = std::collections::HashMap::new();
         let mut tile_products = Vec::new();
-        let mut section =
-            |ops: &mut Vec<Op>, want: &dyn Fn(&NodeKind) -> bool, tiles: bool| -> Section {
-                let first = ops.len();
-                let mut items = 0usize;
-
-                for c in 1..n {
-                    if !want(&g.nodes[c].kind) {
-                        continue;
-                    }
-                    for (j, &p) in g.nodes[c].inputs.iter().enumerate() {
-                        if p == 0 {
-                            continue;
-                        }
-                        slot_of.insert((c, j), slots_len);
-                        for k in 0..replicas {
-                            let mut o = op(c, j, k);
-                            o.c_in = u(size(p)); // dense edges treat the parent as flat
-                            if !tiles {
-                                let s = g.nodes[p].shape;
-                                (o.c_in, o.h_in, o.w_in) = (u(s.c), u(s.h), u(s.w));
-                            }
-                            o.slot = u(shift(slots_len, p, k));
-                            o.start = u(items);
-                            o.items = u(batch * size(p));
-                            items += batch * size(p);
-                            if tiles {
-                                tile_products.push((batch, size(p)));
-                            }
-                            ops.push(o);
-                        }
-                        slots_len += rows * size(p);
-                    }
+        let mut items = 0usize;
+        let first = ops.len();
+        for c in 1..n {
+            if !matches!(g.nodes[c].kind, NodeKind::Dense { .. }) {
+                continue;
+            }
+            for (j, &p) in g.nodes[c].inputs.iter().enumerate() {
+                if p == 0 {
+                    continue;
                 }
-                Section {
-                    first,
-                    count: ops.len() - first,
-                    // Tiled sections get their workgroup count once the tile shape is chosen.
-                    groups: if tiles { 0 } else { groups(items) },
+                slot_of.insert((c, j), slots_len);
+                for k in 0..replicas {
+                    let mut o = op(c, j, k);
+                    o.c_in = u(size(p)); // dense edges treat the parent as flat
+                    o.slot = u(shift(slots_len, p, k));
+                    o.start = u(items);
+                    o.items = u(batch * size(p));
+                    items += batch * size(p);
+                    tile_products.push((batch, size(p)));
+                    ops.push(o);
                 }
-            };
-        let dense_vjp = section(&mut ops, &|k| matches!(k, NodeKind::Dense { .. }), true);
-        let conv_vjp = section(&mut ops, &|k| matches!(k, NodeKind::Conv2d { .. }), false);
-        let pool_vjp = section(
-            &mut ops,
-            &|k| matches!(k, NodeKind::MaxPool { .. } | NodeKind::AvgPool { .. }),
-            false,
-        );
+                slots_len += rows * size(p);
+            }
+        }
+        // Its workgroup count is set once the tile shape is chosen.
+        let dense_vjp = Section {
+            first,
+            count: ops.len() - first,
+            groups: 0,
+        };
         // Combine: one entry per hidden node and replica; its contributions follow the section.
         let hidden: Vec<(usize, usize)> = (1..n)
             .filter(|&i| i != g.output)
@@ -370,10 +355,23 @@ impl Plan {
                                 .map(|&q| g.nodes[q].shape.c)
                                 .sum::<usize>());
                         }
-                        _ => {
+                        NodeKind::Conv2d { .. } => {
+                            ct = op(c, j, k);
+                            ct.kind = CONTRIB_CONV;
+                        }
+                        NodeKind::MaxPool { .. } => {
+                            ct = op(c, j, k);
+                            ct.kind = CONTRIB_MAXPOOL;
+                        }
+                        NodeKind::AvgPool { .. } => {
+                            ct = op(c, j, k);
+                            ct.kind = CONTRIB_AVGPOOL;
+                        }
+                        NodeKind::Dense { .. } => {
                             ct.kind = CONTRIB_SLOT;
                             ct.slot = u(shift(slot_of[&(c, j)], i, k));
                         }
+                        NodeKind::Input => unreachable!("the input has no inputs"),
                     }
                     ops.push(ct);
                 }
@@ -409,8 +407,6 @@ impl Plan {
             forward,
             dense_vjp,
             dense_vjp_products: tile_products,
-            conv_vjp,
-            pool_vjp,
             combine,
             conv_grad,
             dense_units,
@@ -506,8 +502,6 @@ struct Kernels {
     join_forward: Kernel,
     loss: Kernel,
     dense_vjp: TiledKernel,
-    conv_vjp: Kernel,
-    pool_vjp: Kernel,
     combine: Kernel,
     dense_grad: TiledKernel,
     bias_grad: Kernel,
@@ -555,18 +549,11 @@ impl Kernels {
                 &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
             ),
             dense_vjp: TiledKernel::new(ctx, "dense_vjp.wgsl", "dense_vjp", &six, &[shapes.vjp]),
-            conv_vjp: Kernel::new(d, &m("conv_vjp.wgsl"), "conv_vjp", &six),
-            pool_vjp: Kernel::new(
-                d,
-                &m("pool_vjp.wgsl"),
-                "pool_vjp",
-                &[Uniform, Read, Read, Read, ReadWrite],
-            ),
             combine: Kernel::new(
                 d,
                 &m("combine.wgsl"),
                 "combine",
-                &[Uniform, Read, Read, Read, ReadWrite],
+                &[Uniform, Read, Read, Read, ReadWrite, Read, Read, Read],
             ),
             dense_grad: TiledKernel::new(ctx, "grad.wgsl", "weight_grad", &six, &[shapes.grad]),
             bias_grad: Kernel::new(d, &grad, "bias_grad", &six),
@@ -594,8 +581,6 @@ pub struct GraphBuffers {
 /// Bind groups of one relaxation configuration (AR's, or exact backprop's) for each parity.
 struct RelaxBinds {
     dense: [wgpu::BindGroup; 2],
-    conv: [wgpu::BindGroup; 2],
-    pool: [wgpu::BindGroup; 2],
     combine: [wgpu::BindGroup; 2],
 }
 
@@ -765,10 +750,8 @@ impl GraphEngine {
             ],
         );
         let relax_binds = |rate: f32, flags: u32, weights: &wgpu::Buffer| {
-            let (dv, cv, pv, cb) = (
+            let (dv, cb) = (
                 pass(plan.dense_vjp, rate, flags),
-                pass(plan.conv_vjp, rate, flags),
-                pass(plan.pool_vjp, rate, flags),
                 pass(plan.combine, rate, flags),
             );
             let per = |src: usize| {
@@ -784,33 +767,25 @@ impl GraphEngine {
                             &bufs.slots,
                         ],
                     ),
-                    k.conv_vjp.bind(
-                        d,
-                        &[
-                            &cv,
-                            &bufs.ops,
-                            weights,
-                            &bufs.fprime,
-                            &bufs.r[src],
-                            &bufs.slots,
-                        ],
-                    ),
-                    k.pool_vjp.bind(
-                        d,
-                        &[&pv, &bufs.ops, &bufs.argmax, &bufs.r[src], &bufs.slots],
-                    ),
                     k.combine.bind(
                         d,
-                        &[&cb, &bufs.ops, &bufs.slots, &bufs.r[src], &bufs.r[1 - src]],
+                        &[
+                            &cb,
+                            &bufs.ops,
+                            &bufs.slots,
+                            &bufs.r[src],
+                            &bufs.r[1 - src],
+                            weights,
+                            &bufs.fprime,
+                            &bufs.argmax,
+                        ],
                     ),
                 )
             };
             let (a, bb) = (per(0), per(1));
             RelaxBinds {
                 dense: [a.0, bb.0],
-                conv: [a.1, bb.1],
-                pool: [a.2, bb.2],
-                combine: [a.3, bb.3],
+                combine: [a.1, bb.1],
             }
         };
         let relax_weights = bufs.feedback.as_ref().unwrap_or(&bufs.params);
@@ -1148,20 +1123,13 @@ impl GraphEngine {
         let labels = if exact {
             [
                 "backprop: dense VJPs",
-                "backprop: conv VJPs",
-                "backprop: pool VJPs",
-                "backprop: combine",
+                "backprop: combine (conv and pool VJPs)",
             ]
         } else {
-            [
-                "relax: dense VJPs",
-                "relax: conv VJPs",
-                "relax: pool VJPs",
-                "relax: combine",
-            ]
+            ["relax: dense VJPs", "relax: combine (conv and pool VJPs)"]
         };
         let mut c = self.current;
-        let mut dispatches = Vec::with_capacity(4 * steps);
+        let mut dispatches = Vec::with_capacity(2 * steps);
         for _ in 0..steps {
             let kinds = [
                 (
@@ -1169,8 +1137,6 @@ impl GraphEngine {
                     &binds.dense[c],
                     self.plan.dense_vjp,
                 ),
-                (&k.conv_vjp, &binds.conv[c], self.plan.conv_vjp),
-                (&k.pool_vjp, &binds.pool[c], self.plan.pool_vjp),
                 (&k.combine, &binds.combine[c], self.plan.combine),
             ];
             for (label, (kernel, bind, s)) in labels.into_iter().zip(kinds) {

@@ -83,7 +83,7 @@ impl Profiler {
 
 /// An engine's optional profiler: once enabled, every pass begun through it is timed by phase.
 /// With `per_kernel` set, engines that support it give each dispatch its own labelled pass, so
-/// the phases become kernels ("relax: conv VJPs"); the work done is the same.
+/// the phases become kernels ("relax: dense VJPs"); the work done is the same.
 #[derive(Default)]
 pub struct PhaseTimer {
     profiler: Option<Profiler>,

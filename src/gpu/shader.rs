@@ -30,8 +30,6 @@ pub const SOURCES: &[(&str, &str)] = shaders![
     "pool_forward.wgsl",
     "join_forward.wgsl",
     "dense_vjp.wgsl",
-    "conv_vjp.wgsl",
-    "pool_vjp.wgsl",
     "combine.wgsl",
     "conv_grad.wgsl",
     "relax_resident.wgsl",
