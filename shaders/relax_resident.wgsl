@@ -24,6 +24,10 @@ struct ResidentPass {
     steps: u32,
     src: u32,   // which of r_a (0) or r_b (1) holds the state the first step reads
     replicas: u32,
+    canary: u32, // 2 (see the end of relax_resident)
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 const ROWS: u32 = 4u;
@@ -36,6 +40,8 @@ const KC: u32 = 128u;
 @group(0) @binding(3) var<storage, read> fprime: array<f32>;
 @group(0) @binding(4) var<storage, read_write> r_a: array<f32>;
 @group(0) @binding(5) var<storage, read_write> r_b: array<f32>;
+// [0]: nonzero once a dispatch's loops were cut short (below).
+@group(0) @binding(6) var<storage, read_write> flag: array<atomic<u32>>;
 
 // The post-synaptic signal of a K chunk for this workgroup's rows: [ROWS][KC].
 var<workgroup> post: array<f32, ROWS * KC>;
@@ -116,5 +122,15 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         }
         // The next step reads what this one wrote (only this workgroup's rows).
         storageBarrier();
+    }
+    // Lavapipe (Mesa's llvmpipe) gives each invocation a budget of loop iterations (65535 in
+    // Mesa 22.3, all loops together) and then ends every loop after one iteration, silently. A
+    // loop of `canary` (= 2) iterations run last shows whether the budget ran out before it.
+    var n = 0u;
+    for (var i = 0u; i < pass_.canary; i++) {
+        n++;
+    }
+    if (n != pass_.canary) {
+        atomicMax(&flag[0], 1u);
     }
 }

@@ -425,6 +425,40 @@ fn resident_relaxation_equals_t_jacobi_steps() {
     }
 }
 
+/// Wide layers make the resident kernel's loops long: on lavapipe, past the driver's budget of
+/// loop iterations per invocation (see `shaders/relax_resident.wgsl`). The kernel must then
+/// report it, never return a wrong relaxation as if it were right; elsewhere it must be exact.
+#[test]
+fn resident_kernel_reports_loops_cut_short_or_is_exact() {
+    use arelax::engine::RelaxKernel;
+    let s = spec(&[16, 1000, 1000, 4], Activation::Tanh, Loss::Mse);
+    let (b, steps) = (2, 16);
+    let mut opts = EngineOptions::new(b);
+    opts.relax_kernel = RelaxKernel::Resident;
+    let mut p = problem(&s, opts, Init::FanIn, 21);
+    p.engine.ar_gradients(steps).unwrap();
+    if let Err(e) = p.engine.check_relaxation() {
+        let e = e.to_string();
+        assert!(
+            e.contains("loops short") && e.contains("tiled kernel"),
+            "{e}"
+        );
+        return;
+    }
+    let w = Params64::from(&p.params);
+    let fwd = cpu::forward(&s, &w, &to64(&p.input), b);
+    let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
+    let mut r = cpu::relax_start(&s, &fwd, &out.g, true);
+    for _ in 0..steps {
+        r = cpu::relax_step(&s, &w, &fwd, &r, 0.1, true);
+    }
+    let gpu = p.engine.state().unwrap();
+    for l in 1..=s.depth() {
+        let e = rel_err(&gpu[l], &r[l]);
+        assert!(e < 1e-4, "r_{l} rel. error {e}");
+    }
+}
+
 #[test]
 fn resident_kernel_refuses_what_it_cannot_do() {
     use arelax::engine::{Engine, RelaxKernel};

@@ -60,6 +60,10 @@ const RESIDENT_ROWS: usize = 4;
 /// The resident kernel's step counts per dispatch: powers of two up to 2^8 (a relaxation of T
 /// steps is T's binary digits).
 const RESIDENT_CHUNKS: usize = 9;
+/// The largest chunk on a CPU adapter, 2^4: lavapipe ends every loop of an invocation once it has
+/// run 65535 loop iterations in all, and a chunk's steps all count against that budget (the
+/// kernel detects it, see [`Resident::cut_short`]).
+const RESIDENT_CPU_MAX_CHUNK: usize = 4;
 
 /// Mirror of `ResidentPass` in `shaders/relax_resident.wgsl`.
 #[repr(C)]
@@ -73,6 +77,8 @@ struct ResidentUniform {
     steps: u32,
     src: u32,
     replicas: u32,
+    canary: u32,
+    pad: [u32; 3],
 }
 
 /// The resident and cooperative kernels' limits, checked before anything is built.
@@ -119,6 +125,8 @@ fn resident_table(layout: &Layout, flags: u32, rate: f32, stride: u32) -> Vec<u8
                 steps: 1 << c,
                 src: src as u32,
                 replicas: layout.replicas as u32,
+                canary: 2,
+                pad: [0; 3],
             };
             let at = (c * 2 + src) * stride;
             bytes[at..at + std::mem::size_of::<ResidentUniform>()]
@@ -134,8 +142,12 @@ pub(super) struct Resident {
     kernel: Kernel,
     bind: wgpu::BindGroup,
     table: wgpu::Buffer,
+    /// Nonzero once a dispatch's loops were cut short.
+    flag: wgpu::Buffer,
     /// Bytes between table entries (the device's uniform offset alignment).
     stride: u32,
+    /// The largest step count of one dispatch is 2^max_chunk.
+    max_chunk: usize,
 }
 
 impl Resident {
@@ -170,8 +182,10 @@ impl Resident {
                 Slot::Read,
                 Slot::ReadWrite,
                 Slot::ReadWrite,
+                Slot::ReadWrite,
             ],
         );
+        let flag = crate::gpu::buffers::storage(device, "resident relax flag", 1);
         let bind = kernel.bind_windowed(
             device,
             &[
@@ -181,14 +195,22 @@ impl Resident {
                 relax[1],
                 &bufs.r[0],
                 &bufs.r[1],
+                &flag,
             ],
             Some(std::mem::size_of::<ResidentUniform>() as u64),
         );
+        let max_chunk = if ctx.info.device_type == wgpu::DeviceType::Cpu {
+            RESIDENT_CPU_MAX_CHUNK
+        } else {
+            RESIDENT_CHUNKS - 1
+        };
         Self {
             kernel,
             bind,
             table,
+            flag,
             stride,
+            max_chunk,
         }
     }
 
@@ -196,6 +218,12 @@ impl Resident {
     pub(super) fn set_rate(&self, queue: &wgpu::Queue, layout: &Layout, flags: u32, rate: f32) {
         let bytes = resident_table(layout, flags, rate, self.stride);
         queue.write_buffer(&self.table, 0, &bytes);
+    }
+
+    /// Whether the driver has cut a dispatch's loops short since the engine was built (every
+    /// relaxation since then is wrong).
+    pub(super) fn cut_short(&self, ctx: &GpuContext) -> Result<bool> {
+        Ok(ctx.read_u32(&self.flag, 0, 1)?[0] != 0)
     }
 
     /// Records `steps` steps starting from relaxation buffer `current`; returns the buffer that
@@ -211,7 +239,7 @@ impl Resident {
         let mut left = steps;
         while left > 0 {
             // The largest power-of-two chunk that fits: T's binary digits, high first.
-            let c = (left.min(1 << (RESIDENT_CHUNKS - 1)).ilog2()) as usize;
+            let c = (left.min(1 << self.max_chunk).ilog2()) as usize;
             let offset = (c * 2 + current) as u32 * self.stride;
             let d = Dispatch {
                 kernel: &self.kernel,
