@@ -4,8 +4,8 @@
 //
 // With KS > 1 the workgroup is KS groups of threads that split K between them (each takes every
 // KS-th slice of KT), shortening the serial chain of slices for products with few output tiles;
-// the groups' partial sums are added in workgroup memory at the end, and only group 0 holds the
-// result (see owns_output).
+// the groups' partial sums are added pairwise in workgroup memory at the end (log2 KS rounds),
+// and only group 0 holds the result (see owns_output).
 //
 // The host prepends the shape (TM, TN, RM, RN, KT, KS; see src/gpu/tile.rs), so every loop bound
 // is a constant. The including kernel supplies load_a(l, m, k), load_b(l, k, n) (which may fuse
@@ -39,6 +39,25 @@ struct Tile {
     m: u32,
     n: u32,
     k: u32,
+}
+
+// Partial-tile slots for the split-K reduction: TILE_VECS vec4s each, in tile_a then tile_b.
+const TILE_VECS: u32 = TM * TN / 4u;
+const SLOTS_A: u32 = (KS * SA * KT / 4u) / TILE_VECS;
+
+fn park(slot: u32, v: u32, x: vec4<f32>) {
+    if (slot < SLOTS_A) {
+        tile_a[slot * TILE_VECS + v] = x;
+    } else {
+        tile_b[(slot - SLOTS_A) * TILE_VECS + v] = x;
+    }
+}
+
+fn parked(slot: u32, v: u32) -> vec4<f32> {
+    if (slot < SLOTS_A) {
+        return tile_a[slot * TILE_VECS + v];
+    }
+    return tile_b[(slot - SLOTS_A) * TILE_VECS + v];
 }
 
 // Position (row, k) inside the A slice of the e-th staged element.
@@ -131,21 +150,22 @@ fn gemm_tile(t: Tile, lid: u32) -> array<array<vec4<f32>, CN>, RM> {
         workgroupBarrier();
     }
     if (KS > 1u) {
-        // Groups 1.. add their partial tiles into group 0's, one group at a time, through the
-        // (now free) A staging memory: TM * TN floats fit in it (checked on the host).
-        for (var g = 1u; g < KS; g++) {
-            if (group == g) {
+        // The groups' partial tiles are added pairwise, log2(KS) rounds: in the round of half h,
+        // groups h..2h-1 park their tiles in the (now free) staging memory and groups 0..h-1 add
+        // them. Slots of TM * TN floats fill tile_a, then tile_b (the host checks they fit).
+        for (var h = KS / 2u; h > 0u; h >>= 1u) {
+            if (group >= h && group < 2u * h) {
                 for (var i = 0u; i < RM; i++) {
                     for (var c = 0u; c < CN; c++) {
-                        tile_a[(out_row(tl, i) * TN + c * (TN / CN) + col0) / 4u] = acc[i][c];
+                        park(group - h, (out_row(tl, i) * TN + c * (TN / CN) + col0) / 4u, acc[i][c]);
                     }
                 }
             }
             workgroupBarrier();
-            if (group == 0u) {
+            if (group < h) {
                 for (var i = 0u; i < RM; i++) {
                     for (var c = 0u; c < CN; c++) {
-                        acc[i][c] += tile_a[(out_row(tl, i) * TN + c * (TN / CN) + col0) / 4u];
+                        acc[i][c] += parked(group, (out_row(tl, i) * TN + c * (TN / CN) + col0) / 4u);
                     }
                 }
             }

@@ -183,9 +183,17 @@ mod tests {
             // Every thread stages a whole number of elements of each operand.
             assert_eq!((s.tm * s.kt) % s.group_threads(), 0, "{s}");
             assert_eq!((s.tn * s.kt) % s.group_threads(), 0, "{s}");
-            // Split-K partial tiles are summed through the A staging memory.
+            // Split-K partial tiles are summed pairwise through the staging memory: half of the
+            // groups park a whole tile each in tile_a's slots, then tile_b's.
             if s.ks > 1 {
-                assert!(s.tm * s.tn <= s.ks * (s.tm + 4) * s.kt, "{s}");
+                assert!(s.ks.is_power_of_two(), "{s}");
+                let tile = s.tm * s.tn;
+                let slots = s.ks * (s.tm + 4) * s.kt / tile + s.ks * (s.tn + 4) * s.kt / tile;
+                assert!(
+                    slots >= s.ks / 2,
+                    "{s}: {slots} slots for {} tiles",
+                    s.ks / 2
+                );
             }
             assert!(s.threads().is_power_of_two(), "{s}: the reduction halves");
         }
