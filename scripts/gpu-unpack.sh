@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Files what one `scripts/gpu-check.sh` call on a device machine returned.
+#
+# Usage:  scripts/gpu-unpack.sh FILES_AT NAME
+#   FILES_AT  the folder the device tool copied $OUT to (log.txt, bench.jsonl, runs.tgz)
+#   NAME      the results folder for this session's log and bench, e.g. h100-2026-11-28
+#
+# The log and the bench JSON go to results/NAME/; the CNN experiment's run directories (no
+# checkpoints) replace results/cnn-mnist/, from which the next session's experiment resumes.
+# Then it prints the experiment's summary table, to check before committing results/.
+set -euo pipefail
+from=${1:?usage: scripts/gpu-unpack.sh FILES_AT NAME}
+name=${2:?usage: scripts/gpu-unpack.sh FILES_AT NAME}
+root=$(git rev-parse --show-toplevel)
+mkdir -p "$root/results/$name"
+for f in log.txt bench.jsonl; do
+    if [ -f "$from/$f" ]; then cp "$from/$f" "$root/results/$name/"; fi
+done
+if [ -f "$from/runs.tgz" ]; then
+    tmp=$(mktemp -d)
+    tar xzf "$from/runs.tgz" -C "$tmp"
+    if [ -d "$tmp/runs/cnn-mnist" ]; then
+        rm -rf "$root/results/cnn-mnist"
+        cp -r "$tmp/runs/cnn-mnist" "$root/results/"
+    fi
+    rm -rf "$tmp"
+fi
+ls -l "$root/results/$name"
+if [ -f "$root/results/cnn-mnist/results.md" ]; then cat "$root/results/cnn-mnist/results.md"; fi
