@@ -83,8 +83,8 @@ pub struct EngineOptions {
     /// Independent copies of the model trained side by side in the same dispatches (say, one
     /// per seed), each with its own parameters and batches. 1 for an ordinary engine.
     pub replicas: usize,
-    /// The cooperative relaxation kernel's workgroups per dispatch at most (None: one per CPU
-    /// thread on a CPU adapter, [`cooperative::DEFAULT_GPU_GROUPS`] on a GPU).
+    /// The cooperative relaxation kernel's workgroups per dispatch at most (None: see
+    /// [`cooperative::group_cap`]).
     pub cooperative_groups: Option<usize>,
 }
 

@@ -529,9 +529,9 @@ pub struct Overrides {
     /// device when the run starts and recorded in config.toml) [default: tiled].
     #[arg(long)]
     pub relax_kernel: Option<String>,
-    /// The cooperative kernel's workgroups per dispatch at most [default: one per CPU thread on
-    /// a CPU adapter, 256 on a GPU]. It needs them all running at once: lower it if the run
-    /// reports that a grid barrier gave up.
+    /// The cooperative kernel's workgroups per dispatch at most [default: 256 on a GPU, 1 on a
+    /// CPU adapter]. It needs them all running at once: lower it if the run reports that a grid
+    /// barrier gave up.
     #[arg(long)]
     pub cooperative_groups: Option<usize>,
     /// f' in the relaxation at the frozen forward pass or the current state: frozen or current
