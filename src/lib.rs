@@ -1,6 +1,6 @@
 //! arelax: Activation Relaxation (Millidge et al. 2020) on any GPU through wgpu.
 //!
-//! Data flows one way: [`data`] → [`engine`] (GPU) → [`metrics`]. The [`reference`] module is the
+//! Data flows one way: [`data`] → [`engine`] (GPU) → [`metrics`]. The [`reference`](mod@reference) module is the
 //! float64 CPU twin of every kernel and is what the tests treat as the truth.
 
 pub mod bench;

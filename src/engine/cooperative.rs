@@ -6,8 +6,9 @@
 //! dispatch picking its step count and starting buffer by a dynamic offset into a small uniform
 //! table. The barrier needs every workgroup of a dispatch to be running at once; WebGPU does not
 //! promise that, so the workgroup count is capped ([`EngineOptions::cooperative_groups`]), and
-//! a barrier that waits too long raises a flag that [`Cooperative::failed`] reads: an error,
-//! never a hang or a silent wrong result.
+//! a barrier that waits too long raises a flag that
+//! [`Engine::check_relaxation`](super::Engine::check_relaxation) reads: an error, never a hang
+//! or a silent wrong result.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -53,7 +54,7 @@ struct CooperativeUniform {
 
 /// The workgroup cap for an adapter: the option if given, else 1 on a CPU adapter and
 /// [`DEFAULT_GPU_GROUPS`] on a GPU. Lavapipe runs one workgroup per CPU thread at once, but a
-/// workgroup waiting there spends its loop budget (see [`CPU_MAX_CHUNK`]), so by default it does
+/// workgroup waiting there spends its loop budget (see `CPU_MAX_CHUNK`), so by default it does
 /// not wait at all.
 pub fn group_cap(opts: &EngineOptions, device_type: wgpu::DeviceType) -> usize {
     opts.cooperative_groups

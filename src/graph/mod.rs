@@ -137,7 +137,7 @@ pub struct Graph {
 }
 
 impl Graph {
-    /// Parses and validates a model file; every problem is an [`Error::File`] naming `path` and,
+    /// Parses and validates a model file; every problem is an [`Error::File`](crate::Error::File) naming `path` and,
     /// where there is one, the node.
     pub fn parse(path: &Path, text: &str) -> Result<Graph> {
         parse::parse(path, text)
