@@ -37,6 +37,9 @@ fn conv_vjp(ct: Op, b: u32, ci: u32, ih: u32, iw: u32) -> f32 {
     let deriv = (pass_.flags & FLAG_NO_RELAX_DERIV) == 0u;
     let rows = covering(ih, ct.k, ct.stride, ct.pad, ct.h_out);
     let cols = covering(iw, ct.k, ct.stride, ct.pad, ct.w_out);
+    // Consecutive output channels are a plane apart in r and f', a filter apart in W.
+    let plane = ct.h_out * ct.w_out;
+    let w_step = ct.c_in * ct.k * ct.k;
     var v = 0.0;
     for (var oh = rows.x; oh <= rows.y; oh++) {
         let kh = ih + ct.pad - u32(oh) * ct.stride;
@@ -44,8 +47,6 @@ fn conv_vjp(ct: Op, b: u32, ci: u32, ih: u32, iw: u32) -> f32 {
             let kw = iw + ct.pad - u32(ow) * ct.stride;
             let at = b * out_size + u32(oh) * ct.w_out + u32(ow);
             let w_at = ct.w + (ci * ct.k + kh) * ct.k + kw;
-            let plane = ct.h_out * ct.w_out;
-            let w_step = ct.c_in * ct.k * ct.k;
             for (var co = 0u; co < ct.c_out; co++) {
                 let oi = at + co * plane;
                 var g = r_src[ct.r_self + oi];

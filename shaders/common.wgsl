@@ -68,3 +68,15 @@ fn act_df(code: u32, a: f32) -> f32 {
 fn linear_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
 }
+
+// Lavapipe (Mesa's llvmpipe) gives each invocation a budget of loop iterations (65535 in Mesa
+// 22.3, all loops together) and then ends every loop after one iteration, silently. Run last
+// with a `canary` of 2 that the compiler cannot see (a uniform), a loop that comes up short
+// shows the budget ran out somewhere before it.
+fn loop_budget_spent(canary: u32) -> bool {
+    var n = 0u;
+    for (var i = 0u; i < canary; i++) {
+        n++;
+    }
+    return n != canary;
+}

@@ -2,7 +2,7 @@
 //   r_l <- (1 - eta) r_l + eta (r_{l+1} * f'_l) W_l
 // which is r_l + eta (-r_l + vjp) written so that eta = 1 gives the vjp exactly (exact backprop
 // uses this kernel one layer at a time with eta = 1). Reads r_src, writes r_dst (ping-pong).
-// As a product: A = r_{l+1} * f'_l [B, n_out], B = W_l [n_out, n_in], so M = B, N = n_in, K = n_out.
+// As a product: see relax_operands.wgsl (A = r_{l+1} * f'_l, B = W_l).
 // `weights` is W itself, or the backward weights psi of the feedback variants.
 //
 // Adaptive relaxation (FLAG_ADAPTIVE): each workgroup also reduces max |r_new - r_old| and
@@ -25,26 +25,11 @@
 
 var<workgroup> converged: u32;
 
-const A_K_CONTIGUOUS: bool = true;
-const B_K_CONTIGUOUS: bool = false;
-
-fn dims(l: u32) -> vec3<u32> {
-    return vec3<u32>(pass_.batch, layers[l].n_in, layers[l].n_out);
+fn read_state(i: u32) -> f32 {
+    return r_src[i];
 }
 
-fn load_a(l: u32, m: u32, k: u32) -> f32 {
-    let i = m * layers[l].n_out + k;
-    let r = r_src[layers[l].r_out + i];
-    if ((pass_.flags & FLAG_NO_RELAX_DERIV) != 0u) {
-        return r;
-    }
-    return r * fprime[layers[l].fp + i];
-}
-
-fn load_b(l: u32, k: u32, n: u32) -> f32 {
-    return weights[layers[l].w + k * layers[l].n_in + n];
-}
-
+//!include relax_operands.wgsl
 //!include gemm_tile.wgsl
 
 @compute @workgroup_size(THREADS)

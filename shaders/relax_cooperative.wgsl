@@ -35,7 +35,7 @@ struct CooperativePass {
     groups: u32,     // workgroups in the dispatch
     tiles: u32,      // tiles per step
     spin_limit: u32, // polls of the counter before giving up
-    canary: u32,     // 2 (see check_loop_budget)
+    canary: u32,     // 2 (see loop_budget_spent in common.wgsl)
     pad0: u32,
 }
 
@@ -71,26 +71,11 @@ fn write_r(which: u32, i: u32, v: f32) {
     }
 }
 
-const A_K_CONTIGUOUS: bool = true;
-const B_K_CONTIGUOUS: bool = false;
-
-fn dims(l: u32) -> vec3<u32> {
-    return vec3<u32>(pass_.batch, layers[l].n_in, layers[l].n_out);
+fn read_state(i: u32) -> f32 {
+    return read_r(reading, i);
 }
 
-fn load_a(l: u32, m: u32, k: u32) -> f32 {
-    let i = m * layers[l].n_out + k;
-    let r = read_r(reading, layers[l].r_out + i);
-    if ((pass_.flags & FLAG_NO_RELAX_DERIV) != 0u) {
-        return r;
-    }
-    return r * fprime[layers[l].fp + i];
-}
-
-fn load_b(l: u32, k: u32, n: u32) -> f32 {
-    return weights[layers[l].w + k * layers[l].n_in + n];
-}
-
+//!include relax_operands.wgsl
 //!include gemm_tile.wgsl
 
 // Waits until every workgroup has arrived; false if the wait failed (here or in another
@@ -126,19 +111,6 @@ fn grid_barrier(lid: u32) -> bool {
     return ok;
 }
 
-// Lavapipe (Mesa's llvmpipe) gives each invocation a budget of loop iterations (65535 in Mesa
-// 22.3, all loops together) and then ends every loop after one iteration, silently. A loop of
-// `canary` (= 2) iterations run last shows whether the budget ran out anywhere before it.
-fn check_loop_budget() {
-    var n = 0u;
-    for (var i = 0u; i < pass_.canary; i++) {
-        n++;
-    }
-    if (n != pass_.canary) {
-        atomicMax(&sync[0], FAILED_LOOP_BUDGET);
-    }
-}
-
 @compute @workgroup_size(THREADS)
 fn relax_cooperative(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
@@ -167,5 +139,8 @@ fn relax_cooperative(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
             return;
         }
     }
-    check_loop_budget();
+    // Lavapipe's loop budget (common.wgsl).
+    if (loop_budget_spent(pass_.canary)) {
+        atomicMax(&sync[0], FAILED_LOOP_BUDGET);
+    }
 }

@@ -24,7 +24,7 @@ struct ResidentPass {
     steps: u32,
     src: u32,   // which of r_a (0) or r_b (1) holds the state the first step reads
     replicas: u32,
-    canary: u32, // 2 (see the end of relax_resident)
+    canary: u32, // 2 (see loop_budget_spent)
     pad0: u32,
     pad1: u32,
     pad2: u32,
@@ -123,14 +123,8 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         // The next step reads what this one wrote (only this workgroup's rows).
         storageBarrier();
     }
-    // Lavapipe (Mesa's llvmpipe) gives each invocation a budget of loop iterations (65535 in
-    // Mesa 22.3, all loops together) and then ends every loop after one iteration, silently. A
-    // loop of `canary` (= 2) iterations run last shows whether the budget ran out before it.
-    var n = 0u;
-    for (var i = 0u; i < pass_.canary; i++) {
-        n++;
-    }
-    if (n != pass_.canary) {
+    // Lavapipe's loop budget (common.wgsl).
+    if (loop_budget_spent(pass_.canary)) {
         atomicMax(&flag[0], 1u);
     }
 }

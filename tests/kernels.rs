@@ -524,10 +524,7 @@ fn cooperative_relaxation_equals_the_tiled_kernel_bit_for_bit() {
                     o.relax_kernel = kernel;
                     o.cooperative_groups = Some(groups);
                     let mut e = Engine::new(ctx(), &s, o).unwrap();
-                    let (input, target): (Vec<f32>, Vec<f32>) = {
-                        let (i, t) = batch(&s, b * replicas, 77);
-                        (i, t)
-                    };
+                    let (input, target) = batch(&s, b * replicas, 77);
                     for r in 0..replicas {
                         e.set_replica_params(r, &Params::init(&s, Init::FanIn, 30 + r as u64))
                             .unwrap();

@@ -2,9 +2,8 @@
 //! kernel's steps computed by a fixed set of workgroups that meet at a grid-wide barrier instead
 //! of a dispatch boundary, so a relaxation of T steps is a few dispatches, not T.
 //!
-//! As with the resident kernel, T is recorded as its binary digits (100 = 64 + 32 + 4), each
-//! dispatch picking its step count and starting buffer by a dynamic offset into a small uniform
-//! table. The barrier needs every workgroup of a dispatch to be running at once; WebGPU does not
+//! As with the resident kernel, T steps are recorded as T's binary digits (see `step_table.rs`).
+//! The barrier needs every workgroup of a dispatch to be running at once; WebGPU does not
 //! promise that, so the workgroup count is capped ([`EngineOptions::cooperative_groups`]), and
 //! a barrier that waits too long raises a flag that
 //! [`Engine::check_relaxation`](super::Engine::check_relaxation) reads: an error, never a hang
@@ -13,18 +12,12 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::layout::{self, Layout};
+use super::step_table::StepTable;
 use super::{Buffers, EngineOptions};
-use crate::gpu::buffers::{self as gpu_buffers, Dispatch, Kernel, Slot, record_at};
+use crate::gpu::buffers::{self as gpu_buffers, Dispatch, Kernel, Slot};
 use crate::gpu::tile::TileShape;
 use crate::gpu::{GpuContext, shader};
 use crate::{Error, Result};
-
-/// Step counts per dispatch: powers of two up to 2^8.
-const CHUNKS: usize = 9;
-/// The largest chunk on a CPU adapter, 2^4: lavapipe ends every loop of an invocation once it has
-/// run 65535 loop iterations in all (see `check_loop_budget` in the shader), and a chunk's steps
-/// all count against that budget.
-const CPU_MAX_CHUNK: usize = 4;
 
 /// Workgroups of a cooperative dispatch on a GPU when not set: two per multiprocessor of an
 /// H100 (132), about the most a desktop GPU runs at once with 256-thread groups. Fewer than the
@@ -54,7 +47,7 @@ struct CooperativeUniform {
 
 /// The workgroup cap for an adapter: the option if given, else 1 on a CPU adapter and
 /// [`DEFAULT_GPU_GROUPS`] on a GPU. Lavapipe runs one workgroup per CPU thread at once, but a
-/// workgroup waiting there spends its loop budget (see `CPU_MAX_CHUNK`), so by default it does
+/// workgroup waiting there spends its loop budget (see `step_table.rs`), so by default it does
 /// not wait at all.
 pub fn group_cap(opts: &EngineOptions, device_type: wgpu::DeviceType) -> usize {
     opts.cooperative_groups
@@ -78,15 +71,11 @@ pub(super) enum Failure {
 pub(super) struct Cooperative {
     kernel: Kernel,
     bind: wgpu::BindGroup,
-    table: wgpu::Buffer,
+    table: StepTable,
     /// [0] the failure flag, [1] the barrier counter.
     sync: wgpu::Buffer,
-    /// Bytes between table entries (the device's uniform offset alignment).
-    stride: u32,
     groups: u32,
     tiles: u32,
-    /// The largest step count of one dispatch is 2^max_chunk.
-    max_chunk: usize,
 }
 
 impl Cooperative {
@@ -110,12 +99,6 @@ impl Cooperative {
             ));
         }
         let groups = tiles.min(cap as u32).max(1);
-        let max_chunk = if ctx.info.device_type == wgpu::DeviceType::Cpu {
-            CPU_MAX_CHUNK
-        } else {
-            CHUNKS - 1
-        };
-        let stride = device.limits().min_uniform_buffer_offset_alignment;
         let kernel = Kernel::new(
             device,
             &shader::module_with(ctx, "relax_cooperative.wgsl", shape),
@@ -130,17 +113,12 @@ impl Cooperative {
                 Slot::ReadWrite,
             ],
         );
-        let table = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("cooperative relax passes"),
-            size: (stride as usize * 2 * CHUNKS) as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let table = StepTable::new(ctx, "cooperative relax passes");
         let sync = gpu_buffers::storage(device, "cooperative barrier", 2);
         let bind = kernel.bind_windowed(
             device,
             &[
-                &table,
+                table.buffer(),
                 &bufs.table,
                 relax[0],
                 relax[1],
@@ -155,10 +133,8 @@ impl Cooperative {
             bind,
             table,
             sync,
-            stride,
             groups,
             tiles,
-            max_chunk,
         };
         me.set_rate(&ctx.queue, layout, flags, opts.relax_rate);
         Ok(me)
@@ -172,30 +148,20 @@ impl Cooperative {
     /// (Re)writes the uniform table for relaxation rate `rate`.
     pub(super) fn set_rate(&self, queue: &wgpu::Queue, layout: &Layout, flags: u32, rate: f32) {
         let (first, count) = layout.entries(1, layout.depth() - 1);
-        let stride = self.stride as usize;
-        let mut bytes = vec![0u8; stride * 2 * CHUNKS];
-        for c in 0..CHUNKS {
-            for src in 0..2 {
-                let u = CooperativeUniform {
-                    first,
-                    count,
-                    batch: layout.batch as u32,
-                    flags,
-                    rate,
-                    steps: 1 << c,
-                    src: src as u32,
-                    groups: self.groups,
-                    tiles: self.tiles,
-                    spin_limit: SPIN_LIMIT,
-                    canary: 2,
-                    pad: 0,
-                };
-                let at = (c * 2 + src) * stride;
-                bytes[at..at + std::mem::size_of::<CooperativeUniform>()]
-                    .copy_from_slice(bytemuck::bytes_of(&u));
-            }
-        }
-        queue.write_buffer(&self.table, 0, &bytes);
+        self.table.write(queue, |steps, src| CooperativeUniform {
+            first,
+            count,
+            batch: layout.batch as u32,
+            flags,
+            rate,
+            steps,
+            src,
+            groups: self.groups,
+            tiles: self.tiles,
+            spin_limit: SPIN_LIMIT,
+            canary: 2,
+            pad: 0,
+        });
     }
 
     /// Zeroes the barrier counter (not the failure flag); recorded before each relaxation's pass.
@@ -209,23 +175,14 @@ impl Cooperative {
         &self,
         pass: &mut wgpu::ComputePass<'_>,
         steps: usize,
-        mut current: usize,
+        current: usize,
     ) -> usize {
-        let mut left = steps;
-        while left > 0 {
-            // The largest power-of-two chunk that fits: T's binary digits, high first.
-            let c = (left.min(1 << self.max_chunk).ilog2()) as usize;
-            let offset = (c * 2 + current) as u32 * self.stride;
-            let d = Dispatch {
-                kernel: &self.kernel,
-                bind: &self.bind,
-                groups: self.groups,
-            };
-            record_at(pass, d, offset);
-            current = (current + (1 << c)) % 2;
-            left -= 1 << c;
-        }
-        current
+        let d = Dispatch {
+            kernel: &self.kernel,
+            bind: &self.bind,
+            groups: self.groups,
+        };
+        self.table.record(pass, d, steps, current)
     }
 
     /// Whether a relaxation has gone wrong since the engine was built, and why; every

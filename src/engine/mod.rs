@@ -12,6 +12,7 @@ pub mod layout;
 pub mod net;
 pub mod ops;
 pub mod resident;
+mod step_table;
 
 use std::sync::Arc;
 

@@ -1,13 +1,12 @@
 //! The resident relaxation kernel's host side (`shaders/relax_resident.wgsl`): several Jacobi
-//! steps per dispatch, each workgroup owning a few samples. A relaxation of T steps is recorded
-//! as T's binary digits (100 = 64 + 32 + 4: three dispatches), each dispatch picking its step
-//! count and starting buffer by a dynamic offset into a small uniform table.
+//! steps per dispatch (see `step_table.rs`), each workgroup owning a few samples.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::layout::Layout;
+use super::step_table::StepTable;
 use super::{Buffers, EngineOptions};
-use crate::gpu::buffers::{Dispatch, Kernel, Slot, record_at};
+use crate::gpu::buffers::{Dispatch, Kernel, Slot};
 use crate::gpu::{GpuContext, shader};
 use crate::model::ModelSpec;
 use crate::{Error, Result};
@@ -57,14 +56,6 @@ impl std::fmt::Display for RelaxKernel {
 pub const RESIDENT_MAX_WIDTH: usize = 1024;
 /// Samples per workgroup of the resident kernel (`ROWS` in the shader).
 const RESIDENT_ROWS: usize = 4;
-/// The resident kernel's step counts per dispatch: powers of two up to 2^8 (a relaxation of T
-/// steps is T's binary digits).
-const RESIDENT_CHUNKS: usize = 9;
-/// The largest chunk on a CPU adapter, 2^4: lavapipe ends every loop of an invocation once it has
-/// run 65535 loop iterations in all, and a chunk's steps all count against that budget (the
-/// kernel detects it, see [`Resident::cut_short`]).
-const RESIDENT_CPU_MAX_CHUNK: usize = 4;
-
 /// Mirror of `ResidentPass` in `shaders/relax_resident.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
@@ -109,45 +100,14 @@ pub(super) fn check_resident(spec: &ModelSpec, opts: &EngineOptions) -> Result<(
     Ok(())
 }
 
-/// The resident kernel's uniform table: for each step count 2^c (c < RESIDENT_CHUNKS) and each
-/// starting buffer, one `ResidentUniform` at a multiple of the device's offset alignment.
-fn resident_table(layout: &Layout, flags: u32, rate: f32, stride: u32) -> Vec<u8> {
-    let stride = stride as usize;
-    let mut bytes = vec![0u8; stride * 2 * RESIDENT_CHUNKS];
-    for c in 0..RESIDENT_CHUNKS {
-        for src in 0..2 {
-            let u = ResidentUniform {
-                first: 1,
-                count: layout.depth() as u32 - 1,
-                batch: layout.batch as u32,
-                flags,
-                rate,
-                steps: 1 << c,
-                src: src as u32,
-                replicas: layout.replicas as u32,
-                canary: 2,
-                pad: [0; 3],
-            };
-            let at = (c * 2 + src) * stride;
-            bytes[at..at + std::mem::size_of::<ResidentUniform>()]
-                .copy_from_slice(bytemuck::bytes_of(&u));
-        }
-    }
-    bytes
-}
-
 /// The resident kernel's pipeline, its one bind group over both relaxation buffers, and the
 /// uniform table the dispatches index.
 pub(super) struct Resident {
     kernel: Kernel,
     bind: wgpu::BindGroup,
-    table: wgpu::Buffer,
+    table: StepTable,
     /// Nonzero once a dispatch's loops were cut short.
     flag: wgpu::Buffer,
-    /// Bytes between table entries (the device's uniform offset alignment).
-    stride: u32,
-    /// The largest step count of one dispatch is 2^max_chunk.
-    max_chunk: usize,
 }
 
 impl Resident {
@@ -161,16 +121,7 @@ impl Resident {
         bufs: &Buffers,
     ) -> Self {
         let device = &ctx.device;
-        let stride = device.limits().min_uniform_buffer_offset_alignment;
-        let bytes = resident_table(layout, flags, opts.relax_rate, stride);
-        let table = wgpu::util::DeviceExt::create_buffer_init(
-            device,
-            &wgpu::util::BufferInitDescriptor {
-                label: Some("resident relax passes"),
-                contents: &bytes,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            },
-        );
+        let table = StepTable::new(ctx, "resident relax passes");
         let kernel = Kernel::new(
             device,
             &shader::module(ctx, "relax_resident.wgsl"),
@@ -189,7 +140,7 @@ impl Resident {
         let bind = kernel.bind_windowed(
             device,
             &[
-                &table,
+                table.buffer(),
                 &bufs.table,
                 relax[0],
                 relax[1],
@@ -199,25 +150,30 @@ impl Resident {
             ],
             Some(std::mem::size_of::<ResidentUniform>() as u64),
         );
-        let max_chunk = if ctx.info.device_type == wgpu::DeviceType::Cpu {
-            RESIDENT_CPU_MAX_CHUNK
-        } else {
-            RESIDENT_CHUNKS - 1
-        };
-        Self {
+        let me = Self {
             kernel,
             bind,
             table,
             flag,
-            stride,
-            max_chunk,
-        }
+        };
+        me.set_rate(&ctx.queue, layout, flags, opts.relax_rate);
+        me
     }
 
-    /// Rewrites the table for a new relaxation rate.
+    /// (Re)writes the uniform table for relaxation rate `rate`.
     pub(super) fn set_rate(&self, queue: &wgpu::Queue, layout: &Layout, flags: u32, rate: f32) {
-        let bytes = resident_table(layout, flags, rate, self.stride);
-        queue.write_buffer(&self.table, 0, &bytes);
+        self.table.write(queue, |steps, src| ResidentUniform {
+            first: 1,
+            count: layout.depth() as u32 - 1,
+            batch: layout.batch as u32,
+            flags,
+            rate,
+            steps,
+            src,
+            replicas: layout.replicas as u32,
+            canary: 2,
+            pad: [0; 3],
+        });
     }
 
     /// Whether the driver has cut a dispatch's loops short since the engine was built (every
@@ -233,23 +189,13 @@ impl Resident {
         pass: &mut wgpu::ComputePass<'_>,
         layout: &Layout,
         steps: usize,
-        mut current: usize,
+        current: usize,
     ) -> usize {
-        let groups = (layout.replicas * layout.batch.div_ceil(RESIDENT_ROWS)) as u32;
-        let mut left = steps;
-        while left > 0 {
-            // The largest power-of-two chunk that fits: T's binary digits, high first.
-            let c = (left.min(1 << self.max_chunk).ilog2()) as usize;
-            let offset = (c * 2 + current) as u32 * self.stride;
-            let d = Dispatch {
-                kernel: &self.kernel,
-                bind: &self.bind,
-                groups,
-            };
-            record_at(pass, d, offset);
-            current = (current + (1 << c)) % 2;
-            left -= 1 << c;
-        }
-        current
+        let d = Dispatch {
+            kernel: &self.kernel,
+            bind: &self.bind,
+            groups: (layout.replicas * layout.batch.div_ceil(RESIDENT_ROWS)) as u32,
+        };
+        self.table.record(pass, d, steps, current)
     }
 }

@@ -16,6 +16,7 @@ macro_rules! shaders {
 pub const SOURCES: &[(&str, &str)] = shaders![
     "common.wgsl",
     "gemm_tile.wgsl",
+    "relax_operands.wgsl",
     "forward.wgsl",
     "loss.wgsl",
     "relax.wgsl",
@@ -40,6 +41,7 @@ pub const SOURCES: &[(&str, &str)] = shaders![
 pub const FRAGMENTS: &[&str] = &[
     "common.wgsl",
     "gemm_tile.wgsl",
+    "relax_operands.wgsl",
     "batch.wgsl",
     "graph_common.wgsl",
 ];

@@ -379,24 +379,14 @@ fn resolve_relax_kernel(
         .clone();
     let parts: Vec<String> = timed
         .iter()
-        .map(|(c, ms)| format!("{ms:.3} ms {}", kernel_name(c.relax_kernel)))
+        .map(|(c, ms)| format!("{ms:.3} ms {}", c.engine_options().relax_kernel))
         .collect();
     progress.note(&format!(
         "relaxation kernel: measured per training step {}; using {}",
         parts.join(", "),
-        kernel_name(best.relax_kernel)
+        best.engine_options().relax_kernel
     ));
     Ok(best)
-}
-
-fn kernel_name(k: config::KernelChoice) -> &'static str {
-    use config::KernelChoice::*;
-    match k {
-        Auto => "auto",
-        Tiled => "tiled",
-        Resident => "resident",
-        Cooperative => "cooperative",
-    }
 }
 
 /// Wall milliseconds per training step of `cfg` with `replicas` copies (weights frozen, random
