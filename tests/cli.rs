@@ -57,7 +57,8 @@ const TINY: &[&str] = &[
 
 #[test]
 fn missing_data_directory() {
-    let out = temp_dir("nodata");
+    // A run that fails before writing anything leaves no empty run directory behind.
+    let out = temp_dir("nodata").join("run");
     let o = bin()
         .args(["train", "--data", "/nonexistent/mnist", "--out"])
         .arg(&out)
@@ -65,6 +66,7 @@ fn missing_data_directory() {
         .output()
         .unwrap();
     assert_clean_failure(&o, &["/nonexistent/mnist", "not found"]);
+    assert!(!out.exists(), "{} was left behind", out.display());
     let o = bin()
         .args([
             "train",
@@ -82,6 +84,32 @@ fn missing_data_directory() {
         &o,
         &["/nonexistent/f", "apt-get install dataset-fashion-mnist"],
     );
+    assert!(!out.exists(), "{} was left behind", out.display());
+}
+
+#[test]
+fn a_run_refused_after_its_directory_was_made_removes_it() {
+    // The graph engine refuses the cooperative kernel only once the trainer is built, after the
+    // run directory was created: the empty directory goes again, an existing one stays.
+    let parent = temp_dir("refused");
+    for existed in [false, true] {
+        let out = parent.join(format!("run-{existed}"));
+        if existed {
+            std::fs::create_dir_all(&out).unwrap();
+        }
+        let o = bin()
+            .args(["train", "--model"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cnn.toml"))
+            .args(["--relax-kernel", "cooperative", "--data"])
+            .arg(mnist_dir())
+            .arg("--out")
+            .arg(&out)
+            .args(&TINY[2..])
+            .output()
+            .unwrap();
+        assert_clean_failure(&o, &["cooperative", "MLPs only"]);
+        assert_eq!(out.exists(), existed, "{}", out.display());
+    }
 }
 
 #[test]

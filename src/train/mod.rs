@@ -449,15 +449,31 @@ pub fn run_seeds(
     if runs.is_empty() {
         return Ok(Vec::new());
     }
-    let dirs = runs
-        .iter()
-        .map(|(_, p)| RunDir::open(p, mode))
-        .collect::<Result<Vec<_>>>()?;
-    let seeds: Vec<u64> = runs.iter().map(|r| r.0).collect();
-    let cfg = &resolve_relax_kernel(&ctx, cfg, seeds.len(), &dirs[0], mode, progress)?;
+    // The data first: a missing data set is reported before any directory is made or any
+    // kernel is timed.
     let data = prepare_data(cfg)?;
+    let mut dirs = Vec::with_capacity(runs.len());
+    for (_, p) in runs {
+        match RunDir::open(p, mode) {
+            Ok(d) => dirs.push(d),
+            Err(e) => {
+                dirs.iter().for_each(RunDir::discard_if_unused);
+                return Err(e);
+            }
+        }
+    }
+    let seeds: Vec<u64> = runs.iter().map(|r| r.0).collect();
     let adapter = ctx.describe();
-    let mut trainer = Trainer::with_seeds(ctx, cfg, &data, &seeds)?;
+    let setup = resolve_relax_kernel(&ctx, cfg, seeds.len(), &dirs[0], mode, progress)
+        .and_then(|cfg| Ok((Trainer::with_seeds(ctx, &cfg, &data, &seeds)?, cfg)));
+    let (mut trainer, cfg) = match setup {
+        Ok(v) => v,
+        Err(e) => {
+            dirs.iter().for_each(RunDir::discard_if_unused);
+            return Err(e);
+        }
+    };
+    let cfg = &cfg;
     let mut metrics: Vec<Vec<EpochMetrics>> = vec![Vec::new(); seeds.len()];
     let mut start = 0;
     match mode {

@@ -29,6 +29,8 @@ pub enum Mode {
 
 pub struct RunDir {
     pub path: PathBuf,
+    /// Whether [`RunDir::open`] created the directory (so a failed start may remove it).
+    created: bool,
 }
 
 /// What a resumed run starts from.
@@ -64,6 +66,7 @@ pub enum Status {
 pub fn status(path: &Path) -> Result<Status> {
     let dir = RunDir {
         path: path.to_path_buf(),
+        created: false,
     };
     let metrics = || read_metrics(&path.join(METRICS)).or_else(|_| Ok::<_, Error>(Vec::new()));
     let state = dir.state();
@@ -85,6 +88,7 @@ pub fn status(path: &Path) -> Result<Status> {
 pub fn mark_diverged(path: &Path, why: &str) -> Result<()> {
     let dir = RunDir {
         path: path.to_path_buf(),
+        created: false,
     };
     let mut s = dir.state().unwrap_or(State {
         epochs_done: 0,
@@ -105,6 +109,7 @@ impl RunDir {
     pub fn open(path: &Path, mode: Mode) -> Result<Self> {
         let dir = Self {
             path: path.to_path_buf(),
+            created: !path.exists(),
         };
         let has_run = [CONFIG, METRICS, CHECKPOINT, STATE]
             .iter()
@@ -144,6 +149,15 @@ impl RunDir {
         }
         std::fs::create_dir_all(path).map_err(|e| Error::file(path, e))?;
         Ok(dir)
+    }
+
+    /// Removes the directory again if `open` created it and nothing was written into it: a run
+    /// that fails before its first file leaves no empty directory behind.
+    pub fn discard_if_unused(&self) {
+        if self.created {
+            // remove_dir only removes an empty directory; anything written there stays.
+            let _ = std::fs::remove_dir(&self.path);
+        }
     }
 
     fn state(&self) -> Option<State> {
