@@ -158,6 +158,9 @@ fn malformed_config_and_impossible_settings() {
         ("--relax-steps", "0", "relax_steps"),
         ("--preset", "nope", "unknown preset"),
         ("--lr", "inf", "lr"),
+        // A negative number is a value that validation rejects, not an unknown flag.
+        ("--lr", "-1", "lr: -1"),
+        ("--relax-rate", "-0.5", "relax"),
     ] {
         let o = bin()
             .args(["train", flag, value, "--out"])

@@ -21,19 +21,26 @@ struct Cli {
     command: Command,
 }
 
+// Negative numbers are values (`--lr -1` reaches validation and its message), not flags.
 #[derive(Subcommand)]
 enum Command {
     /// Train a network with AR, a variant of it, or backprop (the main job).
+    #[command(allow_negative_numbers = true)]
     Train(Box<train::Args>),
     /// Test loss and accuracy of a checkpoint.
+    #[command(allow_negative_numbers = true)]
     Eval(Box<eval::Args>),
     /// Run a grid of conditions × seeds × data sets and summarise it.
+    #[command(allow_negative_numbers = true)]
     Experiment(experiment::Args),
     /// Measure training-step and relaxation throughput per batch size.
+    #[command(allow_negative_numbers = true)]
     Bench(bench::Args),
     /// Print the GPU adapter, backend, driver and limits.
+    #[command(allow_negative_numbers = true)]
     Info(info::Args),
     /// Compare AR's gradients with exact backprop's as relaxation proceeds.
+    #[command(allow_negative_numbers = true)]
     Gradcheck(Box<gradcheck::Args>),
 }
 
