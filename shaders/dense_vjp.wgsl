@@ -44,13 +44,17 @@ fn dense_vjp(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     }
     let acc = gemm_tile(t, lid);
     let o = ops[t.layer];
-    for (var i = 0u; i < RM; i++) {
-        let m = t.m0 + out_row(lid, i);
-        for (var j = 0u; j < RN; j++) {
-            let n = t.n0 + out_col(lid, j);
+//!unroll i < RM
+    {
+        let m = t.m0 + out_row(lid, {i});
+//!unroll j < RN
+        {
+            let n = t.n0 + out_col(lid, {j});
             if (owns_output(lid) && m < t.m && n < t.n) {
-                slots[o.slot + m * o.c_in + n] = acc[i][j / 4u][j % 4u];
+                slots[o.slot + m * o.c_in + n] = acc[{i}][{j} / 4u][{j} % 4u];
             }
         }
+//!end
     }
+//!end
 }

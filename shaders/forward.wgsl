@@ -46,17 +46,21 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
     let acc = gemm_tile(t, lid);
     let L = layers[t.layer];
-    for (var i = 0u; i < RM; i++) {
-        let m = t.m0 + out_row(lid, i);
-        for (var j = 0u; j < RN; j++) {
-            let n = t.n0 + out_col(lid, j);
+//!unroll i < RM
+    {
+        let m = t.m0 + out_row(lid, {i});
+//!unroll j < RN
+        {
+            let n = t.n0 + out_col(lid, {j});
             if (owns_output(lid) && m < t.m && n < t.n) {
-                let a = acc[i][j / 4u][j % 4u] + params[L.b + n];
+                let a = acc[{i}][{j} / 4u][{j} % 4u] + params[L.b + n];
                 if (!fprime_only()) {
                     x[L.x_out + m * L.n_out + n] = act_f(L.act, a);
                 }
                 fprime[L.fp + m * L.n_out + n] = act_df(L.act, a);
             }
         }
+//!end
     }
+//!end
 }

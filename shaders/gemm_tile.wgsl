@@ -14,7 +14,9 @@
 // global loads coalesce. Bounds are checked here: sizes need not be multiples of the tile.
 //
 // Each K slice is fetched into registers one iteration ahead, so global-load latency overlaps
-// the arithmetic on the slice staged in workgroup memory.
+// the arithmetic on the slice staged in workgroup memory. The loops over a thread's registers
+// are `//!unroll` blocks (see src/gpu/shader.rs), so their array indices are constants. Kernels
+// that include this file unroll their epilogue's loops over `acc` too.
 
 // Threads per K group, and in the workgroup.
 const TT: u32 = (TM / RM) * (TN / RN);
@@ -104,49 +106,55 @@ fn gemm_tile(t: Tile, lid: u32) -> array<array<vec4<f32>, CN>, RM> {
     let ko = group * KT;
     let ga = group * SA * KT;
     let gb = group * SB * KT;
-    for (var s = 0u; s < LOADS_A; s++) {
-        next_a[s] = fetch_a(t, ko, tl, s);
-    }
-    for (var s = 0u; s < LOADS_B; s++) {
-        next_b[s] = fetch_b(t, ko, tl, s);
-    }
+//!unroll s < LOADS_A
+    next_a[{s}] = fetch_a(t, ko, tl, {s});
+//!end
+//!unroll s < LOADS_B
+    next_b[{s}] = fetch_b(t, ko, tl, {s});
+//!end
     for (var k0 = 0u; k0 < t.k; k0 += KT * KS) {
-        for (var s = 0u; s < LOADS_A; s++) {
-            let c = a_coords(tl + s * TT);
+//!unroll s < LOADS_A
+        {
+            let c = a_coords(tl + {s} * TT);
             let i = ga + c.y * SA + c.x;
-            tile_a[i / 4u][i % 4u] = next_a[s];
+            tile_a[i / 4u][i % 4u] = next_a[{s}];
         }
-        for (var s = 0u; s < LOADS_B; s++) {
-            let c = b_coords(tl + s * TT);
+//!end
+//!unroll s < LOADS_B
+        {
+            let c = b_coords(tl + {s} * TT);
             let i = gb + c.x * SB + c.y;
-            tile_b[i / 4u][i % 4u] = next_b[s];
+            tile_b[i / 4u][i % 4u] = next_b[{s}];
         }
+//!end
         workgroupBarrier();
         // Past the end, fetch returns zeros: a group whose slice runs out before the others'
         // must stage zeros, not its previous slice again.
         let k1 = k0 + KT * KS + ko;
-        for (var s = 0u; s < LOADS_A; s++) {
-            next_a[s] = fetch_a(t, k1, tl, s);
-        }
-        for (var s = 0u; s < LOADS_B; s++) {
-            next_b[s] = fetch_b(t, k1, tl, s);
-        }
-        for (var kk = 0u; kk < KT; kk++) {
+//!unroll s < LOADS_A
+        next_a[{s}] = fetch_a(t, k1, tl, {s});
+//!end
+//!unroll s < LOADS_B
+        next_b[{s}] = fetch_b(t, k1, tl, {s});
+//!end
+        // The staged slice, fully unrolled: every register-array index is a constant.
+//!unroll kk < KT
+        {
             var a: array<vec4<f32>, CM>;
             var b: array<vec4<f32>, CN>;
-            for (var c = 0u; c < CM; c++) {
-                a[c] = tile_a[(ga + kk * SA + c * (TM / CM) + row0) / 4u];
-            }
-            for (var c = 0u; c < CN; c++) {
-                b[c] = tile_b[(gb + kk * SB + c * (TN / CN) + col0) / 4u];
-            }
-            for (var i = 0u; i < RM; i++) {
-                let av = a[i / 4u][i % 4u];
-                for (var c = 0u; c < CN; c++) {
-                    acc[i][c] = fma(vec4<f32>(av), b[c], acc[i][c]);
-                }
-            }
+//!unroll c < CM
+            a[{c}] = tile_a[(ga + {kk} * SA + {c} * (TM / CM) + row0) / 4u];
+//!end
+//!unroll c < CN
+            b[{c}] = tile_b[(gb + {kk} * SB + {c} * (TN / CN) + col0) / 4u];
+//!end
+//!unroll i < RM
+//!unroll c < CN
+            acc[{i}][{c}] = fma(vec4<f32>(a[{i} / 4u][{i} % 4u]), b[{c}], acc[{i}][{c}]);
+//!end
+//!end
         }
+//!end
         workgroupBarrier();
     }
     if (KS > 1u) {
@@ -155,19 +163,19 @@ fn gemm_tile(t: Tile, lid: u32) -> array<array<vec4<f32>, CN>, RM> {
         // them. Slots of TM * TN floats fill tile_a, then tile_b (the host checks they fit).
         for (var h = KS / 2u; h > 0u; h >>= 1u) {
             if (group >= h && group < 2u * h) {
-                for (var i = 0u; i < RM; i++) {
-                    for (var c = 0u; c < CN; c++) {
-                        park(group - h, (out_row(tl, i) * TN + c * (TN / CN) + col0) / 4u, acc[i][c]);
-                    }
-                }
+//!unroll i < RM
+//!unroll c < CN
+                park(group - h, (out_row(tl, {i}) * TN + {c} * (TN / CN) + col0) / 4u, acc[{i}][{c}]);
+//!end
+//!end
             }
             workgroupBarrier();
             if (group < h) {
-                for (var i = 0u; i < RM; i++) {
-                    for (var c = 0u; c < CN; c++) {
-                        acc[i][c] += parked(group, (out_row(tl, i) * TN + c * (TN / CN) + col0) / 4u);
-                    }
-                }
+//!unroll i < RM
+//!unroll c < CN
+                acc[{i}][{c}] += parked(group, (out_row(tl, {i}) * TN + {c} * (TN / CN) + col0) / 4u);
+//!end
+//!end
             }
             workgroupBarrier();
         }

@@ -49,15 +49,19 @@ fn weight_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
     let acc = gemm_tile(t, lid);
     let L = layers[t.layer];
-    for (var i = 0u; i < RM; i++) {
-        let m = t.m0 + out_row(lid, i);
-        for (var j = 0u; j < RN; j++) {
-            let n = t.n0 + out_col(lid, j);
+//!unroll i < RM
+    {
+        let m = t.m0 + out_row(lid, {i});
+//!unroll j < RN
+        {
+            let n = t.n0 + out_col(lid, {j});
             if (owns_output(lid) && m < t.m && n < t.n) {
-                grads[L.w + m * L.n_in + n] = acc[i][j / 4u][j % 4u];
+                grads[L.w + m * L.n_in + n] = acc[{i}][{j} / 4u][{j} % 4u];
             }
         }
+//!end
     }
+//!end
 }
 
 // One thread per output unit of every layer; sums over the batch in a fixed order (deterministic).

@@ -63,20 +63,24 @@ fn relax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let eta = pass_.rate;
     var max_delta = 0.0;
     var max_abs = 0.0;
-    for (var i = 0u; i < RM; i++) {
-        let m = t.m0 + out_row(lid, i);
-        for (var j = 0u; j < RN; j++) {
-            let n = t.n0 + out_col(lid, j);
+//!unroll i < RM
+    {
+        let m = t.m0 + out_row(lid, {i});
+//!unroll j < RN
+        {
+            let n = t.n0 + out_col(lid, {j});
             if (owns_output(lid) && m < t.m && n < t.n) {
                 let idx = L.r_in + m * L.n_in + n;
                 let old = r_src[idx];
-                let next = (1.0 - eta) * old + eta * acc[i][j / 4u][j % 4u];
+                let next = (1.0 - eta) * old + eta * acc[{i}][{j} / 4u][{j} % 4u];
                 r_dst[idx] = next;
                 max_delta = max(max_delta, abs(next - old));
                 max_abs = max(max_abs, abs(next));
             }
         }
+//!end
     }
+//!end
     if (adaptive) {
         let m = workgroup_max2(lid, max_delta, max_abs);
         if (lid == 0u) {

@@ -122,17 +122,21 @@ fn relax_cooperative(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
             let t = locate_tile(pass_.first, pass_.count, tile);
             let acc = gemm_tile(t, lid);
             let L = layers[t.layer];
-            for (var i = 0u; i < RM; i++) {
-                let m = t.m0 + out_row(lid, i);
-                for (var j = 0u; j < RN; j++) {
-                    let n = t.n0 + out_col(lid, j);
+//!unroll i < RM
+            {
+                let m = t.m0 + out_row(lid, {i});
+//!unroll j < RN
+                {
+                    let n = t.n0 + out_col(lid, {j});
                     if (owns_output(lid) && m < t.m && n < t.n) {
                         let idx = L.r_in + m * L.n_in + n;
                         let old = read_r(reading, idx);
-                        write_r(1u - reading, idx, (1.0 - eta) * old + eta * acc[i][j / 4u][j % 4u]);
+                        write_r(1u - reading, idx, (1.0 - eta) * old + eta * acc[{i}][{j} / 4u][{j} % 4u]);
                     }
                 }
+//!end
             }
+//!end
         }
         // The next step reads what every workgroup wrote; the dispatch's end orders the last.
         if (s + 1u < pass_.steps && !grid_barrier(lid)) {

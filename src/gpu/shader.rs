@@ -2,6 +2,12 @@
 //! share the tiled matrix-product loop instead of repeating it.
 //!
 //! A line `//!include NAME.wgsl` is replaced by that file's text (one level deep is all we use).
+//!
+//! Lines between `//!unroll VAR < BOUND` and `//!end` are repeated BOUND times with `{VAR}`
+//! replaced by `0u`, `1u`, ... (blocks nest). WGSL has no unroll attribute, and a driver that
+//! keeps such a loop rolled must keep the private arrays it indexes (a thread's accumulators in
+//! the tiled product) in addressable memory instead of registers. BOUND names a tile constant
+//! ([`TileShape::unroll_bound`]), so only kernels that include the tiled product use it.
 
 use super::GpuContext;
 use super::tile::TileShape;
@@ -79,7 +85,65 @@ pub fn composed_with(name: &str, shape: TileShape) -> String {
         }
         out.push('\n');
     }
-    out
+    let lines: Vec<&str> = out.lines().collect();
+    let mut unrolled = String::with_capacity(out.len() * 4);
+    unroll(&lines, &|b| shape.unroll_bound(b), &mut unrolled)
+        .unwrap_or_else(|e| panic!("{name} ({shape}): {e}"));
+    unrolled
+}
+
+/// Expands the `//!unroll` blocks of `lines` (see the module docs) into `out`.
+fn unroll(
+    lines: &[&str],
+    bound: &dyn Fn(&str) -> Option<u32>,
+    out: &mut String,
+) -> Result<(), String> {
+    let mut i = 0;
+    while i < lines.len() {
+        let Some(head) = lines[i].trim().strip_prefix("//!unroll ") else {
+            if lines[i].trim() == "//!end" {
+                return Err(format!("line {}: //!end without //!unroll", i + 1));
+            }
+            out.push_str(lines[i]);
+            out.push('\n');
+            i += 1;
+            continue;
+        };
+        let (var, name) = head
+            .split_once('<')
+            .map(|(v, b)| (v.trim(), b.trim()))
+            .ok_or_else(|| format!("line {}: expected //!unroll VAR < BOUND", i + 1))?;
+        let n = bound(name).ok_or_else(|| format!("line {}: unknown bound {name}", i + 1))?;
+        // The matching //!end, counting nested blocks.
+        let mut depth = 1;
+        let mut end = i + 1;
+        while end < lines.len() {
+            let t = lines[end].trim();
+            if t.starts_with("//!unroll ") {
+                depth += 1;
+            } else if t == "//!end" {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            end += 1;
+        }
+        if depth != 0 {
+            return Err(format!("line {}: //!unroll without //!end", i + 1));
+        }
+        let key = format!("{{{var}}}");
+        for v in 0..n {
+            let body: Vec<String> = lines[i + 1..end]
+                .iter()
+                .map(|l| l.replace(&key, &format!("{v}u")))
+                .collect();
+            let body: Vec<&str> = body.iter().map(String::as_str).collect();
+            unroll(&body, bound, out)?;
+        }
+        i = end + 1;
+    }
+    Ok(())
 }
 
 /// Compiles a kernel file into a shader module.
@@ -106,4 +170,73 @@ pub fn module_with(ctx: &GpuContext, name: &str, shape: TileShape) -> wgpu::Shad
     // given (the CPU-reference tests run on lavapipe with and without the checks, on sizes that
     // are multiples of no tile), and every loop is bounded by a size or a constant.
     unsafe { ctx.device.create_shader_module_trusted(desc, checks) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand(text: &str) -> Result<String, String> {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut out = String::new();
+        let bound = |b: &str| match b {
+            "TWO" => Some(2),
+            "THREE" => Some(3),
+            _ => None,
+        };
+        unroll(&lines, &bound, &mut out).map(|()| out)
+    }
+
+    #[test]
+    fn unroll_repeats_nested_blocks_with_constant_indices() {
+        let text = "a;\n//!unroll i < TWO\nx[{i}];\n//!unroll j < THREE\ny[{i}][{j}];\n//!end\n//!end\nb;\n";
+        assert_eq!(
+            expand(text).unwrap(),
+            "a;\nx[0u];\ny[0u][0u];\ny[0u][1u];\ny[0u][2u];\n\
+             x[1u];\ny[1u][0u];\ny[1u][1u];\ny[1u][2u];\nb;\n"
+        );
+    }
+
+    #[test]
+    fn malformed_unroll_blocks_are_errors() {
+        assert!(
+            expand("//!unroll i < TWO\nx;\n")
+                .unwrap_err()
+                .contains("without //!end")
+        );
+        assert!(
+            expand("x;\n//!end\n")
+                .unwrap_err()
+                .contains("without //!unroll")
+        );
+        assert!(
+            expand("//!unroll i < NOPE\n//!end\n")
+                .unwrap_err()
+                .contains("unknown bound NOPE")
+        );
+        assert!(
+            expand("//!unroll i TWO\n//!end\n")
+                .unwrap_err()
+                .contains("VAR < BOUND")
+        );
+    }
+
+    #[test]
+    fn tiled_kernels_leave_no_directive_or_placeholder_behind() {
+        for (name, _) in SOURCES {
+            if FRAGMENTS.contains(name) || !is_tiled(name) {
+                continue;
+            }
+            for shape in TileShape::ALL {
+                let src = composed_with(name, shape);
+                assert!(
+                    !src.lines().any(|l| l.trim().starts_with("//!")),
+                    "{name} ({shape})"
+                );
+                for var in ["{i}", "{j}", "{c}", "{s}", "{kk}"] {
+                    assert!(!src.contains(var), "{name} ({shape}): {var}");
+                }
+            }
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! Tile shapes of the shared matrix-product loop (`shaders/gemm_tile.wgsl`).
 //!
 //! Each shape is compiled as its own pipeline: the host prepends the shape's constants to the
-//! fragment, so every loop bound is a compile-time constant that the driver can unroll. A small
+//! fragment and unrolls the loops over a thread's registers itself (`//!unroll`, see
+//! [`crate::gpu::shader`]), so no driver has to decide to unroll them. A small
 //! explicit table picks the shape per product; `--tile` (or [`TileChoice::Fixed`]) overrides it
 //! for measurement.
 
@@ -79,6 +80,27 @@ impl TileShape {
              const RN: u32 = {}u;\nconst KT: u32 = {}u;\nconst KS: u32 = {}u;\n",
             self.tm, self.tn, self.rm, self.rn, self.kt, self.ks
         )
+    }
+}
+
+impl TileShape {
+    /// The value of a tile constant that bounds a `//!unroll` block (see [`crate::gpu::shader`]):
+    /// the shape's fields and the counts `gemm_tile.wgsl` derives from them.
+    pub fn unroll_bound(&self, name: &str) -> Option<u32> {
+        let group = self.group_threads();
+        Some(match name {
+            "TM" => self.tm,
+            "TN" => self.tn,
+            "RM" => self.rm,
+            "RN" => self.rn,
+            "KT" => self.kt,
+            "KS" => self.ks,
+            "CM" => self.rm / 4,
+            "CN" => self.rn / 4,
+            "LOADS_A" => self.tm * self.kt / group,
+            "LOADS_B" => self.tn * self.kt / group,
+            _ => return None,
+        })
     }
 }
 
