@@ -8,11 +8,13 @@
 #
 # Order of priority: the CNN experiment (three seeds side by side, resuming from results/; about
 # 200 s are left for the rest), then the throughput benchmark (the cooperative relaxation kernel
-# against the tiled one, tile-shape sweeps, the CNN per kernel), one timed epoch with each kernel
-# and the gradient check. Each step has its own timeout, and the log marks the seconds used.
+# against the tiled one over every tile shape, the tiled sweep again with the register loops
+# rolled to measure the unrolling, the CNN per kernel), one timed epoch with each kernel and the
+# gradient check. Each step has its own timeout, and the log marks the seconds used.
 # What comes back in $OUT (at most 8 files):
 #   log.txt       everything printed
-#   bench.jsonl   one JSON object per batch size, relaxation kernel and forced tile shape
+#   bench.jsonl   one JSON object per batch size, relaxation kernel, forced tile shape and
+#                 unrolling (field "unrolled")
 #   runs.tgz      the experiments' run directories without checkpoints (results.md, metrics.csv,
 #                 state.json, config.toml, plots), to unpack into results/
 set -uo pipefail
@@ -53,13 +55,14 @@ if [ "$rest" -gt 200 ]; then
 fi
 tar czf "$out/runs.tgz" --exclude='*.safetensors' runs
 
-mark "bench: cooperative against tiled relaxation, paper MLP (JSON)"
-timeout 100 $bin bench --json --batch-sizes 64,1024,4096 --relax-steps 100 \
-    --relax-kernel cooperative --tile 16x16,32x32,64x64 > "$out/bench.jsonl"
-timeout 60 $bin bench --batch-sizes 64,1024,4096 --relax-steps 100 --relax-kernel tiled,cooperative
-mark "bench tile sweep, tiled kernel (JSON)"
-timeout 60 $bin bench --json --batch-sizes 64,1024,4096 --relax-steps 100 \
-    --tile 16x16,32x32,64x64 >> "$out/bench.jsonl"
+mark "bench: the paper's MLP, tiled and cooperative, auto tiles (the table)"
+timeout 50 $bin bench --batch-sizes 64,1024,4096 --relax-steps 100 --relax-kernel tiled,cooperative
+mark "bench: every tile shape, tiled and cooperative (JSON)"
+timeout 110 $bin bench --json --batch-sizes 64,1024,4096 --relax-steps 100 \
+    --relax-kernel tiled,cooperative --tile 16x16,32x32,64x64,128x64,128x128 > "$out/bench.jsonl"
+mark "bench: the same tiled sweep with the register loops left rolled (JSON)"
+ARELAX_UNROLL=0 timeout 60 $bin bench --json --batch-sizes 64,1024,4096 --relax-steps 100 \
+    --tile 16x16,32x32,64x64,128x64,128x128 >> "$out/bench.jsonl"
 mark "bench: CNN per kernel kind"
 timeout 40 $bin bench --model examples/cnn.toml --batch-sizes 64,1024 --relax-steps 100 --kernel-times
 mark "one epoch of the paper's default run, tiled and cooperative"

@@ -27,3 +27,18 @@ if [ -f "$from/runs.tgz" ]; then
 fi
 ls -l "$root/results/$name"
 if [ -f "$root/results/cnn-mnist/results.md" ]; then cat "$root/results/cnn-mnist/results.md"; fi
+# The bench sweep at a glance: AR training-step GPU ms (median) and µs per relaxation step.
+if [ -f "$root/results/$name/bench.jsonl" ]; then
+    python3 - "$root/results/$name/bench.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(f"{'kernel':>11} {'tile':>8} {'loops':>8} {'batch':>6} {'step ms':>9} {'relax us':>9} {'vs tiled':>9}")
+for r in rows:
+    gpu = (r.get("ar_step_gpu_ms") or r["ar_step_ms"])["median"]
+    # Benches before the field existed ran the rolled loops.
+    loops = "unrolled" if r.get("unrolled", False) else "rolled"
+    diff = r.get("vs_tiled_rel_diff")
+    print(f"{r['relax_kernel']:>11} {r['relax_tile']:>8} {loops:>8} {r['batch_size']:>6} "
+          f"{gpu:>9.3f} {1e3 * r['relax_step_ms']:>9.1f} {'' if diff is None else f'{diff:.1e}':>9}")
+PY
+fi

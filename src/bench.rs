@@ -122,6 +122,9 @@ pub struct BenchResult {
     pub vs_tiled_rel_diff: Option<f64>,
     /// The cooperative kernel's workgroups per dispatch (tiles per step are shared among them).
     pub cooperative_groups: Option<u32>,
+    /// Whether the tiled products' register loops were unrolled (the default; `ARELAX_UNROLL=0`
+    /// leaves them as loops).
+    pub unrolled: bool,
 }
 
 struct Timing {
@@ -321,6 +324,7 @@ pub fn run(
             ar_over_bp: step(&ar) / step(&bp),
             vs_tiled_rel_diff,
             cooperative_groups: engine.cooperative_size().map(|(g, _)| g),
+            unrolled: ctx.unroll,
         };
         report(&r);
         out.push(r);

@@ -76,6 +76,7 @@ fn bench_json_has_every_field() {
                 "{key}: {v}"
             );
         }
+        assert_eq!(v["unrolled"], true, "{v}");
         // 2·B·(12·10 + 10·8 + 8·4) forward and gradients, T·2·B·(10·8 + 8·4) relaxation.
         let b = batch as f64;
         let expect = 2.0 * 2.0 * b * 232.0 + 3.0 * 2.0 * b * 112.0;
@@ -204,4 +205,18 @@ fn bench_counts_every_replica() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--replicas"));
+}
+
+/// `ARELAX_UNROLL=0` (the tiled products' loops left rolled, for comparison) is recorded.
+#[test]
+fn bench_records_rolled_loops() {
+    let o = Command::new(env!("CARGO_BIN_EXE_arelax"))
+        .env("ARELAX_UNROLL", "0")
+        .args(["bench", "--json", "--layers", "6,5,3", "--batch-sizes", "2"])
+        .args(["--relax-steps", "2", "--samples", "1", "--warmup-ms", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["unrolled"], false, "{v}");
 }

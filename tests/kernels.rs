@@ -372,6 +372,45 @@ fn every_tile_shape_matches_reference() {
     }
 }
 
+/// Unrolling the tiled product's register loops (`//!unroll`) changes no bit: every tile shape
+/// gives the same activities and AR and backprop gradients with the loops left rolled
+/// (`ARELAX_UNROLL=0`), on odd sizes.
+#[test]
+fn unrolled_and_rolled_tiles_agree_bit_for_bit() {
+    use arelax::gpu::tile::{TileChoice, TileShape};
+    let needs = arelax::gpu::Needs {
+        max_binding_bytes: 16 << 20,
+        max_buffer_bytes: 16 << 20,
+        timestamps: false,
+    };
+    let mut rolled = arelax::gpu::GpuContext::new(&Default::default(), needs).unwrap();
+    rolled.unroll = false;
+    let rolled = std::sync::Arc::new(rolled);
+    assert!(ctx().unroll, "the test device unrolls by default");
+    let s = spec(&[150, 131, 67, 5], Activation::Tanh, Loss::Mse);
+    let b = 37;
+    for shape in TileShape::ALL {
+        let mut opts = EngineOptions::new(b);
+        opts.tile = TileChoice::Fixed(shape);
+        let mut unrolled = problem(&s, opts.clone(), Init::FanIn, 43);
+        let mut other = arelax::engine::Engine::new(rolled.clone(), &s, opts).unwrap();
+        other.set_params(&unrolled.params).unwrap();
+        other.set_batch(&unrolled.input, &unrolled.target).unwrap();
+        let a = unrolled.engine.ar_gradients(9).unwrap();
+        let o = other.ar_gradients(9).unwrap();
+        assert_eq!(a.weights, o.weights, "{shape}: AR gradients");
+        assert_eq!(a.biases, o.biases, "{shape}: AR bias gradients");
+        assert_eq!(
+            unrolled.engine.activities().unwrap(),
+            other.activities().unwrap(),
+            "{shape}: activities"
+        );
+        let a = unrolled.engine.bp_gradients().unwrap();
+        let o = other.bp_gradients().unwrap();
+        assert_eq!(a.weights, o.weights, "{shape}: backprop gradients");
+    }
+}
+
 /// The resident kernel (several steps per dispatch, a workgroup per few samples) equals T exact
 /// Jacobi steps, for step counts made of several power-of-two chunks, batches that are not a
 /// multiple of its rows per workgroup, hidden widths over 256 (several columns per thread) and

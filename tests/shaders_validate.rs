@@ -1,6 +1,6 @@
 //! Parses and validates every WGSL kernel with naga. Needs no adapter, so it runs everywhere.
 
-use arelax::gpu::shader::{FRAGMENTS, SOURCES, composed, composed_with, is_tiled};
+use arelax::gpu::shader::{FRAGMENTS, SOURCES, composed, composed_as, composed_with, is_tiled};
 use arelax::gpu::tile::TileShape;
 
 fn validate(name: &str, src: &str) -> naga::Module {
@@ -40,6 +40,11 @@ fn every_tiled_kernel_validates_for_every_tile_shape() {
     for name in tiled {
         for shape in TileShape::ALL {
             validate(&format!("{name} ({shape})"), &composed_with(name, shape));
+            // ARELAX_UNROLL=0: the same blocks as loops.
+            validate(
+                &format!("{name} ({shape}, rolled)"),
+                &composed_as(name, shape, false),
+            );
         }
     }
 }

@@ -145,6 +145,9 @@ pub fn run(args: Args) -> Result<()> {
              with {} steps submitted back to back, as in training",
             args.samples
         );
+        if !ctx.unroll {
+            println!("loops:   the tiled products' register loops left rolled (ARELAX_UNROLL=0)");
+        }
         println!(
             "GPU time: {}",
             if ctx.timestamps {

@@ -38,6 +38,9 @@ pub struct GpuContext {
     /// Compile kernels with wgpu's runtime bounds checks (ARELAX_SHADER_CHECKS=1); off by default,
     /// since every kernel checks its own indices (see `gpu::shader::module_with`).
     pub shader_checks: bool,
+    /// Unroll the tiled product's register loops (see `gpu::shader`); `ARELAX_UNROLL=0` leaves
+    /// them as loops, for measuring the difference.
+    pub unroll: bool,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
     pub wait_timeout: Duration,
@@ -185,6 +188,7 @@ impl GpuContext {
             timestamps,
             shader_checks: std::env::var("ARELAX_SHADER_CHECKS")
                 .is_ok_and(|v| !v.is_empty() && v != "0"),
+            unroll: std::env::var("ARELAX_UNROLL").map_or(true, |v| v != "0"),
             errors,
             lost,
             wait_timeout: DEFAULT_WAIT,

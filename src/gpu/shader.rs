@@ -7,7 +7,9 @@
 //! replaced by `0u`, `1u`, ... (blocks nest). WGSL has no unroll attribute, and a driver that
 //! keeps such a loop rolled must keep the private arrays it indexes (a thread's accumulators in
 //! the tiled product) in addressable memory instead of registers. BOUND names a tile constant
-//! ([`TileShape::unroll_bound`]), so only kernels that include the tiled product use it.
+//! ([`TileShape::unroll_bound`]), so only kernels that include the tiled product use it. With
+//! `ARELAX_UNROLL=0` the blocks become plain `for` loops instead (the same arithmetic in the
+//! same order), to measure what unrolling is worth on a device.
 
 use super::GpuContext;
 use super::tile::TileShape;
@@ -70,6 +72,11 @@ pub fn is_tiled(name: &str) -> bool {
 /// The source of a kernel file with its includes expanded; `gemm_tile.wgsl` is preceded by the
 /// constants of `shape`.
 pub fn composed_with(name: &str, shape: TileShape) -> String {
+    composed_as(name, shape, true)
+}
+
+/// [`composed_with`], with the `//!unroll` blocks unrolled or left as loops.
+pub fn composed_as(name: &str, shape: TileShape, unrolled: bool) -> String {
     let src = raw(name).unwrap_or_else(|| panic!("unknown shader {name}"));
     let mut out = String::with_capacity(src.len() * 2);
     for line in src.lines() {
@@ -86,16 +93,18 @@ pub fn composed_with(name: &str, shape: TileShape) -> String {
         out.push('\n');
     }
     let lines: Vec<&str> = out.lines().collect();
-    let mut unrolled = String::with_capacity(out.len() * 4);
-    unroll(&lines, &|b| shape.unroll_bound(b), &mut unrolled)
+    let mut expanded = String::with_capacity(out.len() * 4);
+    unroll(&lines, &|b| shape.unroll_bound(b), !unrolled, &mut expanded)
         .unwrap_or_else(|e| panic!("{name} ({shape}): {e}"));
-    unrolled
+    expanded
 }
 
-/// Expands the `//!unroll` blocks of `lines` (see the module docs) into `out`.
+/// Expands the `//!unroll` blocks of `lines` (see the module docs) into `out`, as `for` loops
+/// when `rolled`.
 fn unroll(
     lines: &[&str],
     bound: &dyn Fn(&str) -> Option<u32>,
+    rolled: bool,
     out: &mut String,
 ) -> Result<(), String> {
     let mut i = 0;
@@ -133,13 +142,22 @@ fn unroll(
             return Err(format!("line {}: //!unroll without //!end", i + 1));
         }
         let key = format!("{{{var}}}");
-        for v in 0..n {
+        let values: Vec<String> = if rolled {
+            out.push_str(&format!("for (var {var} = 0u; {var} < {n}u; {var}++) {{\n"));
+            vec![var.to_string()]
+        } else {
+            (0..n).map(|v| format!("{v}u")).collect()
+        };
+        for v in values {
             let body: Vec<String> = lines[i + 1..end]
                 .iter()
-                .map(|l| l.replace(&key, &format!("{v}u")))
+                .map(|l| l.replace(&key, &v))
                 .collect();
             let body: Vec<&str> = body.iter().map(String::as_str).collect();
-            unroll(&body, bound, out)?;
+            unroll(&body, bound, rolled, out)?;
+        }
+        if rolled {
+            out.push_str("}\n");
         }
         i = end + 1;
     }
@@ -158,7 +176,7 @@ pub fn module_with(ctx: &GpuContext, name: &str, shape: TileShape) -> wgpu::Shad
     let label = format!("{name} ({shape})");
     let desc = wgpu::ShaderModuleDescriptor {
         label: Some(&label),
-        source: wgpu::ShaderSource::Wgsl(composed_with(name, shape).into()),
+        source: wgpu::ShaderSource::Wgsl(composed_as(name, shape, ctx.unroll).into()),
     };
     if ctx.shader_checks {
         return ctx.device.create_shader_module(desc);
@@ -184,7 +202,7 @@ mod tests {
             "THREE" => Some(3),
             _ => None,
         };
-        unroll(&lines, &bound, &mut out).map(|()| out)
+        unroll(&lines, &bound, false, &mut out).map(|()| out)
     }
 
     #[test]
@@ -195,6 +213,14 @@ mod tests {
             "a;\nx[0u];\ny[0u][0u];\ny[0u][1u];\ny[0u][2u];\n\
              x[1u];\ny[1u][0u];\ny[1u][1u];\ny[1u][2u];\nb;\n"
         );
+    }
+
+    #[test]
+    fn rolled_blocks_are_for_loops() {
+        let lines = ["//!unroll i < TWO", "x[{i}];", "//!end"];
+        let mut out = String::new();
+        unroll(&lines, &|_| Some(2), true, &mut out).unwrap();
+        assert_eq!(out, "for (var i = 0u; i < 2u; i++) {\nx[i];\n}\n");
     }
 
     #[test]
