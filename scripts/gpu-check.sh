@@ -3,14 +3,15 @@
 # "Measuring on a GPU").
 #
 # Prepare here:  scripts/gpu-prepare.sh
-# Run there:     bash scripts/gpu-check.sh [SECONDS]   (carrying .gl, .bin and .data; default
-#                budget 540 s, which leaves a 600 s command limit some slack)
+# Run there:     bash scripts/gpu-check.sh [SECONDS] [all|experiments]   (carrying .gl, .bin and
+#                .data; default budget 540 s, which leaves a 600 s command limit some slack;
+#                `experiments` skips the benches, for a second call on the still-warm machine)
 #
 # Order of priority: the CNN experiment (three seeds side by side, resuming from results/; about
 # 200 s are left for the rest), then the throughput benchmark (the cooperative relaxation kernel
 # against the tiled one over every tile shape, the tiled sweep again with the register loops
 # rolled to measure the unrolling, the CNN per kernel), one timed epoch with each kernel and the
-# gradient check. Each step has its own timeout, and the log marks the seconds used.
+# gradient check; last, the residual example's experiment with the time that is left. Each step has its own timeout, and the log marks the seconds used.
 # What comes back in $OUT (at most 8 files):
 #   log.txt       everything printed
 #   bench.jsonl   one JSON object per batch size, relaxation kernel, forced tile shape and
@@ -19,6 +20,7 @@
 #                 state.json, config.toml, plots), to unpack into results/
 set -uo pipefail
 budget=${1:-540}
+mode=${2:-all}
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 exec > >(tee "$out/log.txt") 2>&1
@@ -37,7 +39,7 @@ if [ -d .data/fashion-mnist ]; then
     mkdir -p /usr/share/datasets && cp -r .data/fashion-mnist /usr/share/datasets/
 fi
 mkdir -p runs
-for e in cnn-mnist; do
+for e in cnn-mnist residual-mlp; do
     if [ -d "results/$e" ]; then cp -r "results/$e" runs/; fi
 done
 
@@ -47,13 +49,29 @@ mark() { echo "[$((SECONDS - start)) s] $*"; }
 # The CNN grid: a group of three seeds took about 170 s (H100, 2026-11-27, before the
 # one-workgroup-per-weight conv_grad), and one that starts just before the time limit runs to its
 # end, so the limit leaves about a group's time before the benches' share.
-rest=$(( $(left) - 200 ))
+# The benches' share is about 200 s and the residual experiment's at least 80 s.
+if [ "$mode" = experiments ]; then rest=$(( $(left) - 100 )); else rest=$(( $(left) - 280 )); fi
 if [ "$rest" -gt 200 ]; then
     mark "CNN experiment (${rest} s)"
     timeout "$rest" $bin experiment --config experiments/cnn-mnist.toml \
         --time-limit "$(awk "BEGIN { print ($rest - 180) / 60 }")"
 fi
 tar czf "$out/runs.tgz" --exclude='*.safetensors' runs
+
+residual() {
+    local r=$(( $(left) - 10 ))
+    if [ "$r" -gt 40 ]; then
+        mark "residual MLP experiment (${r} s)"
+        timeout "$r" $bin experiment --config experiments/residual-mlp.toml \
+            --time-limit "$(awk "BEGIN { print ($r - 30) / 60 }")"
+    fi
+    tar czf "$out/runs.tgz" --exclude='*.safetensors' runs
+}
+if [ "$mode" = experiments ]; then
+    residual
+    mark "done"
+    exit 0
+fi
 
 mark "bench: the paper's MLP, tiled and cooperative, auto tiles (the table)"
 timeout 50 $bin bench --batch-sizes 64,1024,4096 --relax-steps 100 --relax-kernel tiled,cooperative
@@ -70,5 +88,5 @@ timeout 30 $bin train --epochs 1 --out runs/epoch --force
 timeout 30 $bin train --epochs 1 --relax-kernel cooperative --out runs/epoch-cooperative --force
 mark "gradcheck"
 timeout 20 $bin gradcheck --layers 784,300,300,100,10 --batch-size 64 --relax-steps 100 --seed 1 | tail -8
-tar czf "$out/runs.tgz" --exclude='*.safetensors' runs
+residual
 mark "done"

@@ -5,9 +5,10 @@
 #   FILES_AT  the folder the device tool copied $OUT to (log.txt, bench.jsonl, runs.tgz)
 #   NAME      the results folder for this session's log and bench, e.g. h100-2026-11-28
 #
-# The log and the bench JSON go to results/NAME/; the CNN experiment's run directories (no
-# checkpoints) replace results/cnn-mnist/, from which the next session's experiment resumes.
-# Then it prints the experiment's summary table, to check before committing results/.
+# The log and the bench JSON go to results/NAME/; the CNN and residual experiments' run
+# directories (no checkpoints) replace results/cnn-mnist/ and results/residual-mlp/, from which
+# the next session's experiments resume. Then it prints their summary tables, to check before
+# committing results/.
 set -euo pipefail
 from=${1:?usage: scripts/gpu-unpack.sh FILES_AT NAME}
 name=${2:?usage: scripts/gpu-unpack.sh FILES_AT NAME}
@@ -19,14 +20,18 @@ done
 if [ -f "$from/runs.tgz" ]; then
     tmp=$(mktemp -d)
     tar xzf "$from/runs.tgz" -C "$tmp"
-    if [ -d "$tmp/runs/cnn-mnist" ]; then
-        rm -rf "$root/results/cnn-mnist"
-        cp -r "$tmp/runs/cnn-mnist" "$root/results/"
-    fi
+    for e in cnn-mnist residual-mlp; do
+        if [ -d "$tmp/runs/$e" ]; then
+            rm -rf "$root/results/$e"
+            cp -r "$tmp/runs/$e" "$root/results/"
+        fi
+    done
     rm -rf "$tmp"
 fi
 ls -l "$root/results/$name"
-if [ -f "$root/results/cnn-mnist/results.md" ]; then cat "$root/results/cnn-mnist/results.md"; fi
+for e in cnn-mnist residual-mlp; do
+    if [ -f "$root/results/$e/results.md" ]; then cat "$root/results/$e/results.md"; fi
+done
 # The bench sweep at a glance: AR training-step GPU ms (median) and µs per relaxation step.
 if [ -f "$root/results/$name/bench.jsonl" ]; then
     python3 - "$root/results/$name/bench.jsonl" <<'PY'

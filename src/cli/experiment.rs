@@ -18,11 +18,12 @@ pub struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Start no new run after this many minutes; the table covers the runs finished so far and
-    /// the same command later continues the grid (runs go seed by seed).
+    /// the same command later continues the grid (runs go seed group by seed group).
     #[arg(long, value_name = "MINUTES")]
     time_limit: Option<f64>,
     /// Train this many seeds of a condition side by side, as replicas of one engine (overrides
-    /// the file's `parallel_seeds`; MLPs with a fixed step count only, others go one by one).
+    /// the file's `parallel_seeds`; runs with a fixed step count only: with `relax_tol` they go
+    /// one by one).
     #[arg(long, value_name = "N")]
     parallel_seeds: Option<usize>,
     #[command(flatten)]
