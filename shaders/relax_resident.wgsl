@@ -96,29 +96,30 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
                 }
                 workgroupBarrier();
                 let kn = min(KC, L.n_out - k0);
-                for (var c = 0u; c < COLS; c++) {
-                    let j = lid + c * 256u;
-                    if (j < L.n_in) {
-                        for (var k = 0u; k < kn; k++) {
-                            let w = weights[L.w + (k0 + k) * L.n_in + j];
-                            for (var row = 0u; row < ROWS; row++) {
-                                acc[c][row] = fma(post[row * KC + k], w, acc[c][row]);
-                            }
-                        }
+                // Unrolled (src/gpu/shader.rs), so that acc's indices are constants.
+//!unroll c < COLS
+                if (lid + {c} * 256u < L.n_in) {
+                    for (var k = 0u; k < kn; k++) {
+                        let w = weights[L.w + (k0 + k) * L.n_in + lid + {c} * 256u];
+//!unroll row < ROWS
+                        acc[{c}][{row}] = fma(post[{row} * KC + k], w, acc[{c}][{row}]);
+//!end
                     }
                 }
+//!end
                 workgroupBarrier();
             }
-            for (var c = 0u; c < COLS; c++) {
-                let j = lid + c * 256u;
-                if (j < L.n_in) {
-                    for (var row = 0u; row < rows; row++) {
-                        let idx = L.r_in + (row0 + row) * L.n_in + j;
-                        let old = read_r(src, idx);
-                        write_r(1u - src, idx, (1.0 - eta) * old + eta * acc[c][row]);
-                    }
+//!unroll c < COLS
+            if (lid + {c} * 256u < L.n_in) {
+//!unroll row < ROWS
+                if ({row} < rows) {
+                    let idx = L.r_in + (row0 + {row}) * L.n_in + lid + {c} * 256u;
+                    let old = read_r(src, idx);
+                    write_r(1u - src, idx, (1.0 - eta) * old + eta * acc[{c}][{row}]);
                 }
+//!end
             }
+//!end
         }
         // The next step reads what this one wrote (only this workgroup's rows).
         storageBarrier();

@@ -24,6 +24,11 @@ fn every_kernel_parses_and_validates() {
         }
         let module = validate(name, &composed(name));
         assert!(!module.entry_points.is_empty(), "{name} has no entry point");
+        // ARELAX_UNROLL=0: any //!unroll blocks as loops.
+        validate(
+            &format!("{name} (rolled)"),
+            &composed_as(name, TileShape::T64, false),
+        );
         checked += 1;
     }
     assert_eq!(checked, SOURCES.len() - FRAGMENTS.len());

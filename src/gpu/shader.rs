@@ -7,7 +7,7 @@
 //! replaced by `0u`, `1u`, ... (blocks nest). WGSL has no unroll attribute, and a driver that
 //! keeps such a loop rolled must keep the private arrays it indexes (a thread's accumulators in
 //! the tiled product) in addressable memory instead of registers. BOUND names a tile constant
-//! ([`TileShape::unroll_bound`]), so only kernels that include the tiled product use it. With
+//! ([`TileShape::unroll_bound`]) or a `const NAME: u32 = Nu;` of the kernel's source. With
 //! `ARELAX_UNROLL=0` the blocks become plain `for` loops instead (the same arithmetic in the
 //! same order), to measure what unrolling is worth on a device.
 
@@ -94,9 +94,19 @@ pub fn composed_as(name: &str, shape: TileShape, unrolled: bool) -> String {
     }
     let lines: Vec<&str> = out.lines().collect();
     let mut expanded = String::with_capacity(out.len() * 4);
-    unroll(&lines, &|b| shape.unroll_bound(b), !unrolled, &mut expanded)
+    let bound = |b: &str| shape.unroll_bound(b).or_else(|| literal_const(&lines, b));
+    unroll(&lines, &bound, !unrolled, &mut expanded)
         .unwrap_or_else(|e| panic!("{name} ({shape}): {e}"));
     expanded
+}
+
+/// The value of a `const NAME: u32 = Nu;` line of the source, if it has one.
+fn literal_const(lines: &[&str], name: &str) -> Option<u32> {
+    let prefix = format!("const {name}: u32 = ");
+    lines.iter().find_map(|l| {
+        let v = l.trim().strip_prefix(&prefix)?.strip_suffix("u;")?;
+        v.parse().ok()
+    })
 }
 
 /// Expands the `//!unroll` blocks of `lines` (see the module docs) into `out`, as `for` loops
@@ -248,9 +258,9 @@ mod tests {
     }
 
     #[test]
-    fn tiled_kernels_leave_no_directive_or_placeholder_behind() {
+    fn kernels_leave_no_directive_or_placeholder_behind() {
         for (name, _) in SOURCES {
-            if FRAGMENTS.contains(name) || !is_tiled(name) {
+            if FRAGMENTS.contains(name) {
                 continue;
             }
             for shape in TileShape::ALL {
@@ -259,7 +269,7 @@ mod tests {
                     !src.lines().any(|l| l.trim().starts_with("//!")),
                     "{name} ({shape})"
                 );
-                for var in ["{i}", "{j}", "{c}", "{s}", "{kk}"] {
+                for var in ["{i}", "{j}", "{c}", "{s}", "{kk}", "{row}"] {
                     assert!(!src.contains(var), "{name} ({shape}): {var}");
                 }
             }
