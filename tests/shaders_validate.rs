@@ -67,3 +67,52 @@ fn every_shader_file_is_registered() {
         }
     }
 }
+
+/// The point of `//!unroll`: in the unrolled kernels no thread-private array (a local variable,
+/// or an array a function returned, such as the tiled product's accumulators) is indexed by a
+/// runtime value, which a driver could only serve from memory. The same kernels with the loops
+/// left rolled do index them at run time, so the check can tell.
+#[test]
+fn unrolled_kernels_index_private_arrays_by_constants_only() {
+    use naga::Expression;
+    fn private_root(f: &naga::Function, mut h: naga::Handle<Expression>) -> bool {
+        loop {
+            match &f.expressions[h] {
+                Expression::LocalVariable(_) | Expression::CallResult(_) => return true,
+                Expression::Access { base, .. } | Expression::AccessIndex { base, .. } => h = *base,
+                _ => return false,
+            }
+        }
+    }
+    let runtime_indexes = |src: &str| -> usize {
+        let m = naga::front::wgsl::parse_str(src).unwrap();
+        let functions = m.functions.iter().map(|(_, f)| f);
+        functions
+            .chain(m.entry_points.iter().map(|e| &e.function))
+            .map(|f| {
+                f.expressions
+                    .iter()
+                    .filter(|(_, e)| {
+                        matches!(e, Expression::Access { base, .. } if private_root(f, *base))
+                    })
+                    .count()
+            })
+            .sum()
+    };
+    let kernels: Vec<&str> = SOURCES
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| !FRAGMENTS.contains(n) && (is_tiled(n) || *n == "relax_resident.wgsl"))
+        .collect();
+    for name in kernels {
+        for shape in TileShape::ALL {
+            let unrolled = runtime_indexes(&composed_with(name, shape));
+            assert_eq!(unrolled, 0, "{name} ({shape})");
+            let rolled = runtime_indexes(&composed_as(name, shape, false));
+            assert!(
+                rolled > 0,
+                "{name} ({shape}): the check sees nothing rolled"
+            );
+        }
+    }
+}
