@@ -1,4 +1,4 @@
-//! Trains a model file on MNIST with the float64 CPU reference (`arelax::graph::reference`), using
+//! Trains a model file on MNIST or Fashion-MNIST with the float64 CPU reference (`arelax::graph::reference`), using
 //! the relaxation's fixed point as the learning signal: a way to check a configuration's learning
 //! rate and initialisation without a GPU, at about 300 samples per second per core for the CNN.
 //!
@@ -32,6 +32,7 @@ struct Args {
     batch: usize,
     init: Init,
     mode: String,
+    dataset: DatasetKind,
     train_limit: usize,
 }
 
@@ -41,7 +42,7 @@ fn parse() -> Result<Args, String> {
         return Err(
             "usage: reference_train MODEL.toml DATA_DIR [--seed N] [--lr X] [--epochs N] \
                     [--batch-size N] [--init I] [--mode ar|bp|no-derivative|learned-backward] \
-                    [--train-limit N]"
+                    [--dataset mnist|fashion-mnist] [--train-limit N]"
                 .into(),
         );
     };
@@ -54,6 +55,7 @@ fn parse() -> Result<Args, String> {
         batch: 64,
         init: Init::Pytorch,
         mode: "ar".into(),
+        dataset: DatasetKind::Mnist,
         train_limit: usize::MAX,
     };
     while let Some(flag) = it.next() {
@@ -66,6 +68,7 @@ fn parse() -> Result<Args, String> {
             "--batch-size" => a.batch = v.parse().map_err(|e| bad(&e))?,
             "--init" => a.init = v.parse().map_err(|e| bad(&e))?,
             "--train-limit" => a.train_limit = v.parse().map_err(|e| bad(&e))?,
+            "--dataset" => a.dataset = v.parse().map_err(|e| bad(&e))?,
             "--mode" if MODES.contains(&v.as_str()) => a.mode = v,
             "--mode" => return Err(format!("--mode {v}: one of {}", MODES.join(", "))),
             _ => return Err(format!("unknown option {flag} {v}")),
@@ -79,12 +82,16 @@ fn widen(v: &[f32]) -> Vec<f64> {
 }
 
 fn main() {
-    let a = parse().unwrap_or_else(|e| {
+    if let Err(e) = run() {
         eprintln!("error: {e}");
-        std::process::exit(1)
-    });
-    let g = Graph::load(&a.model).unwrap_or_else(|e| panic!("{e}"));
-    let ds = data::load(&a.data, DatasetKind::Mnist).unwrap_or_else(|e| panic!("{e}"));
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let a = parse()?;
+    let g = Graph::load(&a.model).map_err(|e| e.to_string())?;
+    let ds = data::load(&a.data, a.dataset).map_err(|e| e.to_string())?;
     // The engine's draws: W from stream 1, ψ (learned feedback, N(0, 0.05)) from stream 4.
     let mut w = GraphParams64::from(&GraphParams::random(
         &g,
@@ -99,8 +106,9 @@ fn main() {
     let deriv = a.mode != "no-derivative";
     let n = ds.train.len.min(a.train_limit);
     println!(
-        "{} on MNIST, fixed point of {}, seed {}, lr {}, batch {}, init {}",
+        "{} on {}, fixed point of {}, seed {}, lr {}, batch {}, init {}",
         g.describe(),
+        a.dataset,
         a.mode,
         a.seed,
         a.lr,
@@ -117,8 +125,7 @@ fn main() {
             let out = gref::output_error(&g, &f, &widen(&y), Reduction::Sum);
             let batch_loss: f64 = out.loss.iter().sum();
             if !batch_loss.is_finite() {
-                println!("diverged in epoch {}", epoch + 1);
-                return;
+                return Err(format!("diverged in epoch {}", epoch + 1));
             }
             loss += batch_loss;
             correct += out.correct.iter().filter(|&&c| c).count();
@@ -159,4 +166,5 @@ fn main() {
             t0.elapsed().as_secs_f64()
         );
     }
+    Ok(())
 }
