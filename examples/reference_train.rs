@@ -129,19 +129,12 @@ fn run() -> Result<(), String> {
             }
             loss += batch_loss;
             correct += out.correct.iter().filter(|&&c| c).count();
-            // The fixed point: every child final before its parents read it.
             let feedback = if a.mode == "learned-backward" {
                 &psi
             } else {
                 &w
             };
-            let mut r: gref::State = vec![Vec::new(); g.nodes.len()];
-            r[g.output] = out.g.clone();
-            for i in (1..g.nodes.len()).rev() {
-                if i != g.output {
-                    r[i] = gref::children_vjp(&g, feedback, &f, &r, i, deriv);
-                }
-            }
+            let r = gref::fixed_point(&g, feedback, &f, &out.g, deriv);
             let grads = gref::gradients(&g, &f, &r, true);
             gref::sgd(&mut w, &grads, a.lr, 0.0);
             if a.mode == "learned-backward" {

@@ -11,7 +11,8 @@
 # 200 s are left for the rest), then the throughput benchmark (the cooperative relaxation kernel
 # against the tiled one over every tile shape, the tiled sweep again with the register loops
 # rolled to measure the unrolling, the CNN per kernel), one timed epoch with each kernel and the
-# gradient check; last, the residual example's experiment with the time that is left. Each step has its own timeout, and the log marks the seconds used.
+# gradient check; last, the residual example's experiment with the time that is left. Each step
+# has its own timeout, and the log marks the seconds used.
 # What comes back in $OUT (at most 8 files):
 #   log.txt       everything printed
 #   bench.jsonl   one JSON object per batch size, relaxation kernel, forced tile shape and

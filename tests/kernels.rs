@@ -378,12 +378,7 @@ fn every_tile_shape_matches_reference() {
 #[test]
 fn unrolled_and_rolled_tiles_agree_bit_for_bit() {
     use arelax::gpu::tile::{TileChoice, TileShape};
-    let needs = arelax::gpu::Needs {
-        max_binding_bytes: 16 << 20,
-        max_buffer_bytes: 16 << 20,
-        timestamps: false,
-    };
-    let mut rolled = arelax::gpu::GpuContext::new(&Default::default(), needs).unwrap();
+    let mut rolled = new_ctx();
     rolled.unroll = false;
     let rolled = std::sync::Arc::new(rolled);
     assert!(ctx().unroll, "the test device unrolls by default");

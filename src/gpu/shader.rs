@@ -95,7 +95,7 @@ pub fn composed_as(name: &str, shape: TileShape, unrolled: bool) -> String {
     let lines: Vec<&str> = out.lines().collect();
     let mut expanded = String::with_capacity(out.len() * 4);
     let bound = |b: &str| shape.unroll_bound(b).or_else(|| literal_const(&lines, b));
-    unroll(&lines, &bound, !unrolled, &mut expanded)
+    unroll(&lines, &bound, unrolled, &mut expanded)
         .unwrap_or_else(|e| panic!("{name} ({shape}): {e}"));
     expanded
 }
@@ -109,12 +109,12 @@ fn literal_const(lines: &[&str], name: &str) -> Option<u32> {
     })
 }
 
-/// Expands the `//!unroll` blocks of `lines` (see the module docs) into `out`, as `for` loops
-/// when `rolled`.
+/// Expands the `//!unroll` blocks of `lines` (see the module docs) into `out`: repeated when
+/// `unrolled`, else as `for` loops.
 fn unroll(
     lines: &[&str],
     bound: &dyn Fn(&str) -> Option<u32>,
-    rolled: bool,
+    unrolled: bool,
     out: &mut String,
 ) -> Result<(), String> {
     let mut i = 0;
@@ -152,11 +152,11 @@ fn unroll(
             return Err(format!("line {}: //!unroll without //!end", i + 1));
         }
         let key = format!("{{{var}}}");
-        let values: Vec<String> = if rolled {
+        let values: Vec<String> = if unrolled {
+            (0..n).map(|v| format!("{v}u")).collect()
+        } else {
             out.push_str(&format!("for (var {var} = 0u; {var} < {n}u; {var}++) {{\n"));
             vec![var.to_string()]
-        } else {
-            (0..n).map(|v| format!("{v}u")).collect()
         };
         for v in values {
             let body: Vec<String> = lines[i + 1..end]
@@ -164,9 +164,9 @@ fn unroll(
                 .map(|l| l.replace(&key, &v))
                 .collect();
             let body: Vec<&str> = body.iter().map(String::as_str).collect();
-            unroll(&body, bound, rolled, out)?;
+            unroll(&body, bound, unrolled, out)?;
         }
-        if rolled {
+        if !unrolled {
             out.push_str("}\n");
         }
         i = end + 1;
@@ -212,7 +212,7 @@ mod tests {
             "THREE" => Some(3),
             _ => None,
         };
-        unroll(&lines, &bound, false, &mut out).map(|()| out)
+        unroll(&lines, &bound, true, &mut out).map(|()| out)
     }
 
     #[test]
@@ -229,7 +229,7 @@ mod tests {
     fn rolled_blocks_are_for_loops() {
         let lines = ["//!unroll i < TWO", "x[{i}];", "//!end"];
         let mut out = String::new();
-        unroll(&lines, &|_| Some(2), true, &mut out).unwrap();
+        unroll(&lines, &|_| Some(2), false, &mut out).unwrap();
         assert_eq!(out, "for (var i = 0u; i < 2u; i++) {\nx[i];\n}\n");
     }
 

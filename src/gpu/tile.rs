@@ -81,9 +81,7 @@ impl TileShape {
             self.tm, self.tn, self.rm, self.rn, self.kt, self.ks
         )
     }
-}
 
-impl TileShape {
     /// The value of a tile constant that bounds a `//!unroll` block (see [`crate::gpu::shader`]):
     /// the shape's fields and the counts `gemm_tile.wgsl` derives from them.
     pub fn unroll_bound(&self, name: &str) -> Option<u32> {

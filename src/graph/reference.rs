@@ -382,11 +382,24 @@ pub fn relax_start(g: &Graph, f: &GForward, g_out: &[f64], from_forward: bool) -
 /// Exact backprop: `r_i = dLoss/dx_i` for every node but the input (left empty), in reverse
 /// topological order so that every child is final before its parents read it.
 pub fn backprop(g: &Graph, p: &GraphParams64, f: &GForward, g_out: &[f64]) -> State {
+    fixed_point(g, p, f, g_out, true)
+}
+
+/// The fixed point of the relaxation with the Jacobians frozen: one sweep in reverse topological
+/// order, each node the sum of its children's VJPs through `w` (W, or ψ), with or without `f'`.
+/// With W and `f'` it is [`backprop`].
+pub fn fixed_point(
+    g: &Graph,
+    w: &GraphParams64,
+    f: &GForward,
+    g_out: &[f64],
+    deriv: bool,
+) -> State {
     let mut r: State = vec![Vec::new(); g.nodes.len()];
     r[g.output] = g_out.to_vec();
     for i in (1..g.nodes.len()).rev() {
         if i != g.output {
-            r[i] = children_vjp(g, p, f, &r, i, true);
+            r[i] = children_vjp(g, w, f, &r, i, deriv);
         }
     }
     r

@@ -452,19 +452,17 @@ pub fn run_seeds(
     // The data first: a missing data set is reported before any directory is made or any
     // kernel is timed.
     let data = prepare_data(cfg)?;
-    let mut dirs = Vec::with_capacity(runs.len());
-    for (_, p) in runs {
-        match RunDir::open(p, mode) {
-            Ok(d) => dirs.push(d),
-            Err(e) => {
-                dirs.iter().for_each(RunDir::discard_if_unused);
-                return Err(e);
-            }
-        }
-    }
     let seeds: Vec<u64> = runs.iter().map(|r| r.0).collect();
     let adapter = ctx.describe();
-    let setup = resolve_relax_kernel(&ctx, cfg, seeds.len(), &dirs[0], mode, progress)
+    // Whatever fails before the first file is written removes the directories it made.
+    let mut dirs = Vec::with_capacity(runs.len());
+    let setup = runs
+        .iter()
+        .try_for_each(|(_, p)| {
+            dirs.push(RunDir::open(p, mode)?);
+            Ok(())
+        })
+        .and_then(|()| resolve_relax_kernel(&ctx, cfg, seeds.len(), &dirs[0], mode, progress))
         .and_then(|cfg| Ok((Trainer::with_seeds(ctx, &cfg, &data, &seeds)?, cfg)));
     let (mut trainer, cfg) = match setup {
         Ok(v) => v,

@@ -11,18 +11,18 @@ use arelax::rng::Rng;
 /// The test device (lavapipe in CI). A missing adapter fails the tests: they must not pass vacuously.
 pub fn ctx() -> Arc<GpuContext> {
     static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
-    CTX.get_or_init(|| {
-        let needs = Needs {
-            max_binding_bytes: 16 << 20,
-            max_buffer_bytes: 16 << 20,
-            timestamps: false,
-        };
-        Arc::new(
-            GpuContext::new(&AdapterRequest::default(), needs)
-                .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")),
-        )
-    })
-    .clone()
+    CTX.get_or_init(|| Arc::new(new_ctx())).clone()
+}
+
+/// A device of its own, set up like [`ctx`]'s (for tests that change its settings).
+pub fn new_ctx() -> GpuContext {
+    let needs = Needs {
+        max_binding_bytes: 16 << 20,
+        max_buffer_bytes: 16 << 20,
+        timestamps: false,
+    };
+    GpuContext::new(&AdapterRequest::default(), needs)
+        .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
 }
 
 pub fn spec(widths: &[usize], act: Activation, loss: Loss) -> ModelSpec {
