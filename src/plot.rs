@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use crate::{Error, Result};
@@ -14,6 +15,33 @@ pub struct Series {
     pub label: String,
     pub points: Vec<(f64, f64)>,
     pub band: Option<Vec<(f64, f64)>>,
+    pub stroke: Stroke,
+    /// An index into the palette; None takes the series' position (so a figure can give
+    /// related lines one colour and tell them apart by stroke).
+    pub colour: Option<usize>,
+}
+
+/// How a series' line is drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stroke {
+    #[default]
+    Solid,
+    Dashed,
+    /// Short dashes.
+    Dotted,
+}
+
+impl Series {
+    /// A solid line in the series' own colour, without a band.
+    pub fn line(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Self {
+            label: label.into(),
+            points,
+            band: None,
+            stroke: Stroke::Solid,
+            colour: None,
+        }
+    }
 }
 
 /// One panel of a figure.
@@ -22,6 +50,8 @@ pub struct Panel {
     pub title: String,
     pub x_label: String,
     pub y_label: String,
+    /// A logarithmic x axis (base 2, ticked at the data's x values: batch sizes).
+    pub log_x: bool,
     pub log_y: bool,
     pub series: Vec<Series>,
 }
@@ -90,10 +120,14 @@ fn bounds(panel: &Panel) -> (f64, f64, f64, f64) {
         (x0, x1) = (0.0, 1.0);
     }
     if x0 == x1 {
-        x1 = x0 + 1.0;
+        x1 = if panel.log_x { x0 * 2.0 } else { x0 + 1.0 };
     }
     if y0 > y1 {
         (y0, y1) = (if panel.log_y { 1e-6 } else { 0.0 }, 1.0);
+    }
+    if panel.log_x {
+        // A margin of a fifth of a doubling either side, so end points are not on the frame.
+        (x0, x1) = (x0 / 1.15, x1 * 1.15);
     }
     if panel.log_y {
         (x0, x1, y0 / 2.0, y1 * 2.0)
@@ -106,6 +140,7 @@ fn bounds(panel: &Panel) -> (f64, f64, f64, f64) {
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     panel: &Panel,
+    legend: bool,
 ) -> std::result::Result<(), String>
 where
     DB::ErrorType: 'static,
@@ -142,7 +177,7 @@ where
                 .draw()
                 .map_err(|e| e.to_string())?;
             for (i, s) in panel.series.iter().enumerate() {
-                let color = COLORS[i % COLORS.len()];
+                let color = COLORS[s.colour.unwrap_or(i) % COLORS.len()];
                 if let Some(band) = &s.band {
                     let upper = s.points.iter().zip(band).map(|(p, b)| (p.0, b.1));
                     let lower = s.points.iter().zip(band).rev().map(|(p, b)| (p.0, b.0));
@@ -157,41 +192,159 @@ where
                     .copied()
                     .filter(|p| p.1.is_finite() && (!panel.log_y || p.1 > 0.0))
                     .collect();
-                chart
-                    .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                    .map_err(|e| e.to_string())?
-                    .label(s.label.as_str())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                    });
+                let style = color.stroke_width(2);
+                let dashes = match s.stroke {
+                    Stroke::Solid => None,
+                    Stroke::Dashed => Some((7, 4)),
+                    Stroke::Dotted => Some((2, 3)),
+                };
+                if let Some((size, gap)) = dashes {
+                    chart
+                        .draw_series(DashedLineSeries::new(pts.clone(), size, gap, style))
+                        .map_err(|e| e.to_string())?
+                        .label(s.label.as_str())
+                        .legend(move |(x, y)| {
+                            DashedPathElement::new(vec![(x, y), (x + 20, y)], size, gap, style)
+                        });
+                } else {
+                    chart
+                        .draw_series(LineSeries::new(pts.clone(), style))
+                        .map_err(|e| e.to_string())?
+                        .label(s.label.as_str())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+                }
                 chart
                     .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
                     .map_err(|e| e.to_string())?;
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 14))
-                .position(SeriesLabelPosition::LowerLeft)
-                .draw()
-                .map_err(|e| e.to_string())?;
+            if legend {
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK)
+                    .label_font(("sans-serif", 14))
+                    .position(legend_corner(panel, (x0, x1, y0, y1)))
+                    .draw()
+                    .map_err(|e| e.to_string())?;
+            }
         }};
     }
-    if panel.log_y {
-        finish!(
-            builder
-                .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
-                .map_err(|e| e.to_string())?
-        );
-    } else {
-        finish!(
+    // Four coordinate types, one per combination of axis scales.
+    let x_keys = x_values(panel);
+    let y_keys = || log_ticks(y0, y1);
+    match (panel.log_x, panel.log_y) {
+        (false, false) => finish!(
             builder
                 .build_cartesian_2d(x0..x1, y0..y1)
                 .map_err(|e| e.to_string())?
-        );
+        ),
+        (false, true) => finish!(
+            builder
+                .build_cartesian_2d(x0..x1, (y0..y1).log_scale().with_key_points(y_keys()))
+                .map_err(|e| e.to_string())?
+        ),
+        (true, false) => finish!(
+            builder
+                .build_cartesian_2d((x0..x1).log_scale().with_key_points(x_keys), y0..y1)
+                .map_err(|e| e.to_string())?
+        ),
+        (true, true) => finish!(
+            builder
+                .build_cartesian_2d(
+                    (x0..x1).log_scale().with_key_points(x_keys),
+                    (y0..y1).log_scale().with_key_points(y_keys())
+                )
+                .map_err(|e| e.to_string())?
+        ),
     }
     Ok(())
+}
+
+/// The distinct x values of a panel's points, ascending (the ticks of a logarithmic x axis).
+fn x_values(panel: &Panel) -> Vec<f64> {
+    let mut xs: Vec<f64> = panel
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    xs
+}
+
+/// Ticks of a logarithmic axis over [lo, hi]: 1, 2, 5 times each power of ten over at most four
+/// decades, else the powers of ten alone (thinned to about ten).
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    if !(lo > 0.0 && hi > lo && hi.is_finite()) {
+        return Vec::new();
+    }
+    let (e0, e1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let decades = e1 - e0;
+    let mantissas: &[f64] = if decades <= 4 {
+        &[1.0, 2.0, 5.0]
+    } else {
+        &[1.0]
+    };
+    let every = (decades / 10 + 1).max(1);
+    (e0..=e1)
+        .filter(|e| mantissas.len() > 1 || (e - e0) % every == 0)
+        .flat_map(|e| mantissas.iter().map(move |m| m * 10f64.powi(e)))
+        .filter(|v| (lo..=hi).contains(v))
+        .collect()
+}
+
+/// The corner of the plot area with the fewest data points under where the legend goes (a box
+/// of 45% × 40% of the area) or along the lines between them; the lower left wins ties.
+fn legend_corner(panel: &Panel, (x0, x1, y0, y1): (f64, f64, f64, f64)) -> SeriesLabelPosition {
+    let scale = |v: f64, a: f64, b: f64, log: bool| {
+        if log {
+            (v.ln() - a.ln()) / (b.ln() - a.ln())
+        } else {
+            (v - a) / (b - a)
+        }
+    };
+    // Points along every line (eight per segment), in the plot area's unit square.
+    let mut at: Vec<(f64, f64)> = Vec::new();
+    for s in &panel.series {
+        let pts: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .filter(|p| p.1.is_finite() && (!panel.log_y || p.1 > 0.0))
+            .map(|p| {
+                (
+                    scale(p.0, x0, x1, panel.log_x),
+                    scale(p.1, y0, y1, panel.log_y),
+                )
+            })
+            .collect();
+        at.extend(pts.first());
+        for w in pts.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            at.extend((1..=8).map(|i| {
+                let t = i as f64 / 8.0;
+                (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1))
+            }));
+        }
+    }
+    let count = |left: bool, lower: bool| {
+        at.iter()
+            .filter(|(x, y)| {
+                (if left { *x <= 0.45 } else { *x >= 0.55 })
+                    && (if lower { *y <= 0.4 } else { *y >= 0.6 })
+            })
+            .count()
+    };
+    [
+        (SeriesLabelPosition::LowerLeft, count(true, true)),
+        (SeriesLabelPosition::UpperLeft, count(true, false)),
+        (SeriesLabelPosition::LowerRight, count(false, true)),
+        (SeriesLabelPosition::UpperRight, count(false, false)),
+    ]
+    .into_iter()
+    .min_by_key(|c| c.1)
+    .map(|c| c.0)
+    .expect("four corners")
 }
 
 /// A short tick label: integers plainly, small or large numbers in scientific notation.
@@ -209,8 +362,27 @@ fn tick(v: f64) -> String {
     }
 }
 
-/// Draws panels side by side into a PNG at `path`, atomically (temporary file, then rename).
+/// Where a figure's legend goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Legend {
+    /// Each panel's own, in its emptiest corner.
+    InEachPanel,
+    /// One strip below all panels, listing every label once (for many lines, or panels that
+    /// share their lines).
+    SharedBelow,
+}
+
+/// Draws panels side by side into a PNG at `path`, each with its own legend.
 pub fn save_png(path: &Path, panels: &[Panel]) -> Result<()> {
+    save_png_with(path, panels, Legend::InEachPanel)
+}
+
+/// The legend strip's columns and the height of one entry, in pixels.
+const LEGEND_COLUMNS: usize = 2;
+const LEGEND_ROW: i32 = 22;
+
+/// Draws panels side by side into a PNG at `path`, atomically (temporary file, then rename).
+pub fn save_png_with(path: &Path, panels: &[Panel], legend: Legend) -> Result<()> {
     ensure_font()?;
     if let Some(d) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(d).map_err(|e| Error::file(d, e))?;
@@ -221,12 +393,45 @@ pub fn save_png(path: &Path, panels: &[Panel]) -> Result<()> {
         .to_string_lossy();
     let tmp = path.with_file_name(format!(".{name}.tmp{}.png", std::process::id()));
     let width = 640 * panels.len().max(1) as u32;
+    let entries = if legend == Legend::SharedBelow {
+        legend_entries(panels)
+    } else {
+        Vec::new()
+    };
+    let rows = entries.len().div_ceil(LEGEND_COLUMNS) as i32;
+    let strip = if entries.is_empty() {
+        0
+    } else {
+        16 + rows * LEGEND_ROW
+    };
     let draw = || -> std::result::Result<(), String> {
-        let root = BitMapBackend::new(&tmp, (width, 480)).into_drawing_area();
+        let root = BitMapBackend::new(&tmp, (width, 480 + strip as u32)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let areas = root.split_evenly((1, panels.len().max(1)));
+        let (charts, below) = root.split_vertically(480);
+        let areas = charts.split_evenly((1, panels.len().max(1)));
         for (area, panel) in areas.iter().zip(panels) {
-            draw_panel(area, panel)?;
+            draw_panel(area, panel, legend == Legend::InEachPanel)?;
+        }
+        let column = width as i32 / LEGEND_COLUMNS as i32;
+        for (i, (label, colour, stroke)) in entries.iter().enumerate() {
+            // Column-major, so that the lines read down each column in order.
+            let x = 80 + (i as i32 / rows) * column;
+            let y = 8 + (i as i32 % rows) * LEGEND_ROW + LEGEND_ROW / 2;
+            let style = colour.stroke_width(2);
+            let line = vec![(x, y), (x + 28, y)];
+            match stroke {
+                Stroke::Solid => below.draw(&PathElement::new(line, style)),
+                Stroke::Dashed => below.draw(&DashedPathElement::new(line, 7, 4, style)),
+                Stroke::Dotted => below.draw(&DashedPathElement::new(line, 2, 3, style)),
+            }
+            .map_err(|e| e.to_string())?;
+            below
+                .draw(&Text::new(
+                    label.clone(),
+                    (x + 38, y - 8),
+                    ("sans-serif", 14),
+                ))
+                .map_err(|e| e.to_string())?;
         }
         root.present().map_err(|e| e.to_string())?;
         Ok(())
@@ -236,4 +441,60 @@ pub fn save_png(path: &Path, panels: &[Panel]) -> Result<()> {
         Error::file(path, format!("drawing the plot failed: {e}"))
     })?;
     std::fs::rename(&tmp, path).map_err(|e| Error::file(path, e))
+}
+
+/// Every label of the panels once, in order, with the colour and stroke it is drawn in.
+fn legend_entries(panels: &[Panel]) -> Vec<(String, RGBColor, Stroke)> {
+    let mut out: Vec<(String, RGBColor, Stroke)> = Vec::new();
+    for panel in panels {
+        for (i, s) in panel.series.iter().enumerate() {
+            if !out.iter().any(|e| e.0 == s.label) {
+                let colour = COLORS[s.colour.unwrap_or(i) % COLORS.len()];
+                out.push((s.label.clone(), colour, s.stroke));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_ticks_are_1_2_5_over_few_decades_else_powers_of_ten() {
+        assert_eq!(log_ticks(15.0, 700.0), [20.0, 50.0, 100.0, 200.0, 500.0]);
+        let wide = log_ticks(1e-7, 1.0);
+        assert_eq!(wide.len(), 8);
+        assert!(
+            wide.iter()
+                .zip(-7..=0)
+                .all(|(t, e)| (t / 10f64.powi(e) - 1.0).abs() < 1e-12)
+        );
+        assert!(log_ticks(0.0, 1.0).is_empty());
+    }
+
+    #[test]
+    fn the_legend_avoids_the_lines() {
+        let panel = |points: Vec<(f64, f64)>| Panel {
+            title: String::new(),
+            x_label: String::new(),
+            y_label: String::new(),
+            log_x: false,
+            log_y: false,
+            series: vec![Series::line("a", points)],
+        };
+        // A line along the bottom: the legend goes to the top left.
+        let low = panel(vec![(0.0, 0.0), (10.0, 0.1), (20.0, 0.0)]);
+        let b = (0.0, 20.0, 0.0, 1.0);
+        assert_eq!(legend_corner(&low, b), SeriesLabelPosition::UpperLeft);
+        // A rising line through the lower left and upper right, with end points only in
+        // between: the segments count, so the lower left is not free.
+        let rising = panel(vec![(0.0, 0.0), (20.0, 1.0)]);
+        let corner = legend_corner(&rising, b);
+        assert!(
+            corner == SeriesLabelPosition::UpperLeft || corner == SeriesLabelPosition::LowerRight,
+            "{corner:?}"
+        );
+    }
 }

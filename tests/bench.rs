@@ -220,3 +220,71 @@ fn bench_records_rolled_loops() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["unrolled"], false, "{v}");
 }
+
+/// `--plot` draws what was measured; `--from` reads `--json` output back without a GPU, prints
+/// the same rows and draws the same figure; a file that is not bench output is a clear error.
+#[test]
+fn bench_results_plot_and_read_back() {
+    let dir = std::env::temp_dir().join(format!("arelax-bench-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let measured = dir.join("measured.png");
+    let o = bench(&[
+        "--layers",
+        "6,5,3",
+        "--batch-sizes",
+        "2,5",
+        "--relax-steps",
+        "2",
+        "--samples",
+        "1",
+        "--warmup-ms",
+        "1",
+        "--plot",
+        measured.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::metadata(&measured).unwrap().len() > 1000);
+    let jsonl = dir.join("bench.jsonl");
+    std::fs::write(&jsonl, &o.stdout).unwrap();
+
+    let redrawn = dir.join("redrawn.png");
+    let o = Command::new(env!("CARGO_BIN_EXE_arelax"))
+        .args(["bench", "--from", jsonl.to_str().unwrap()])
+        .args(["--plot", redrawn.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8(o.stdout).unwrap();
+    assert!(table.contains("MLP 6-5-3"), "{table}");
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.trim_start().starts_with("2 |") || l.trim_start().starts_with("5 |"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(std::fs::metadata(&redrawn).unwrap().len() > 1000);
+
+    // Measuring options make no sense with --from.
+    let o = Command::new(env!("CARGO_BIN_EXE_arelax"))
+        .args([
+            "bench",
+            "--from",
+            jsonl.to_str().unwrap(),
+            "--batch-sizes",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--from"));
+
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"batch_size\": 1}\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_arelax"))
+        .args(["bench", "--from", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("line 1") && !err.contains("panicked"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -4,7 +4,7 @@
 use clap::Args as ClapArgs;
 
 use super::common::DeviceArgs;
-use crate::bench::{self, BenchOptions, BenchResult};
+use crate::bench::{self, BenchOptions, BenchResult, saved};
 use crate::engine::RelaxKernel;
 use crate::engine::net::Model;
 use crate::gpu::Needs;
@@ -57,11 +57,77 @@ pub struct Args {
     /// Print one JSON object per configuration instead of a table.
     #[arg(long)]
     json: bool,
+    /// Draw ms per training step and µs per relaxation step against batch size into this PNG
+    /// (one line per kernel and tile choice, with backprop's step).
+    #[arg(long, value_name = "FILE.png")]
+    plot: Option<std::path::PathBuf>,
+    /// Measure nothing: read the results of an earlier `--json` run (JSON lines) and print their
+    /// table (or JSON with --json) and, with --plot, their figure. Needs no GPU.
+    #[arg(long, value_name = "FILE.jsonl", conflicts_with_all = [
+        "layers", "model", "batch_sizes", "relax_steps", "samples", "warmup_ms", "tile",
+        "relax_kernel", "cooperative_groups", "replicas", "kernel_times", "adapter",
+    ])]
+    from: Option<std::path::PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let results = match &args.from {
+        Some(path) => show_saved(path, args.json)?,
+        None => measure(&args)?,
+    };
+    if let Some(png) = &args.plot {
+        let panels = saved::figure(&results);
+        crate::plot::save_png_with(png, &panels, crate::plot::Legend::SharedBelow)?;
+        if !args.json {
+            println!("figure: {}", png.display());
+        }
+    }
+    Ok(())
+}
+
+/// Prints saved results as `run` printed them when measured, with a header wherever the
+/// adapter, model or step count changes.
+fn show_saved(path: &std::path::Path, json: bool) -> Result<Vec<BenchResult>> {
+    let results = saved::read_jsonl(path)?;
+    let mut print = report(json);
+    let mut last: Option<(String, String, usize, usize)> = None;
+    for r in &results {
+        let context = (
+            r.adapter.clone(),
+            r.model.clone(),
+            r.relax_steps,
+            r.replicas,
+        );
+        if !json && last.as_ref() != Some(&context) {
+            if last.is_some() {
+                println!();
+            }
+            println!("from:    {}", path.display());
+            println!("adapter: {} ({}, {})", r.adapter, r.backend, r.driver);
+            println!(
+                "model:   {}, {} relaxation steps per training step, {} samples{}",
+                r.model,
+                r.relax_steps,
+                r.samples,
+                if r.replicas > 1 {
+                    format!(", {} replicas side by side", r.replicas)
+                } else {
+                    String::new()
+                }
+            );
+            println!();
+            print_columns();
+            last = Some(context);
+        }
+        print(r);
+    }
+    Ok(results)
+}
+
+/// Runs every kernel × tile configuration, printing each result as it is measured.
+fn measure(args: &Args) -> Result<Vec<BenchResult>> {
     let model = match &args.model {
         Some(path) => Model::Graph(Graph::load(path)?),
         None => Model::Mlp(ModelSpec::new(
@@ -157,21 +223,10 @@ pub fn run(args: Args) -> Result<()> {
             }
         );
         println!();
-        println!(
-            "{:>6} | {:>8} | {:>28} | {:>9} | {:>9} | {:>13} | {:>15} | {:>8} | {:>10} | {:>6}",
-            "batch",
-            "tile",
-            "AR step ms median [min, max]",
-            "GPU ms",
-            "piped ms",
-            "relax ms/step",
-            "sample-steps/s",
-            "GFLOP/s",
-            "BP step ms",
-            "AR/BP"
-        );
+        print_columns();
     }
     let json = args.json;
+    let mut results = Vec::new();
     for kernel in kernels {
         opts.relax_kernel = kernel;
         // The resident kernel has no tiles: one pass over the tile choices is enough.
@@ -182,10 +237,26 @@ pub fn run(args: Args) -> Result<()> {
         };
         for &tile in tiles {
             opts.tile = tile;
-            bench::run(ctx.clone(), &opts, &mut report(json))?;
+            results.extend(bench::run(ctx.clone(), &opts, &mut report(json))?);
         }
     }
-    Ok(())
+    Ok(results)
+}
+
+fn print_columns() {
+    println!(
+        "{:>6} | {:>14} | {:>28} | {:>9} | {:>9} | {:>13} | {:>15} | {:>8} | {:>10} | {:>6}",
+        "batch",
+        "tile",
+        "AR step ms median [min, max]",
+        "GPU ms",
+        "piped ms",
+        "relax ms/step",
+        "sample-steps/s",
+        "GFLOP/s",
+        "BP step ms",
+        "AR/BP"
+    );
 }
 
 fn report(json: bool) -> impl FnMut(&BenchResult) {
@@ -194,13 +265,9 @@ fn report(json: bool) -> impl FnMut(&BenchResult) {
             println!("{}", serde_json::to_string(r).expect("serialisable"));
         } else {
             println!(
-                "{:>6} | {:>8} | {:>9.3} [{:>7.3}, {:>7.3}] | {:>9} | {:>9.3} | {:>13.4} | {:>15.3e} | {:>8.1} | {:>10.3} | {:>6.1}",
+                "{:>6} | {:>14} | {:>9.3} [{:>7.3}, {:>7.3}] | {:>9} | {:>9.3} | {:>13.4} | {:>15.3e} | {:>8.1} | {:>10.3} | {:>6.1}",
                 r.batch_size,
-                match r.relax_kernel.as_str() {
-                    "resident" => "resident".to_string(),
-                    "cooperative" => format!("c{}", r.relax_tile),
-                    _ => r.relax_tile.clone(),
-                },
+                tile_label(r),
                 r.ar_step_ms.median,
                 r.ar_step_ms.min,
                 r.ar_step_ms.max,
@@ -246,6 +313,20 @@ fn report(json: bool) -> impl FnMut(&BenchResult) {
             }
         }
     }
+}
+
+/// The table's tile column: the relaxation's tile shape, prefixed `c` for the cooperative kernel
+/// ("resident" has none), and marked where the register loops were left rolled.
+fn tile_label(r: &BenchResult) -> String {
+    let mut s = match r.relax_kernel.as_str() {
+        "resident" => "resident".to_string(),
+        "cooperative" => format!("c{}", r.relax_tile),
+        _ => r.relax_tile.clone(),
+    };
+    if !r.unrolled {
+        s.push_str(" rolled");
+    }
+    s
 }
 
 /// "name 1.234 ms, …" for a list of GPU times.

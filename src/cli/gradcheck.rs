@@ -356,14 +356,9 @@ fn plot(r: &Report, path: &std::path::Path) -> Result<()> {
     let series = |f: &dyn Fn(&LayerAgreement) -> f64| -> Vec<Series> {
         (0..layers)
             .filter(|&l| !exact(l))
-            .map(|l| Series {
-                label: r.series[0].layers[l].name.clone(),
-                points: r
-                    .series
-                    .iter()
-                    .map(|c| (c.steps as f64, f(&c.layers[l])))
-                    .collect(),
-                band: None,
+            .map(|l| {
+                let points = r.series.iter().map(|c| (c.steps as f64, f(&c.layers[l])));
+                Series::line(r.series[0].layers[l].name.clone(), points.collect())
             })
             .collect()
     };
@@ -380,6 +375,7 @@ fn plot(r: &Report, path: &std::path::Path) -> Result<()> {
                 title: format!("relative error of AR's gradient ({title})"),
                 x_label: "relaxation steps".into(),
                 y_label: "|G_AR - G_BP| / |G_BP| (weights)".into(),
+                log_x: false,
                 log_y: true,
                 series: series(&|a| a.weight.rel_error),
             },
@@ -387,6 +383,7 @@ fn plot(r: &Report, path: &std::path::Path) -> Result<()> {
                 title: "angle between AR's and backprop's gradients".into(),
                 x_label: "relaxation steps".into(),
                 y_label: "angle (degrees)".into(),
+                log_x: false,
                 log_y: true,
                 series: series(&|a| a.weight.angle_deg),
             },

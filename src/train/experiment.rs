@@ -13,7 +13,7 @@ use super::config::{Overrides, parse_overrides};
 use super::run_dir::{self, Mode, Status};
 use super::{EpochMetrics, Progress, TrainConfig};
 use crate::gpu::GpuContext;
-use crate::plot::{Panel, Series, save_png};
+use crate::plot::{Panel, Series, Stroke, save_png};
 use crate::util::write_atomic;
 use crate::{Error, Result};
 
@@ -430,6 +430,8 @@ pub fn write_summaries(out: &Path, s: &[Summary], seeds: usize) -> Result<()> {
                         .map(|(m, sd)| (100.0 * (m - sd), 100.0 * (m + sd)))
                         .collect(),
                 ),
+                stroke: Stroke::Solid,
+                colour: None,
             })
             .collect();
         let png = out.join(format!("accuracy-{ds}.png"));
@@ -439,6 +441,7 @@ pub fn write_summaries(out: &Path, s: &[Summary], seeds: usize) -> Result<()> {
                 title: format!("{ds}: mean test accuracy (±1 std over seeds)"),
                 x_label: "epoch".into(),
                 y_label: "test accuracy (%)".into(),
+                log_x: false,
                 log_y: false,
                 series,
             }],

@@ -329,13 +329,9 @@ pub fn warn_not_drawn(path: &Path, e: &Error) {
 
 /// Accuracy and loss per epoch.
 pub fn plot_curves(path: &Path, m: &[EpochMetrics]) -> Result<()> {
-    let line = |label: &str, f: &dyn Fn(&EpochMetrics) -> Option<f64>| Series {
-        label: label.into(),
-        points: m
-            .iter()
-            .filter_map(|r| f(r).map(|v| (r.epoch as f64, v)))
-            .collect(),
-        band: None,
+    let line = |label: &str, f: &dyn Fn(&EpochMetrics) -> Option<f64>| {
+        let points = m.iter().filter_map(|r| f(r).map(|v| (r.epoch as f64, v)));
+        Series::line(label, points.collect())
     };
     let mut acc = vec![
         line("train", &|r| Some(100.0 * r.train_accuracy)),
@@ -356,6 +352,7 @@ pub fn plot_curves(path: &Path, m: &[EpochMetrics]) -> Result<()> {
                 title: "accuracy".into(),
                 x_label: "epoch".into(),
                 y_label: "accuracy (%)".into(),
+                log_x: false,
                 log_y: false,
                 series: acc,
             },
@@ -363,6 +360,7 @@ pub fn plot_curves(path: &Path, m: &[EpochMetrics]) -> Result<()> {
                 title: "loss per sample".into(),
                 x_label: "epoch".into(),
                 y_label: "loss".into(),
+                log_x: false,
                 log_y: true,
                 series: loss,
             },

@@ -1,11 +1,14 @@
 //! Relaxation throughput: time one AR training step (forward + T relaxation steps + update) and
 //! one exact-backprop step per batch size, by wall clock always and by GPU timestamps per phase
-//! where the adapter has them. Used by `arelax bench` and by `benches/`.
+//! where the adapter has them. Used by `arelax bench` and by `benches/`. [`saved`] reads results
+//! back from `--json` output and draws them.
+
+pub mod saved;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::engine::net::{Model, Net, ParamGroup};
@@ -36,7 +39,7 @@ pub struct BenchOptions {
 }
 
 /// Median, min and max of a set of timings, in milliseconds.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Stat {
     pub median: f64,
     pub min: f64,
@@ -60,8 +63,9 @@ impl Stat {
     }
 }
 
-/// One configuration's measurements.
-#[derive(Clone, Debug, Serialize)]
+/// One configuration's measurements. Fields added after the first H100 results have defaults, so
+/// older `--json` output still reads (`unrolled` defaults to false: those runs had rolled loops).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BenchResult {
     pub adapter: String,
     pub backend: String,
@@ -103,27 +107,34 @@ pub struct BenchResult {
     pub ar_phases_ms: Vec<(String, f64)>,
     /// With `kernel_times`: GPU milliseconds per kernel kind of the median AR step, measured
     /// separately with one pass per dispatch (timestamps only; else empty).
+    #[serde(default)]
     pub ar_kernels_ms: Vec<(String, f64)>,
     /// One relaxation step: GPU time of the relax phase / T when timed, else the wall-time
     /// difference between T steps and none, / T.
     pub relax_step_ms: f64,
     pub relax_step_source: String,
-    /// B·T / (time spent relaxing).
+    /// B·T / (time spent relaxing); infinite (JSON null) if no time was measured.
+    #[serde(deserialize_with = "saved::number_or_infinity")]
     pub relax_sample_steps_per_s: f64,
     /// ar_flop / (GPU time if timed, else wall time) of the median step.
+    #[serde(deserialize_with = "saved::number_or_infinity")]
     pub achieved_gflops: f64,
     pub bp_step_ms: Stat,
     pub bp_step_gpu_ms: Option<Stat>,
     /// Median AR step over median backprop step (GPU time when timed, else wall time).
+    #[serde(deserialize_with = "saved::number_or_infinity")]
     pub ar_over_bp: f64,
     /// For the resident and cooperative kernels: the largest difference of one AR step's
     /// gradients from the tiled kernel's on the same weights and batch, relative to the largest
     /// tiled gradient (0 means bit for bit, as the cooperative kernel should be).
+    #[serde(default)]
     pub vs_tiled_rel_diff: Option<f64>,
     /// The cooperative kernel's workgroups per dispatch (tiles per step are shared among them).
+    #[serde(default)]
     pub cooperative_groups: Option<u32>,
     /// Whether the tiled products' register loops were unrolled (the default; `ARELAX_UNROLL=0`
     /// leaves them as loops).
+    #[serde(default)]
     pub unrolled: bool,
 }
 
