@@ -1,8 +1,10 @@
 // Local weight and bias gradients for every layer in [first, first + count) at once:
 //   G_l = (r_{l+1} * f'_l)^T x_l   [n_out, n_in],   g_l = sum over the batch of (r_{l+1} * f'_l)
 // Pre-synaptic: the frozen forward activity x_l. Post-synaptic: the relaxed r_{l+1}.
-// As a product: A(m, k) = e[k, m] with e = r_{l+1} * f'_l, B = x_l [B, n_in];
-// M = n_out, N = n_in, K = B.
+// As a product: A(m, k) = e[k, m] with e = r_{l+1} * f'_l, B = [x_l | 1] [B, n_in + 1];
+// M = n_out, N = n_in + 1, K = B. The column of ones makes the bias gradient the product's last
+// output column, so it comes from the same tiles as G (split over the batch like them) instead
+// of a serial sum over the batch per unit.
 
 //!include common.wgsl
 
@@ -17,7 +19,7 @@ const A_K_CONTIGUOUS: bool = false;
 const B_K_CONTIGUOUS: bool = false;
 
 fn dims(l: u32) -> vec3<u32> {
-    return vec3<u32>(layers[l].n_out, layers[l].n_in, pass_.batch);
+    return vec3<u32>(layers[l].n_out, layers[l].n_in + 1u, pass_.batch);
 }
 
 // The post-synaptic signal e[b, o] = r_{l+1}[b, o] * f'_l[b, o] (or r alone without derivative).
@@ -35,13 +37,17 @@ fn load_a(l: u32, m: u32, k: u32) -> f32 {
 }
 
 fn load_b(l: u32, k: u32, n: u32) -> f32 {
-    return x[layers[l].x_in + k * layers[l].n_in + n];
+    let n_in = layers[l].n_in;
+    if (n == n_in) {
+        return 1.0;
+    }
+    return x[layers[l].x_in + k * n_in + n];
 }
 
 //!include gemm_tile.wgsl
 
 @compute @workgroup_size(THREADS)
-fn weight_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn param_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let t = locate_tile(pass_.first, pass_.count, linear_group(wid, nwg));
     if (t.layer >= pass_.first + pass_.count) {
@@ -56,29 +62,15 @@ fn weight_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         {
             let n = t.n0 + out_col(lid, {j});
             if (owns_output(lid) && m < t.m && n < t.n) {
-                grads[L.w + m * L.n_in + n] = acc[{i}][{j} / 4u][{j} % 4u];
+                let g = acc[{i}][{j} / 4u][{j} % 4u];
+                if (n < L.n_in) {
+                    grads[L.w + m * L.n_in + n] = g;
+                } else {
+                    grads[L.b + m] = g;
+                }
             }
         }
 //!end
     }
 //!end
-}
-
-// One thread per output unit of every layer; sums over the batch in a fixed order (deterministic).
-@compute @workgroup_size(256)
-fn bias_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    var unit = gid.x + gid.y * nwg.x * 256u;
-    for (var i = 0u; i < pass_.count; i++) {
-        let l = pass_.first + i;
-        let n_out = layers[l].n_out;
-        if (unit < n_out) {
-            var s = 0.0;
-            for (var b = 0u; b < pass_.batch; b++) {
-                s += post(l, b, unit);
-            }
-            grads[layers[l].b + unit] = s;
-            return;
-        }
-        unit -= n_out;
-    }
 }

@@ -163,7 +163,6 @@ fn bench_times_each_kernel_of_a_graph() {
         "relax: dense VJPs",
         "relax: combine (conv and pool VJPs)",
         "gradients: dense",
-        "gradients: dense biases",
         "gradients: conv",
         "update",
     ] {

@@ -476,7 +476,6 @@ fn kernel_timing_changes_no_result() {
             "relax: combine (conv and pool VJPs)",
             "backprop: combine (conv and pool VJPs)",
             "gradients: dense",
-            "gradients: dense biases",
             "gradients: conv",
         ] {
             assert!(phases.contains(&label), "{label} not in {phases:?}");

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::layout::{LayerEntry, PassUniform};
+use super::layout::{self, LayerEntry, PassUniform};
 use super::{EngineOptions, Feedback, RelaxStart};
 use super::{LossUniform, Ops as _, SgdUniform, feed};
 use crate::gpu::buffers::{self, Dispatch, Kernel, Slot, TiledKernel, record};
@@ -107,7 +107,6 @@ struct Plan {
     dense_vjp_products: Vec<(usize, usize)>,
     combine: Section,
     conv_grad: Section,
-    dense_units: usize,
     /// Every replica's parameters.
     params_len: usize,
     /// One replica's parameters.
@@ -399,7 +398,6 @@ impl Plan {
             count: ops.len() - conv_first,
             groups: u(items),
         };
-        let dense_units = dense.iter().map(|d| d.n_out as usize).sum();
         Self {
             replicas,
             ops,
@@ -409,7 +407,6 @@ impl Plan {
             dense_vjp_products: tile_products,
             combine,
             conv_grad,
-            dense_units,
             params_len: replicas * replica_params_len,
             replica_params_len,
             x_len,
@@ -423,11 +420,12 @@ impl Plan {
         }
     }
 
-    /// The outputs of every dense weight gradient ([units, in_size]).
+    /// The outputs of every dense weight and bias gradient ([units, in_size + 1]: the bias is
+    /// the last column, see `shaders/grad.wgsl`).
     fn dense_grad_products(&self) -> Vec<(usize, usize)> {
         self.dense
             .iter()
-            .map(|e| (e.n_out as usize, e.n_in as usize))
+            .map(|e| (e.n_out as usize, e.n_in as usize + 1))
             .collect()
     }
 
@@ -503,8 +501,8 @@ struct Kernels {
     loss: Kernel,
     dense_vjp: TiledKernel,
     combine: Kernel,
+    /// Dense weight and bias gradients (the bias as the product's extra column).
     dense_grad: TiledKernel,
-    bias_grad: Kernel,
     conv_grad: Kernel,
     sgd: Kernel,
 }
@@ -514,7 +512,6 @@ impl Kernels {
         use Slot::*;
         let d = &ctx.device;
         let m = |name: &str| shader::module(ctx, name);
-        let grad = m("grad.wgsl");
         let six = [Uniform, Read, Read, Read, Read, ReadWrite];
         Self {
             dense_forward: TiledKernel::new(
@@ -555,8 +552,7 @@ impl Kernels {
                 "combine",
                 &[Uniform, Read, Read, Read, ReadWrite, Read, Read, Read],
             ),
-            dense_grad: TiledKernel::new(ctx, "grad.wgsl", "weight_grad", &six, &[shapes.grad]),
-            bias_grad: Kernel::new(d, &grad, "bias_grad", &six),
+            dense_grad: TiledKernel::new(ctx, "grad.wgsl", "param_grad", &six, &[shapes.grad]),
             conv_grad: Kernel::new(d, &m("conv_grad.wgsl"), "conv_grad", &six),
             sgd: Kernel::new(d, &m("sgd.wgsl"), "sgd", &[Uniform, Read, ReadWrite]),
         }
@@ -586,7 +582,6 @@ struct RelaxBinds {
 
 struct GradBinds {
     dense: [wgpu::BindGroup; 2],
-    bias: [wgpu::BindGroup; 2],
     conv: [wgpu::BindGroup; 2],
 }
 
@@ -646,7 +641,7 @@ impl GraphEngine {
         let rows = b * opts.replicas;
         let mut plan = plan;
         let shapes = GraphShapes::new(&plan, b, opts.tile.for_adapter(ctx.info.device_type));
-        plan.dense_vjp.groups = super::layout::groups(shapes.vjp, &plan.dense_vjp_products);
+        plan.dense_vjp.groups = layout::groups(shapes.vjp, &plan.dense_vjp_products);
         let kernels = Kernels::new(&ctx, &shapes);
         let bufs = GraphBuffers {
             ops: buffers::storage_init(d, "graph ops", &plan.ops),
@@ -814,17 +809,6 @@ impl GraphEngine {
                             &bufs.grads,
                         ],
                     ),
-                    k.bias_grad.bind(
-                        d,
-                        &[
-                            &du,
-                            &bufs.dense,
-                            &bufs.x,
-                            &bufs.fprime,
-                            &bufs.r[src],
-                            &bufs.grads,
-                        ],
-                    ),
                     k.conv_grad.bind(
                         d,
                         &[
@@ -841,8 +825,7 @@ impl GraphEngine {
             let (a, bb) = (per(0), per(1));
             GradBinds {
                 dense: [a.0, bb.0],
-                bias: [a.1, bb.1],
-                conv: [a.2, bb.2],
+                conv: [a.1, bb.1],
             }
         };
         let ar_grads = grad_binds(flags);
@@ -1177,12 +1160,7 @@ impl GraphEngine {
     fn encode_grads_with(&self, enc: &mut wgpu::CommandEncoder, g: &GradBinds) {
         let c = self.current;
         let k = &self.kernels;
-        let dense_tiles: u32 = self
-            .plan
-            .dense
-            .iter()
-            .map(|e| self.shapes.grad.tiles(e.n_out as usize, e.n_in as usize))
-            .sum();
+        let dense_tiles = layout::groups(self.shapes.grad, &self.plan.dense_grad_products());
         let mut dispatches = Vec::new();
         if !self.plan.dense.is_empty() {
             dispatches.push((
@@ -1191,14 +1169,6 @@ impl GraphEngine {
                     kernel: k.dense_grad.get(self.shapes.grad),
                     bind: &g.dense[c],
                     groups: dense_tiles,
-                },
-            ));
-            dispatches.push((
-                "gradients: dense biases",
-                Dispatch {
-                    kernel: &k.bias_grad,
-                    bind: &g.bias[c],
-                    groups: groups(self.plan.dense_units),
                 },
             ));
         }

@@ -167,10 +167,11 @@ impl Layout {
             .collect()
     }
 
-    /// The outputs of every layer's weight gradient ([n_out, n_in]) in one dispatch.
+    /// The outputs of every layer's weight and bias gradient ([n_out, n_in + 1]: the bias is the
+    /// last column, see `shaders/grad.wgsl`) in one dispatch.
     pub fn grad_products(&self) -> Vec<(usize, usize)> {
         (0..self.depth())
-            .flat_map(|l| vec![(self.widths[l + 1], self.widths[l]); self.replicas])
+            .flat_map(|l| vec![(self.widths[l + 1], self.widths[l] + 1); self.replicas])
             .collect()
     }
 

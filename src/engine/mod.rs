@@ -164,8 +164,8 @@ struct Kernels {
     forward: TiledKernel,
     relax: TiledKernel,
     relax_check: Kernel,
-    weight_grad: TiledKernel,
-    bias_grad: Kernel,
+    /// Weight and bias gradients of every layer (the bias as the product's extra column).
+    param_grad: TiledKernel,
     loss: Kernel,
     sgd: Kernel,
 }
@@ -175,10 +175,8 @@ impl Kernels {
         use Slot::*;
         let device = &ctx.device;
         let check = shader::module(ctx, "relax_check.wgsl");
-        let grad = shader::module(ctx, "grad.wgsl");
         let loss = shader::module(ctx, "loss.wgsl");
         let sgd = shader::module(ctx, "sgd.wgsl");
-        let grad_slots = [Uniform, Read, Read, Read, Read, ReadWrite];
         Self {
             // Also f' at the current state (FLAG_FPRIME_ONLY), with its own shape.
             forward: TiledKernel::new(
@@ -196,14 +194,13 @@ impl Kernels {
                 &shapes.relax_shapes(),
             ),
             relax_check: Kernel::new(device, &check, "relax_check", &[Uniform, ReadWrite]),
-            weight_grad: TiledKernel::new(
+            param_grad: TiledKernel::new(
                 ctx,
                 "grad.wgsl",
-                "weight_grad",
-                &grad_slots,
+                "param_grad",
+                &[Uniform, Read, Read, Read, Read, ReadWrite],
                 &[shapes.grad],
             ),
-            bias_grad: Kernel::new(device, &grad, "bias_grad", &grad_slots),
             loss: Kernel::new(
                 device,
                 &loss,
@@ -249,11 +246,9 @@ struct Binds {
     cooperative: Option<Cooperative>,
     /// f' at the current state of r[i].
     derivative: [wgpu::BindGroup; 2],
-    weight_grad: [wgpu::BindGroup; 2],
-    bias_grad: [wgpu::BindGroup; 2],
+    param_grad: [wgpu::BindGroup; 2],
     /// Exact backprop's gradients always use the derivative, whatever the variant.
-    weight_grad_exact: wgpu::BindGroup,
-    bias_grad_exact: wgpu::BindGroup,
+    param_grad_exact: wgpu::BindGroup,
     sgd_params: wgpu::BindGroup,
     sgd_feedback: Option<wgpu::BindGroup>,
 }
@@ -549,13 +544,9 @@ impl Engine {
         } else {
             &bufs.fprime
         };
-        let wgrad_bind = |u: &wgpu::Buffer, fp: &wgpu::Buffer, src: usize| {
+        let grad_bind = |u: &wgpu::Buffer, fp: &wgpu::Buffer, src: usize| {
             let b = [u, &bufs.table, &bufs.x, fp, &bufs.r[src], &bufs.grads];
-            k.weight_grad.bind(device, &b)
-        };
-        let bgrad_bind = |u: &wgpu::Buffer, fp: &wgpu::Buffer, src: usize| {
-            let b = [u, &bufs.table, &bufs.x, fp, &bufs.r[src], &bufs.grads];
-            k.bias_grad.bind(device, &b)
+            k.param_grad.bind(device, &b)
         };
         let sgd_uniform = buffers::uniform(
             device,
@@ -587,16 +578,11 @@ impl Engine {
             resident,
             cooperative,
             derivative,
-            weight_grad: [
-                wgrad_bind(&grad_u, update_fp, 0),
-                wgrad_bind(&grad_u, update_fp, 1),
+            param_grad: [
+                grad_bind(&grad_u, update_fp, 0),
+                grad_bind(&grad_u, update_fp, 1),
             ],
-            bias_grad: [
-                bgrad_bind(&grad_u, update_fp, 0),
-                bgrad_bind(&grad_u, update_fp, 1),
-            ],
-            weight_grad_exact: wgrad_bind(&exact_u, &bufs.fprime, 0),
-            bias_grad_exact: bgrad_bind(&exact_u, &bufs.fprime, 0),
+            param_grad_exact: grad_bind(&exact_u, &bufs.fprime, 0),
             sgd_params: k
                 .sgd
                 .bind(device, &[&sgd_uniform, &bufs.grads, &bufs.params]),
@@ -1071,46 +1057,24 @@ impl Engine {
             let to = (self.layout.r_base() * 4) as u64;
             enc.copy_buffer_to_buffer(&self.bufs.r[self.current], 0, &self.bufs.x, to, hidden);
         }
-        self.encode_grads_with(
-            enc,
-            &self.binds.weight_grad[self.current],
-            &self.binds.bias_grad[self.current],
-        );
+        self.encode_grads_with(enc, &self.binds.param_grad[self.current]);
     }
 
-    fn encode_grads_with(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        w: &wgpu::BindGroup,
-        b: &wgpu::BindGroup,
-    ) {
-        let units = self.layout.replicas * self.spec.widths[1..].iter().sum::<usize>();
+    fn encode_grads_with(&self, enc: &mut wgpu::CommandEncoder, bind: &wgpu::BindGroup) {
         let mut pass = self.begin(enc, "gradients");
         record(
             &mut pass,
             Dispatch {
-                kernel: self.kernels.weight_grad.get(self.shapes.grad),
-                bind: w,
+                kernel: self.kernels.param_grad.get(self.shapes.grad),
+                bind,
                 groups: layout::groups(self.shapes.grad, &self.layout.grad_products()),
-            },
-        );
-        record(
-            &mut pass,
-            Dispatch {
-                kernel: &self.kernels.bias_grad,
-                bind: b,
-                groups: units.div_ceil(256) as u32,
             },
         );
     }
 
     /// Exact backprop's gradients (always with the derivative), from buffer 0.
     pub fn encode_exact_grads(&self, enc: &mut wgpu::CommandEncoder) {
-        self.encode_grads_with(
-            enc,
-            &self.binds.weight_grad_exact,
-            &self.binds.bias_grad_exact,
-        );
+        self.encode_grads_with(enc, &self.binds.param_grad_exact);
     }
 
     /// SGD on W (and on ψ when feedback is learned) with the last gradients.
