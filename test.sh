@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 cargo fmt --all -- --check
 cargo clippy --release --all-targets -- -D warnings
 # One test thread: every GPU test binary shares one device, and graph-kernel results on lavapipe
-# were intermittently wrong when several threads used it at once (never when serial).
+# were once intermittently wrong when several threads used it at once (see the README's Tests).
 cargo test --release -- --test-threads=1
 # The kernels once more with wgpu's runtime bounds checks compiled in (the product runs without).
 ARELAX_SHADER_CHECKS=1 cargo test --release --test kernels --test graph_kernels -- --test-threads=1
