@@ -8,8 +8,8 @@
 #                `experiments` skips the benches, for a second call on the still-warm machine)
 #
 # Order of priority: the CNN experiment (three seeds side by side, resuming from results/; about
-# 200 s are left for the rest), then the throughput benchmark (the cooperative relaxation kernel
-# against the tiled one over every tile shape, the tiled sweep again with the register loops
+# 200 s are left for the rest), then the throughput benchmark (a relaxation step's floor on
+# near-empty models, the cooperative relaxation kernel against the tiled one over every tile shape, the tiled sweep again with the register loops
 # rolled to measure the unrolling, the CNN per kernel), one timed epoch with each kernel and the
 # gradient check; last, the residual example's experiment with the time that is left. Each step
 # has its own timeout, and the log marks the seconds used.
@@ -77,6 +77,15 @@ fi
 
 mark "bench: the paper's MLP, tiled and cooperative, auto tiles (the table)"
 timeout 50 $bin bench --batch-sizes 64,1024,4096 --relax-steps 100 --relax-kernel tiled,cooperative
+mark "bench: the floor of one relaxation step (near-empty models at batch 1)"
+# 4,4,4 is one 32x32 tile: the tiled kernel's time per step is one dependent dispatch boundary,
+# the cooperative kernel's one grid barrier of one workgroup. 4,1536,4,4 has 49 tiles of almost
+# no work, the count of the paper's MLP at batch 64, so the cooperative figure is a barrier
+# over 49 workgroups. Together they say how much of a step is overhead rather than product.
+timeout 15 $bin bench --layers 4,4,4 --batch-sizes 1 --relax-steps 100 --tile 32x32 \
+    --relax-kernel tiled,cooperative
+timeout 15 $bin bench --layers 4,1536,4,4 --batch-sizes 1 --relax-steps 100 --tile 32x32 \
+    --relax-kernel tiled,cooperative
 mark "bench: every tile shape, tiled and cooperative (JSON)"
 timeout 110 $bin bench --json --batch-sizes 64,1024,4096 --relax-steps 100 \
     --relax-kernel tiled,cooperative --tile 16x16,32x32,64x64,128x64,128x128 > "$out/bench.jsonl"
