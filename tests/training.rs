@@ -381,6 +381,25 @@ fn a_tiny_experiment_writes_its_table_and_plot() {
         "{md}"
     );
     assert!(md.contains("| mnist | ar-current-fprime |"), "{md}");
+    // Against bp on the seeds both finished: seed 1 only, now that bp's seed 2 diverged.
+    let ar = s.iter().find(|r| r.condition == "ar").unwrap();
+    assert_eq!(ar.finals.len(), 2);
+    let (d, n) = ar.paired_difference(bp).unwrap();
+    let seed1 =
+        |r: &arelax::train::experiment::Summary| r.finals.iter().find(|f| f.0 == 1).unwrap().1;
+    assert_eq!((d, n), (seed1(ar) - seed1(bp), 1));
+    let row = |name: &str| {
+        let start = format!("| mnist | {name} |");
+        md.lines()
+            .find(|l| l.starts_with(&start))
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        row("ar").ends_with(&format!("| {:+.2} (1) |", 100.0 * d)),
+        "{md}"
+    );
+    assert!(row("bp").ends_with("| — |"), "{md}");
     let cfg =
         std::fs::read_to_string(out.join("mnist/ar-current-fprime/seed-1/config.toml")).unwrap();
     assert!(cfg.contains("relax_fprime = \"current\""), "{cfg}");

@@ -164,6 +164,28 @@ pub struct Summary {
     pub diverged: usize,
     /// Mean and std of test accuracy per epoch (over runs that reached that epoch).
     pub curve: Vec<(f64, f64)>,
+    /// Final test accuracy of each finished run, by seed.
+    pub finals: Vec<(u64, f64)>,
+}
+
+/// The condition other conditions are compared with, seed by seed, in `results.md`.
+pub const BASELINE: &str = "bp";
+
+impl Summary {
+    /// Mean difference in final test accuracy from `base` over the seeds both finished, and how
+    /// many seeds that is (None if none): the comparison on the same seeds, so the same initial
+    /// weights and batch order.
+    pub fn paired_difference(&self, base: &Summary) -> Option<(f64, usize)> {
+        let d: Vec<f64> = self
+            .finals
+            .iter()
+            .filter_map(|(seed, a)| {
+                let b = base.finals.iter().find(|(s, _)| s == seed)?;
+                Some(a - b.1)
+            })
+            .collect();
+        (!d.is_empty()).then(|| (d.iter().sum::<f64>() / d.len() as f64, d.len()))
+    }
 }
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
@@ -313,6 +335,7 @@ pub fn summarise(exp: &ExperimentConfig, out: &Path) -> Result<Vec<Summary>> {
         for condition in &exp.conditions {
             let cond = condition.name();
             let mut finals = Vec::new();
+            let mut by_seed = Vec::new();
             let mut angles = Vec::new();
             let mut curves: Vec<Vec<EpochMetrics>> = Vec::new();
             let mut diverged = 0;
@@ -321,6 +344,7 @@ pub fn summarise(exp: &ExperimentConfig, out: &Path) -> Result<Vec<Summary>> {
                     Status::Finished(metrics) => {
                         if let Some(last) = metrics.last() {
                             finals.push(last.test_accuracy);
+                            by_seed.push((seed, last.test_accuracy));
                             angles.push(last.grad_angle_deg);
                         }
                         curves.push(metrics);
@@ -352,6 +376,7 @@ pub fn summarise(exp: &ExperimentConfig, out: &Path) -> Result<Vec<Summary>> {
                 grad_angle_mean: mean_std(&angles).0,
                 diverged,
                 curve,
+                finals: by_seed,
             });
         }
     }
@@ -370,17 +395,24 @@ fn pct(v: f64) -> String {
 }
 
 /// `results.md`, `results.csv` and one `accuracy-<dataset>.png` per data set. The tables are the
-/// result: a plot that cannot be drawn (no font) is a warning.
+/// result: a plot that cannot be drawn (no font) is a warning. Where the grid has a [`BASELINE`]
+/// condition, each other condition's final accuracy is also given as its mean difference from
+/// it over the seeds both finished.
 pub fn write_summaries(out: &Path, s: &[Summary], seeds: usize) -> Result<()> {
     let mut md = String::from(
-        "| data set | condition | final test accuracy (%) mean ± std | runs | diverged | mean gradient angle to backprop (°) |\n|---|---|---|---|---|---|\n",
+        "| data set | condition | final test accuracy (%) mean ± std | runs | diverged | mean gradient angle to backprop (°) | vs bp, points (seeds paired) |\n|---|---|---|---|---|---|---|\n",
     );
     let mut csv = String::from(
-        "dataset,condition,runs,diverged,test_accuracy_mean,test_accuracy_std,grad_angle_mean_deg\n",
+        "dataset,condition,runs,diverged,test_accuracy_mean,test_accuracy_std,grad_angle_mean_deg,vs_bp_points,vs_bp_seeds\n",
     );
     for r in s {
+        let vs_bp = s
+            .iter()
+            .find(|b| b.dataset == r.dataset && b.condition == BASELINE)
+            .filter(|_| r.condition != BASELINE)
+            .and_then(|b| r.paired_difference(b));
         md.push_str(&format!(
-            "| {} | {} | {} ± {} | {}/{} | {} | {} |\n",
+            "| {} | {} | {} ± {} | {}/{} | {} | {} | {} |\n",
             r.dataset,
             r.condition,
             pct(r.test_accuracy_mean),
@@ -392,17 +424,24 @@ pub fn write_summaries(out: &Path, s: &[Summary], seeds: usize) -> Result<()> {
                 "—".to_string()
             } else {
                 format!("{:.2}", r.grad_angle_mean)
+            },
+            match vs_bp {
+                Some((d, n)) => format!("{:+.2} ({n})", 100.0 * d),
+                None => "—".to_string(),
             }
         ));
+        let (d, n) = vs_bp.unwrap_or((f64::NAN, 0));
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{}\n",
             r.dataset,
             r.condition,
             r.runs,
             r.diverged,
             r.test_accuracy_mean,
             r.test_accuracy_std,
-            r.grad_angle_mean
+            r.grad_angle_mean,
+            100.0 * d,
+            n
         ));
     }
     write_atomic(&out.join("results.md"), md.as_bytes())?;
