@@ -67,7 +67,9 @@ const FONT_CANDIDATES: &[&str] = &[
     "C:\\Windows\\Fonts\\arial.ttf",
 ];
 
-fn ensure_font() -> Result<()> {
+/// Whether plots can be drawn here (a TrueType font was found), so a long job that ends in a
+/// plot can say so before it starts.
+pub fn ensure_font() -> Result<()> {
     static FONT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     FONT.get_or_init(|| {
         let mut candidates: Vec<PathBuf> = Vec::new();

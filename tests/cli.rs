@@ -482,3 +482,32 @@ fn experiment_command_trains_seeds_side_by_side() {
     assert!(curves.exists());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Output piped into a reader that has already gone (`arelax ... | head -1`) ends the process
+/// the Unix way, without a panic message.
+#[cfg(unix)]
+#[test]
+fn a_closed_output_pipe_is_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let jsonl = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/results/h100-2026-11-27/bench.jsonl"
+    );
+    let mut child = bin()
+        .args(["bench", "--from", jsonl])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the table is printed.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        o.status.signal(),
+        Some(13),
+        "killed by SIGPIPE: {:?}",
+        o.status
+    );
+}

@@ -73,6 +73,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.plot.is_some() {
+        // Before measuring, not after: the figure is part of what was asked for.
+        crate::plot::ensure_font()?;
+    }
     let results = match &args.from {
         Some(path) => show_saved(path, args.json)?,
         None => measure(&args)?,
