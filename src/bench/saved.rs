@@ -49,7 +49,7 @@ fn bp_step_ms(r: &BenchResult) -> f64 {
     r.bp_step_gpu_ms.unwrap_or(r.bp_step_ms).median
 }
 
-/// How a configuration reads in a legend or a table: "tiled 32x32", "cooperative auto",
+/// How a configuration reads in the figure's legend: "tiled 32x32", "cooperative auto",
 /// "resident", then ", rolled loops" and ", 5 replicas" where they apply.
 pub fn configuration(r: &BenchResult) -> String {
     let mut s = match r.relax_kernel.as_str() {
