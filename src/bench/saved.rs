@@ -96,7 +96,7 @@ fn common<T: PartialEq + Clone>(
 }
 
 /// The figure's two panels: ms per AR training step and µs per relaxation step against batch
-/// size (both axes logarithmic), styled by [`look`]. Where the results mix adapters, models or
+/// size (both axes logarithmic), styled by `look`. Where the results mix adapters, models or
 /// step counts, each legend entry names its own.
 pub fn figure(results: &[BenchResult]) -> Vec<Panel> {
     if results.is_empty() {

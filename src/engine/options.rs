@@ -59,7 +59,7 @@ pub struct EngineOptions {
     /// per seed), each with its own parameters and batches. 1 for an ordinary engine.
     pub replicas: usize,
     /// The cooperative relaxation kernel's workgroups per dispatch at most (None: see
-    /// [`cooperative::group_cap`]).
+    /// [`super::cooperative::group_cap`]).
     pub cooperative_groups: Option<usize>,
 }
 
