@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 cargo fmt --all -- --check
 cargo clippy --release --all-targets -- -D warnings
+# The API docs build without broken links (they map the maths to the code too).
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --release --quiet
 # One test thread: every GPU test binary shares one device, and graph-kernel results on lavapipe
 # were once intermittently wrong when several threads used it at once (see the README's Tests).
 cargo test --release -- --test-threads=1
