@@ -178,6 +178,14 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
     let mut needs: Needs = model.needs_replicated(largest, args.replicas);
     needs.timestamps = true;
     let ctx = args.device.open(needs)?;
+    if ctx.info.device_type == wgpu::DeviceType::Cpu {
+        warn_if_slow(
+            &ctx.info.name,
+            &model,
+            largest * args.replicas,
+            args.relax_steps,
+        );
+    }
     let mut opts = BenchOptions {
         model: model.clone(),
         batch_sizes,
@@ -245,6 +253,22 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
         }
     }
     Ok(results)
+}
+
+/// On a CPU adapter the default sizes take hours: say so before starting, with an estimate.
+fn warn_if_slow(adapter: &str, model: &Model, batch: usize, steps: usize) {
+    // lavapipe on 2 cores ran the paper's MLP at about 1.2 GFLOP/s (README, "Measuring on a GPU").
+    const CPU_FLOPS: f64 = 1.0e9;
+    let (fwd, relax, grad) = model.flops(batch);
+    let step_s = (fwd + steps as f64 * relax + grad) / CPU_FLOPS;
+    // Each configuration times about a hundred steps (samples, pipelined rounds, warm-up).
+    if step_s * 100.0 > 600.0 {
+        eprintln!(
+            "note: {adapter} is a CPU adapter: one AR training step at batch {batch} is about \
+             {step_s:.0} s here, and each configuration times about a hundred of them. For a \
+             quick measurement: --batch-sizes 16,64 --relax-steps 20 --samples 5"
+        );
+    }
 }
 
 fn print_columns() {
