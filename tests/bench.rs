@@ -262,6 +262,31 @@ fn bench_results_plot_and_read_back() {
     assert_eq!(rows.len(), 2, "{table}");
     assert!(std::fs::metadata(&redrawn).unwrap().len() > 1000);
 
+    // `--from -` reads standard input (`arelax bench --json | arelax bench --from -`).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_arelax"))
+        .args(["bench", "--from", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&std::fs::read(&jsonl).unwrap()).unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let piped = String::from_utf8(o.stdout).unwrap();
+    let rows = |t: &str| -> Vec<String> {
+        let rows = t.lines().skip(1).filter(|l| !l.starts_with("figure:"));
+        rows.map(String::from).collect()
+    };
+    assert_eq!(
+        rows(&piped),
+        rows(&table),
+        "the same table after the 'from:' line"
+    );
+
     // Measuring options make no sense with --from.
     let o = Command::new(env!("CARGO_BIN_EXE_arelax"))
         .args([

@@ -17,10 +17,14 @@ pub fn number_or_infinity<'de, D: Deserializer<'de>>(d: D) -> std::result::Resul
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
 }
 
-/// Every result in a JSON-lines file, in order; blank lines are skipped. A line that is not a
-/// bench result is an error naming the file and the line.
+/// Every result in a JSON-lines file (`-`: standard input), in order; blank lines are skipped.
+/// A line that is not a bench result is an error naming the file and the line.
 pub fn read_jsonl(path: &Path) -> Result<Vec<BenchResult>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| Error::file(path, e))?
+    } else {
+        std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?
+    };
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

@@ -61,8 +61,9 @@ pub struct Args {
     /// (one line per kernel and tile choice, with backprop's step).
     #[arg(long, value_name = "FILE.png")]
     plot: Option<std::path::PathBuf>,
-    /// Measure nothing: read the results of an earlier `--json` run (JSON lines) and print their
-    /// table (or JSON with --json) and, with --plot, their figure. Needs no GPU.
+    /// Measure nothing: read the results of an earlier `--json` run (JSON lines; `-` reads
+    /// standard input) and print their table (or JSON with --json) and, with --plot, their
+    /// figure. Needs no GPU.
     #[arg(long, value_name = "FILE.jsonl", conflicts_with_all = [
         "layers", "model", "batch_sizes", "relax_steps", "samples", "warmup_ms", "tile",
         "relax_kernel", "cooperative_groups", "replicas", "kernel_times", "adapter",
