@@ -361,6 +361,8 @@ fn every_tile_shape_matches_reference() {
         for l in 0..s.depth() {
             let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
             assert!(e < 1e-4, "{shape}: AR weight grad {l} rel. error {e}");
+            let e = rel_err(&g_gpu.biases[l], &g.biases[l]);
+            assert!(e < 1e-4, "{shape}: AR bias grad {l} rel. error {e}");
         }
 
         let g_gpu = p.engine.bp_gradients().unwrap();
@@ -368,6 +370,34 @@ fn every_tile_shape_matches_reference() {
         for l in 0..s.depth() {
             let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
             assert!(e < 1e-5, "{shape}: backprop weight grad {l} rel. error {e}");
+            let e = rel_err(&g_gpu.biases[l], &g.biases[l]);
+            assert!(e < 1e-5, "{shape}: backprop bias grad {l} rel. error {e}");
+        }
+    }
+}
+
+/// The bias gradient is the weight-gradient product's extra column (`[G | g] = eᵀ [x | 1]`):
+/// with input widths that are multiples of the tile width, that column is alone in its tile
+/// (128 for the 128-wide shapes, 64, 32 and 16 for the others), and must still be right.
+#[test]
+fn bias_gradient_column_alone_in_its_tile() {
+    use arelax::gpu::tile::{TileChoice, TileShape};
+    let s = spec(&[128, 64, 32, 16, 5], Activation::Tanh, Loss::Mse);
+    let b = 21;
+    for shape in TileShape::ALL {
+        let mut opts = EngineOptions::new(b);
+        opts.tile = TileChoice::Fixed(shape);
+        let mut p = problem(&s, opts, Init::FanIn, 47);
+        let w = Params64::from(&p.params);
+        let fwd = cpu::forward(&s, &w, &to64(&p.input), b);
+        let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
+        let g_gpu = p.engine.bp_gradients().unwrap();
+        let g = cpu::gradients(&s, &fwd, &cpu::backprop(&s, &w, &fwd, &out.g), true);
+        for l in 0..s.depth() {
+            let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
+            assert!(e < 1e-5, "{shape}: weight grad {l} rel. error {e}");
+            let e = rel_err(&g_gpu.biases[l], &g.biases[l]);
+            assert!(e < 1e-5, "{shape}: bias grad {l} rel. error {e}");
         }
     }
 }
