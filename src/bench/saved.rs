@@ -99,19 +99,45 @@ fn common<T: PartialEq + Clone>(
     results.iter().all(|r| f(r) == first).then_some(first)
 }
 
+/// A name for the results of one file in a figure that compares several: the file's stem, or
+/// its folder's name when the file is the usual `bench.jsonl` (`results/h100-2026-11-27/`).
+pub fn set_name(path: &Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    match stem.as_deref() {
+        Some("bench") | None => path
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string()),
+        Some(s) => s.to_string(),
+    }
+}
+
 /// The figure's two panels: ms per AR training step and µs per relaxation step against batch
 /// size (both axes logarithmic), styled by `look`. Where the results mix adapters, models or
-/// step counts, each legend entry names its own.
-pub fn figure(results: &[BenchResult]) -> Vec<Panel> {
-    if results.is_empty() {
+/// step counts, each legend entry names its own. Several named sets (files) are compared: each
+/// entry names its set, and the stroke tells the sets apart (solid, dashed, dotted) while the
+/// colour still names the tile choice.
+pub fn figure(sets: &[(String, Vec<BenchResult>)]) -> Vec<Panel> {
+    let tagged: Vec<(usize, &BenchResult)> = sets
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, rs))| rs.iter().map(move |r| (i, r)))
+        .collect();
+    if tagged.is_empty() {
         return Vec::new();
     }
-    let adapter = common(results, |r| r.adapter.clone());
-    let model = common(results, |r| r.model.clone());
-    let steps = common(results, |r| r.relax_steps);
-    // Each line's own context, where the file's results do not share it.
-    let context = |r: &BenchResult| {
+    let all: Vec<BenchResult> = tagged.iter().map(|(_, r)| (*r).clone()).collect();
+    let adapter = common(&all, |r| r.adapter.clone());
+    let model = common(&all, |r| r.model.clone());
+    let steps = common(&all, |r| r.relax_steps);
+    let compare = sets.len() > 1;
+    // Each line's own context, where the results do not share it.
+    let context = |set: usize, r: &BenchResult| {
         let mut parts = Vec::new();
+        if compare {
+            parts.push(sets[set].0.clone());
+        }
         if adapter.is_none() {
             parts.push(r.adapter.clone());
         }
@@ -123,8 +149,8 @@ pub fn figure(results: &[BenchResult]) -> Vec<Panel> {
         }
         parts.join(", ")
     };
-    let with_context = |label: String, r: &BenchResult| {
-        let c = context(r);
+    let with_context = |label: String, set: usize, r: &BenchResult| {
+        let c = context(set, r);
         if c.is_empty() {
             label
         } else {
@@ -132,25 +158,25 @@ pub fn figure(results: &[BenchResult]) -> Vec<Panel> {
         }
     };
 
-    // One line per configuration, in the order the file first names it.
-    let mut lines: Vec<(String, Vec<&BenchResult>)> = Vec::new();
-    for r in results {
-        let label = with_context(configuration(r), r);
+    // One line per configuration, in the order the files first name it.
+    let mut lines: Vec<(String, usize, Vec<&BenchResult>)> = Vec::new();
+    for &(set, r) in &tagged {
+        let label = with_context(configuration(r), set, r);
         match lines.iter_mut().find(|l| l.0 == label) {
-            Some(l) => l.1.push(r),
-            None => lines.push((label, vec![r])),
+            Some(l) => l.2.push(r),
+            None => lines.push((label, set, vec![r])),
         }
     }
     // Backprop's fastest step per batch size, per context.
-    let mut backprop: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for r in results {
-        let label = with_context("backprop (fastest configuration)".into(), r);
+    let mut backprop: Vec<(String, usize, Vec<(f64, f64)>)> = Vec::new();
+    for &(set, r) in &tagged {
+        let label = with_context("backprop (fastest configuration)".into(), set, r);
         let point = (r.batch_size as f64, bp_step_ms(r));
         let line = match backprop.iter_mut().find(|l| l.0 == label) {
-            Some(l) => &mut l.1,
+            Some(l) => &mut l.2,
             None => {
-                backprop.push((label, Vec::new()));
-                &mut backprop.last_mut().expect("just pushed").1
+                backprop.push((label, set, Vec::new()));
+                &mut backprop.last_mut().expect("just pushed").2
             }
         };
         match line.iter_mut().find(|p| p.0 == point.0) {
@@ -158,17 +184,18 @@ pub fn figure(results: &[BenchResult]) -> Vec<Panel> {
             None => line.push(point),
         }
     }
+    let set_stroke = |set: usize| [Stroke::Solid, Stroke::Dashed, Stroke::Dotted][set % 3];
 
     let series = |y: &dyn Fn(&BenchResult) -> f64| -> Vec<Series> {
         lines
             .iter()
-            .map(|(label, rs)| {
+            .map(|(label, set, rs)| {
                 let mut points: Vec<(f64, f64)> =
                     rs.iter().map(|r| (r.batch_size as f64, y(r))).collect();
                 points.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let (stroke, colour) = look(rs[0]);
                 Series {
-                    stroke,
+                    stroke: if compare { set_stroke(*set) } else { stroke },
                     colour: Some(colour),
                     ..Series::line(label.clone(), points)
                 }
@@ -176,18 +203,19 @@ pub fn figure(results: &[BenchResult]) -> Vec<Panel> {
             .collect()
     };
     let mut step = series(&ar_step_ms);
-    step.extend(backprop.into_iter().map(|(label, mut points)| {
+    step.extend(backprop.into_iter().map(|(label, set, mut points)| {
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         Series {
             colour: Some(BACKPROP_COLOUR),
+            stroke: set_stroke(set),
             ..Series::line(label, points)
         }
     }));
     let relax = series(&|r| 1e3 * r.relax_step_ms);
 
-    let timed = if results.iter().all(|r| r.ar_step_gpu_ms.is_some()) {
+    let timed = if all.iter().all(|r| r.ar_step_gpu_ms.is_some()) {
         "GPU timestamps"
-    } else if results.iter().all(|r| r.ar_step_gpu_ms.is_none()) {
+    } else if all.iter().all(|r| r.ar_step_gpu_ms.is_none()) {
         "wall time"
     } else {
         "GPU time where timed, else wall"
@@ -286,7 +314,7 @@ mod tests {
             })
             .collect();
         rs.extend(coop);
-        let panels = figure(&rs);
+        let panels = figure(&[(String::new(), rs)]);
         assert_eq!(panels.len(), 2);
         let step = &panels[0].series;
         let labels: Vec<&str> = step.iter().map(|s| s.label.as_str()).collect();
@@ -313,5 +341,35 @@ mod tests {
         assert!((panels[1].series[0].points[0].1 - 21.06208).abs() < 1e-9);
         assert!(panels.iter().all(|p| p.log_x && p.log_y));
         assert!(panels[0].title.starts_with("NVIDIA H100 80GB HBM3: "));
+    }
+
+    /// Several sets (files) in one figure: each entry names its set, the stroke tells the sets
+    /// apart and the colour still names the tile.
+    #[test]
+    fn sets_are_compared_by_name_and_stroke() {
+        let old = h100();
+        let new: Vec<BenchResult> = old
+            .iter()
+            .map(|r| BenchResult {
+                unrolled: true,
+                ..r.clone()
+            })
+            .collect();
+        let panels = figure(&[("before".into(), old), ("after".into(), new)]);
+        let step = &panels[0].series;
+        assert_eq!(step.len(), 10, "4 + 4 configurations and 2 backprop lines");
+        assert_eq!(step[0].label, "before: tiled 32x32, rolled loops");
+        assert_eq!(step[4].label, "after: tiled 32x32");
+        assert_eq!(
+            (step[0].stroke, step[4].stroke),
+            (Stroke::Solid, Stroke::Dashed)
+        );
+        assert_eq!((step[0].colour, step[4].colour), (Some(1), Some(1)));
+        assert_eq!(step[9].label, "after: backprop (fastest configuration)");
+        assert_eq!(
+            set_name(Path::new("results/h100-2026-11-27/bench.jsonl")),
+            "h100-2026-11-27"
+        );
+        assert_eq!(set_name(Path::new("/tmp/sweep.jsonl")), "sweep");
     }
 }

@@ -61,14 +61,15 @@ pub struct Args {
     /// (one line per kernel and tile choice, with backprop's step).
     #[arg(long, value_name = "FILE.png")]
     plot: Option<std::path::PathBuf>,
-    /// Measure nothing: read the results of an earlier `--json` run (JSON lines; `-` reads
-    /// standard input) and print their table (or JSON with --json) and, with --plot, their
-    /// figure. Needs no GPU.
-    #[arg(long, value_name = "FILE.jsonl", conflicts_with_all = [
+    /// Measure nothing: read the results of earlier `--json` runs (JSON lines; `-` reads
+    /// standard input) and print their tables (or JSON with --json) and, with --plot, their
+    /// figure; several files are compared in one figure, each named by its file (or folder).
+    /// Needs no GPU.
+    #[arg(long, value_name = "FILE.jsonl", num_args = 1.., conflicts_with_all = [
         "layers", "model", "batch_sizes", "relax_steps", "samples", "warmup_ms", "tile",
         "relax_kernel", "cooperative_groups", "replicas", "kernel_times", "adapter",
     ])]
-    from: Option<std::path::PathBuf>,
+    from: Vec<std::path::PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -78,12 +79,17 @@ pub fn run(args: Args) -> Result<()> {
         // Before measuring, not after: the figure is part of what was asked for.
         crate::plot::ensure_font()?;
     }
-    let results = match &args.from {
-        Some(path) => show_saved(path, args.json)?,
-        None => measure(&args)?,
+    let sets = if args.from.is_empty() {
+        vec![(String::new(), measure(&args)?)]
+    } else {
+        let mut sets = Vec::new();
+        for path in &args.from {
+            sets.push((saved::set_name(path), show_saved(path, args.json)?));
+        }
+        sets
     };
     if let Some(png) = &args.plot {
-        let panels = saved::figure(&results);
+        let panels = saved::figure(&sets);
         crate::plot::save_png_with(png, &panels, crate::plot::Legend::SharedBelow)?;
         if !args.json {
             println!("figure: {}", png.display());
