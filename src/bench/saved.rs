@@ -168,15 +168,21 @@ pub fn figure(sets: &[(String, Vec<BenchResult>)]) -> Vec<Panel> {
         }
     }
     // Backprop's fastest step per batch size, per context.
-    let mut backprop: Vec<(String, usize, Vec<(f64, f64)>)> = Vec::new();
+    struct Backprop {
+        label: String,
+        set: usize,
+        points: Vec<(f64, f64)>,
+    }
+    let mut backprop: Vec<Backprop> = Vec::new();
     for &(set, r) in &tagged {
         let label = with_context("backprop (fastest configuration)".into(), set, r);
         let point = (r.batch_size as f64, bp_step_ms(r));
-        let line = match backprop.iter_mut().find(|l| l.0 == label) {
-            Some(l) => &mut l.2,
+        let line = match backprop.iter_mut().find(|l| l.label == label) {
+            Some(l) => &mut l.points,
             None => {
-                backprop.push((label, set, Vec::new()));
-                &mut backprop.last_mut().expect("just pushed").2
+                let points = Vec::new();
+                backprop.push(Backprop { label, set, points });
+                &mut backprop.last_mut().expect("just pushed").points
             }
         };
         match line.iter_mut().find(|p| p.0 == point.0) {
@@ -203,12 +209,12 @@ pub fn figure(sets: &[(String, Vec<BenchResult>)]) -> Vec<Panel> {
             .collect()
     };
     let mut step = series(&ar_step_ms);
-    step.extend(backprop.into_iter().map(|(label, set, mut points)| {
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    step.extend(backprop.into_iter().map(|mut b| {
+        b.points.sort_by(|a, b| a.0.total_cmp(&b.0));
         Series {
             colour: Some(BACKPROP_COLOUR),
-            stroke: set_stroke(set),
-            ..Series::line(label, points)
+            stroke: set_stroke(b.set),
+            ..Series::line(b.label, b.points)
         }
     }));
     let relax = series(&|r| 1e3 * r.relax_step_ms);
