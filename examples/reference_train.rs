@@ -118,14 +118,21 @@ fn run() -> Result<(), String> {
     for epoch in 0..a.epochs {
         let t0 = Instant::now();
         let (mut loss, mut correct) = (0.0, 0usize);
-        for chunk in arelax::train::epoch_order(a.seed, epoch, n).chunks(a.batch) {
+        for (batch, chunk) in arelax::train::epoch_order(a.seed, epoch, n)
+            .chunks(a.batch)
+            .enumerate()
+        {
             let idx: Vec<usize> = chunk.iter().map(|&i| i as usize).collect();
             let (x, y) = data::one_hot_batch(&ds.train, &idx);
             let f = gref::forward(&g, &w, &widen(&x), idx.len());
             let out = gref::output_error(&g, &f, &widen(&y), Reduction::Sum);
             let batch_loss: f64 = out.loss.iter().sum();
             if !batch_loss.is_finite() {
-                return Err(format!("diverged in epoch {}", epoch + 1));
+                return Err(format!(
+                    "diverged in epoch {} at batch {} (the loss is not finite)",
+                    epoch + 1,
+                    batch + 1
+                ));
             }
             loss += batch_loss;
             correct += out.correct.iter().filter(|&&c| c).count();
