@@ -9,8 +9,9 @@
 #
 # Order of priority: the CNN experiment (three seeds side by side, resuming from results/; about
 # 200 s are left for the rest), then the throughput benchmark (a relaxation step's floor on
-# near-empty models, the cooperative relaxation kernel against the tiled one over every tile shape, the tiled sweep again with the register loops
-# rolled to measure the unrolling, the CNN per kernel), one timed epoch with each kernel and the
+# near-empty models, the cooperative relaxation kernel against the tiled one over every tile
+# shape, the tiled sweep again with the register loops rolled to measure the unrolling, the CNN
+# per kernel), one timed epoch with each kernel and the
 # gradient check; last, the residual example's experiment with the time that is left. Each step
 # has its own timeout, and the log marks the seconds used.
 # What comes back in $OUT (at most 8 files):

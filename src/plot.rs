@@ -31,6 +31,17 @@ pub enum Stroke {
     Dotted,
 }
 
+impl Stroke {
+    /// Dash and gap lengths in pixels; None for a solid line.
+    fn dashes(self) -> Option<(u32, u32)> {
+        match self {
+            Stroke::Solid => None,
+            Stroke::Dashed => Some((7, 4)),
+            Stroke::Dotted => Some((2, 3)),
+        }
+    }
+}
+
 impl Series {
     /// A solid line in the series' own colour, without a band.
     pub fn line(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
@@ -50,7 +61,7 @@ pub struct Panel {
     pub title: String,
     pub x_label: String,
     pub y_label: String,
-    /// A logarithmic x axis (base 2, ticked at the data's x values: batch sizes).
+    /// A logarithmic x axis, ticked at the data's x values (batch sizes, say).
     pub log_x: bool,
     pub log_y: bool,
     pub series: Vec<Series>,
@@ -179,7 +190,7 @@ where
                 .draw()
                 .map_err(|e| e.to_string())?;
             for (i, s) in panel.series.iter().enumerate() {
-                let color = COLORS[s.colour.unwrap_or(i) % COLORS.len()];
+                let color = colour_of(s, i);
                 if let Some(band) = &s.band {
                     let upper = s.points.iter().zip(band).map(|(p, b)| (p.0, b.1));
                     let lower = s.points.iter().zip(band).rev().map(|(p, b)| (p.0, b.0));
@@ -188,19 +199,9 @@ where
                         .draw_series(std::iter::once(Polygon::new(poly, color.mix(0.2).filled())))
                         .map_err(|e| e.to_string())?;
                 }
-                let pts: Vec<(f64, f64)> = s
-                    .points
-                    .iter()
-                    .copied()
-                    .filter(|p| p.1.is_finite() && (!panel.log_y || p.1 > 0.0))
-                    .collect();
+                let pts = drawable(panel, s);
                 let style = color.stroke_width(2);
-                let dashes = match s.stroke {
-                    Stroke::Solid => None,
-                    Stroke::Dashed => Some((7, 4)),
-                    Stroke::Dotted => Some((2, 3)),
-                };
-                if let Some((size, gap)) = dashes {
+                if let Some((size, gap)) = s.stroke.dashes() {
                     chart
                         .draw_series(DashedLineSeries::new(pts.clone(), size, gap, style))
                         .map_err(|e| e.to_string())?
@@ -262,6 +263,17 @@ where
     Ok(())
 }
 
+/// A series' colour: its own palette entry, else the one of its position in the panel.
+fn colour_of(s: &Series, position: usize) -> RGBColor {
+    COLORS[s.colour.unwrap_or(position) % COLORS.len()]
+}
+
+/// The points of a series that can be drawn: finite, and positive on a logarithmic y axis.
+fn drawable(panel: &Panel, s: &Series) -> Vec<(f64, f64)> {
+    let ok = |y: f64| y.is_finite() && (!panel.log_y || y > 0.0);
+    s.points.iter().copied().filter(|p| ok(p.1)).collect()
+}
+
 /// The distinct x values of a panel's points, ascending (the ticks of a logarithmic x axis).
 fn x_values(panel: &Panel) -> Vec<f64> {
     let mut xs: Vec<f64> = panel
@@ -309,10 +321,8 @@ fn legend_corner(panel: &Panel, (x0, x1, y0, y1): (f64, f64, f64, f64)) -> Serie
     // Points along every line (eight per segment), in the plot area's unit square.
     let mut at: Vec<(f64, f64)> = Vec::new();
     for s in &panel.series {
-        let pts: Vec<(f64, f64)> = s
-            .points
-            .iter()
-            .filter(|p| p.1.is_finite() && (!panel.log_y || p.1 > 0.0))
+        let pts: Vec<(f64, f64)> = drawable(panel, s)
+            .into_iter()
             .map(|p| {
                 (
                     scale(p.0, x0, x1, panel.log_x),
@@ -421,10 +431,9 @@ pub fn save_png_with(path: &Path, panels: &[Panel], legend: Legend) -> Result<()
             let y = 8 + (i as i32 % rows) * LEGEND_ROW + LEGEND_ROW / 2;
             let style = colour.stroke_width(2);
             let line = vec![(x, y), (x + 28, y)];
-            match stroke {
-                Stroke::Solid => below.draw(&PathElement::new(line, style)),
-                Stroke::Dashed => below.draw(&DashedPathElement::new(line, 7, 4, style)),
-                Stroke::Dotted => below.draw(&DashedPathElement::new(line, 2, 3, style)),
+            match stroke.dashes() {
+                None => below.draw(&PathElement::new(line, style)),
+                Some((size, gap)) => below.draw(&DashedPathElement::new(line, size, gap, style)),
             }
             .map_err(|e| e.to_string())?;
             below
@@ -451,8 +460,7 @@ fn legend_entries(panels: &[Panel]) -> Vec<(String, RGBColor, Stroke)> {
     for panel in panels {
         for (i, s) in panel.series.iter().enumerate() {
             if !out.iter().any(|e| e.0 == s.label) {
-                let colour = COLORS[s.colour.unwrap_or(i) % COLORS.len()];
-                out.push((s.label.clone(), colour, s.stroke));
+                out.push((s.label.clone(), colour_of(s, i), s.stroke));
             }
         }
     }

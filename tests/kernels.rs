@@ -14,6 +14,16 @@ use common::*;
 const ODD: [usize; 4] = [70, 67, 33, 5];
 const ODD_BATCH: usize = 66;
 
+/// Every layer's weight and bias gradient within `tol` (relative error) of the CPU twin's.
+fn assert_grads_close(gpu: &Params, cpu: &Params64, tol: f64, what: &str) {
+    for l in 0..gpu.weights.len() {
+        let e = rel_err(&gpu.weights[l], &cpu.weights[l]);
+        assert!(e < tol, "{what}: weight grad {l} rel. error {e}");
+        let e = rel_err(&gpu.biases[l], &cpu.biases[l]);
+        assert!(e < tol, "{what}: bias grad {l} rel. error {e}");
+    }
+}
+
 fn encode(
     engine: &mut arelax::engine::Engine,
     f: impl FnOnce(&mut arelax::engine::Engine, &mut wgpu::CommandEncoder),
@@ -130,18 +140,7 @@ fn local_gradients_match_reference() {
             r = cpu::relax_step(&s, &w, &fwd, &r, 0.1, true);
         }
         let g = cpu::gradients(&s, &fwd, &r, update_derivative);
-        for l in 0..s.depth() {
-            let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
-            assert!(
-                e < 1e-4,
-                "deriv={update_derivative}: weight grad {l} rel. error {e}"
-            );
-            let e = rel_err(&g_gpu.biases[l], &g.biases[l]);
-            assert!(
-                e < 1e-4,
-                "deriv={update_derivative}: bias grad {l} rel. error {e}"
-            );
-        }
+        assert_grads_close(&g_gpu, &g, 1e-4, &format!("deriv={update_derivative}"));
     }
 }
 
@@ -158,12 +157,7 @@ fn gpu_backprop_matches_cpu_backprop() {
         let fwd = cpu::forward(&s, &w, &to64(&p.input), ODD_BATCH);
         let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
         let g = cpu::gradients(&s, &fwd, &cpu::backprop(&s, &w, &fwd, &out.g), true);
-        for l in 0..s.depth() {
-            let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
-            assert!(e < 1e-5, "{act}/{loss}: weight grad {l} rel. error {e}");
-            let e = rel_err(&g_gpu.biases[l], &g.biases[l]);
-            assert!(e < 1e-5, "{act}/{loss}: bias grad {l} rel. error {e}");
-        }
+        assert_grads_close(&g_gpu, &g, 1e-5, &format!("{act}/{loss}"));
     }
 }
 
@@ -311,18 +305,8 @@ fn no_frozen_forward_pass_options_match_the_reference() {
             x[1..s.depth()].clone_from_slice(&r[1..s.depth()]);
         }
         let g = cpu::gradients_from(&s, &x, &fp, 7, &r, true);
-        for l in 0..s.depth() {
-            let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
-            assert!(
-                e < 1e-4,
-                "({relax_cur}, {update_cur}, {relaxed_input}): grad {l} rel. error {e}"
-            );
-            let e = rel_err(&g_gpu.biases[l], &g.biases[l]);
-            assert!(
-                e < 1e-4,
-                "({relax_cur}, {update_cur}, {relaxed_input}): bias {l} rel. error {e}"
-            );
-        }
+        let what = format!("({relax_cur}, {update_cur}, {relaxed_input})");
+        assert_grads_close(&g_gpu, &g, 1e-4, &what);
     }
 }
 
@@ -358,21 +342,11 @@ fn every_tile_shape_matches_reference() {
         }
         let fp = cpu::current_derivatives(&s, &w, &fwd, &r);
         let g = cpu::gradients_from(&s, &fwd.x, &fp, b, &r, true);
-        for l in 0..s.depth() {
-            let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
-            assert!(e < 1e-4, "{shape}: AR weight grad {l} rel. error {e}");
-            let e = rel_err(&g_gpu.biases[l], &g.biases[l]);
-            assert!(e < 1e-4, "{shape}: AR bias grad {l} rel. error {e}");
-        }
+        assert_grads_close(&g_gpu, &g, 1e-4, &format!("{shape}: AR"));
 
         let g_gpu = p.engine.bp_gradients().unwrap();
         let g = cpu::gradients(&s, &fwd, &cpu::backprop(&s, &w, &fwd, &out.g), true);
-        for l in 0..s.depth() {
-            let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
-            assert!(e < 1e-5, "{shape}: backprop weight grad {l} rel. error {e}");
-            let e = rel_err(&g_gpu.biases[l], &g.biases[l]);
-            assert!(e < 1e-5, "{shape}: backprop bias grad {l} rel. error {e}");
-        }
+        assert_grads_close(&g_gpu, &g, 1e-5, &format!("{shape}: backprop"));
     }
 }
 
@@ -393,12 +367,7 @@ fn bias_gradient_column_alone_in_its_tile() {
         let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
         let g_gpu = p.engine.bp_gradients().unwrap();
         let g = cpu::gradients(&s, &fwd, &cpu::backprop(&s, &w, &fwd, &out.g), true);
-        for l in 0..s.depth() {
-            let e = rel_err(&g_gpu.weights[l], &g.weights[l]);
-            assert!(e < 1e-5, "{shape}: weight grad {l} rel. error {e}");
-            let e = rel_err(&g_gpu.biases[l], &g.biases[l]);
-            assert!(e < 1e-5, "{shape}: bias grad {l} rel. error {e}");
-        }
+        assert_grads_close(&g_gpu, &g, 1e-5, &shape.to_string());
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer};
 
 use super::BenchResult;
+use crate::gpu::tile::TileShape;
 use crate::plot::{Panel, Series, Stroke};
 use crate::{Error, Result};
 
@@ -72,10 +73,14 @@ pub fn configuration(r: &BenchResult) -> String {
 /// A line's look: its colour names the tile choice, its stroke the kernel (solid tiled, dashed
 /// cooperative or resident) or rolled loops (dotted), so one shape's variants share a colour.
 fn look(r: &BenchResult) -> (Stroke, usize) {
-    const TILES: [&str; 6] = ["16x16", "32x32", "64x64", "128x64", "128x128", "auto"];
-    let colour = match r.relax_kernel.as_str() {
-        "resident" => 6,
-        _ => TILES.iter().position(|t| *t == r.tile_choice).unwrap_or(8),
+    // Palette entries 0-4 are the shapes, smallest first; 5 auto, 6 resident, 7 backprop.
+    let shape = TileShape::ALL
+        .iter()
+        .position(|t| t.to_string() == r.tile_choice);
+    let colour = match (r.relax_kernel.as_str(), r.tile_choice.as_str()) {
+        ("resident", _) => 6,
+        (_, "auto") => 5,
+        _ => shape.unwrap_or(8),
     };
     let stroke = if !r.unrolled {
         Stroke::Dotted
@@ -92,10 +97,10 @@ const BACKPROP_COLOUR: usize = 7;
 
 /// What a set of results has in common, or None where they differ.
 fn common<T: PartialEq + Clone>(
-    results: &[BenchResult],
+    results: &[&BenchResult],
     f: impl Fn(&BenchResult) -> T,
 ) -> Option<T> {
-    let first = f(&results[0]);
+    let first = f(results[0]);
     results.iter().all(|r| f(r) == first).then_some(first)
 }
 
@@ -127,7 +132,7 @@ pub fn figure(sets: &[(String, Vec<BenchResult>)]) -> Vec<Panel> {
     if tagged.is_empty() {
         return Vec::new();
     }
-    let all: Vec<BenchResult> = tagged.iter().map(|(_, r)| (*r).clone()).collect();
+    let all: Vec<&BenchResult> = tagged.iter().map(|&(_, r)| r).collect();
     let adapter = common(&all, |r| r.adapter.clone());
     let model = common(&all, |r| r.model.clone());
     let steps = common(&all, |r| r.relax_steps);
@@ -230,23 +235,25 @@ pub fn figure(sets: &[(String, Vec<BenchResult>)]) -> Vec<Panel> {
     let t = steps
         .map(|t| format!(" ({t} relaxation steps)"))
         .unwrap_or_default();
+    let panel = |title: String, unit: &str, series| Panel {
+        title,
+        x_label: "batch size".into(),
+        y_label: format!("{unit} ({timed})"),
+        log_x: true,
+        log_y: true,
+        series,
+    };
     vec![
-        Panel {
-            title: format!("{on}AR training step{t}"),
-            x_label: "batch size".into(),
-            y_label: format!("ms per training step ({timed})"),
-            log_x: true,
-            log_y: true,
-            series: step,
-        },
-        Panel {
-            title: format!("{on}one relaxation step, all layers"),
-            x_label: "batch size".into(),
-            y_label: format!("µs per relaxation step ({timed})"),
-            log_x: true,
-            log_y: true,
-            series: relax,
-        },
+        panel(
+            format!("{on}AR training step{t}"),
+            "ms per training step",
+            step,
+        ),
+        panel(
+            format!("{on}one relaxation step, all layers"),
+            "µs per relaxation step",
+            relax,
+        ),
     ]
 }
 

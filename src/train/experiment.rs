@@ -335,7 +335,6 @@ pub fn summarise(exp: &ExperimentConfig, out: &Path) -> Result<Vec<Summary>> {
         for condition in &exp.conditions {
             let cond = condition.name();
             let mut finals = Vec::new();
-            let mut by_seed = Vec::new();
             let mut angles = Vec::new();
             let mut curves: Vec<Vec<EpochMetrics>> = Vec::new();
             let mut diverged = 0;
@@ -343,8 +342,7 @@ pub fn summarise(exp: &ExperimentConfig, out: &Path) -> Result<Vec<Summary>> {
                 match run_dir::status(&run_path(out, ds, &cond, seed))? {
                     Status::Finished(metrics) => {
                         if let Some(last) = metrics.last() {
-                            finals.push(last.test_accuracy);
-                            by_seed.push((seed, last.test_accuracy));
+                            finals.push((seed, last.test_accuracy));
                             angles.push(last.grad_angle_deg);
                         }
                         curves.push(metrics);
@@ -356,7 +354,8 @@ pub fn summarise(exp: &ExperimentConfig, out: &Path) -> Result<Vec<Summary>> {
                     Status::Partial(_) | Status::Pending => {}
                 }
             }
-            let (m, s) = mean_std(&finals);
+            let accuracies: Vec<f64> = finals.iter().map(|f| f.1).collect();
+            let (m, s) = mean_std(&accuracies);
             let epochs = curves.iter().map(|c| c.len()).max().unwrap_or(0);
             let curve = (0..epochs)
                 .map(|e| {
@@ -376,7 +375,7 @@ pub fn summarise(exp: &ExperimentConfig, out: &Path) -> Result<Vec<Summary>> {
                 grad_angle_mean: mean_std(&angles).0,
                 diverged,
                 curve,
-                finals: by_seed,
+                finals,
             });
         }
     }

@@ -233,33 +233,30 @@ impl GraphEngine {
             )
         };
         let k = &kernels;
+        // A node's forward step covers its entries for every replica, from table entry `first`.
+        let node_pass = |first: usize| {
+            let count = opts.replicas;
+            pass(
+                Section {
+                    first,
+                    count,
+                    groups: 0,
+                },
+                0.0,
+                0,
+            )
+        };
         let forward_binds = plan
             .forward
             .iter()
             .map(|step| match *step {
                 Step::Dense(i) => {
-                    let un = pass(
-                        Section {
-                            first: i,
-                            count: opts.replicas,
-                            groups: 0,
-                        },
-                        0.0,
-                        0,
-                    );
+                    let un = node_pass(i);
                     k.dense_forward
                         .bind(d, &[&un, &bufs.dense, &bufs.params, &bufs.x, &bufs.fprime])
                 }
                 Step::Table(kind, i) => {
-                    let un = pass(
-                        Section {
-                            first: i,
-                            count: opts.replicas,
-                            groups: 0,
-                        },
-                        0.0,
-                        0,
-                    );
+                    let un = node_pass(i);
                     match kind {
                         KernelKind::Conv => k
                             .conv_forward
