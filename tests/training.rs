@@ -357,6 +357,7 @@ fn a_tiny_experiment_writes_its_table_and_plot() {
     // Past its time limit, an invocation starts nothing and says how many runs are left.
     let past = Limits {
         deadline: Some(std::time::Instant::now()),
+        ..Limits::default()
     };
     let (s, left) = run(ctx(), &exp, &path, &out, past, &mut |_| {}).unwrap();
     assert_eq!(left, 6);

@@ -21,6 +21,10 @@ pub struct Args {
     /// the same command later continues the grid (runs go seed group by seed group).
     #[arg(long, value_name = "MINUTES")]
     time_limit: Option<f64>,
+    /// Start no run that would end after this many minutes, judged by the longest run (or seed
+    /// group) so far; the first always starts. For a fixed time slot, such as a borrowed GPU.
+    #[arg(long, value_name = "MINUTES")]
+    end_by: Option<f64>,
     /// Train this many seeds of a condition side by side, as replicas of one engine (overrides
     /// the file's `parallel_seeds`; runs with a fixed step count only: with `relax_tol` they go
     /// one by one).
@@ -67,16 +71,9 @@ pub fn run(args: Args) -> Result<()> {
         out.display(),
         exp.parallel_seeds()
     );
-    let limits = match args.time_limit {
-        Some(m) if m.is_finite() && m >= 0.0 => Limits {
-            deadline: Some(Instant::now() + Duration::from_secs_f64(m * 60.0)),
-        },
-        Some(m) => {
-            return Err(Error::Config(format!(
-                "--time-limit {m}: give a number of minutes, 0 or more"
-            )));
-        }
-        None => Limits::default(),
+    let limits = Limits {
+        deadline: minutes_from_now("--time-limit", args.time_limit)?,
+        end_by: minutes_from_now("--end-by", args.end_by)?,
     };
     let (summaries, left) = experiment::run(ctx, &exp, &args.config, &out, limits, &mut |line| {
         println!("{line}")
@@ -105,4 +102,17 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The instant `minutes` from now, if given.
+fn minutes_from_now(flag: &str, minutes: Option<f64>) -> Result<Option<Instant>> {
+    match minutes {
+        Some(m) if m.is_finite() && m >= 0.0 => {
+            Ok(Some(Instant::now() + Duration::from_secs_f64(m * 60.0)))
+        }
+        Some(m) => Err(Error::Config(format!(
+            "{flag} {m}: give a number of minutes, 0 or more"
+        ))),
+        None => Ok(None),
+    }
 }

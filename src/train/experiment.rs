@@ -208,6 +208,21 @@ pub struct Limits {
     /// Start no run after this instant (a started run finishes; the rest wait for the next
     /// invocation, which resumes the grid).
     pub deadline: Option<Instant>,
+    /// Start no run that would end after this instant, judged by the longest run (or seed group)
+    /// of this invocation so far; the first one always starts.
+    pub end_by: Option<Instant>,
+}
+
+impl Limits {
+    /// Whether a run may start at `now`, the longest so far having taken `longest`.
+    pub fn may_start(&self, now: Instant, longest: Option<std::time::Duration>) -> bool {
+        let before_deadline = self.deadline.is_none_or(|d| now < d);
+        let ends_in_time = match (self.end_by, longest) {
+            (Some(end), Some(l)) => now + l <= end,
+            _ => true,
+        };
+        before_deadline && ends_in_time
+    }
 }
 
 /// Whether runs of `cfg` can train side by side as replicas of one engine (adaptive relaxation
@@ -229,6 +244,7 @@ pub fn run(
     progress: &mut dyn FnMut(&str),
 ) -> Result<(Vec<Summary>, usize)> {
     let mut left = 0;
+    let mut longest = None;
     // Within a seed group, condition by condition (both data sets of the first condition, the
     // paper's AR, come first).
     for seeds in exp.seeds.chunks(exp.parallel_seeds()) {
@@ -262,13 +278,15 @@ pub fn run(
                     }
                 }
                 for (mode, runs) in batches {
-                    if limits.deadline.is_some_and(|d| Instant::now() >= d) {
+                    if !limits.may_start(Instant::now(), longest) {
                         left += runs.len();
                         continue;
                     }
                     let started = Instant::now();
                     let results = super::run_seeds(ctx.clone(), &cfg, &runs, mode, &mut Quiet)?;
-                    let secs = started.elapsed().as_secs_f64();
+                    let took = started.elapsed();
+                    longest = longest.max(Some(took));
+                    let secs = took.as_secs_f64();
                     for ((seed, dir), result) in runs.iter().zip(results) {
                         match result {
                             Ok(r) => {
@@ -489,4 +507,31 @@ pub fn write_summaries(out: &Path, s: &[Summary], seeds: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Limits;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_run_starts_only_if_the_longest_so_far_would_end_in_time() {
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        let end_by = Limits {
+            end_by: Some(now + s(100)),
+            ..Limits::default()
+        };
+        assert!(end_by.may_start(now, None), "the first run has no estimate");
+        assert!(end_by.may_start(now, Some(s(100))));
+        assert!(!end_by.may_start(now, Some(s(101))));
+        assert!(!end_by.may_start(now + s(60), Some(s(50))));
+        let deadline = Limits {
+            deadline: Some(now + s(10)),
+            ..Limits::default()
+        };
+        assert!(deadline.may_start(now, Some(s(1000))));
+        assert!(!deadline.may_start(now + s(10), None));
+        assert!(Limits::default().may_start(now, Some(s(1 << 20))));
+    }
 }
