@@ -2,7 +2,8 @@
 # Files what one `scripts/gpu-check.sh` call on a device machine returned.
 #
 # Usage:  scripts/gpu-unpack.sh FILES_AT NAME
-#   FILES_AT  the folder the device tool copied $OUT to (log.txt, bench.jsonl, runs.tgz)
+#   FILES_AT  the folder the device tool copied $OUT to (log.txt, bench.jsonl,
+#             bench-tiles.jsonl, runs.tgz)
 #   NAME      the results folder for this session's log and bench, e.g. h100-2026-11-28
 #
 # The log and the bench JSON go to results/NAME/; the CNN and residual experiments' run
@@ -15,7 +16,7 @@ from=${1:?usage: scripts/gpu-unpack.sh FILES_AT NAME}
 name=${2:?usage: scripts/gpu-unpack.sh FILES_AT NAME}
 root=$(git rev-parse --show-toplevel)
 mkdir -p "$root/results/$name"
-for f in log.txt bench.jsonl; do
+for f in log.txt bench.jsonl bench-tiles.jsonl; do
     if [ -f "$from/$f" ]; then cp "$from/$f" "$root/results/$name/"; fi
 done
 if [ -f "$from/runs.tgz" ]; then
@@ -34,7 +35,9 @@ for e in cnn-mnist residual-mlp; do
     if [ -f "$root/results/$e/results.md" ]; then cat "$root/results/$e/results.md"; fi
 done
 # The bench sweep at a glance (every configuration's table rows), and its figure beside the JSON.
-if [ -f "$root/results/$name/bench.jsonl" ]; then
-    (cd "$root" && cargo run --release --quiet -- bench --from "results/$name/bench.jsonl" \
-        --plot "results/$name/bench.png")
-fi
+for b in bench bench-tiles; do
+    if [ -f "$root/results/$name/$b.jsonl" ]; then
+        (cd "$root" && cargo run --release --quiet -- bench --from "results/$name/$b.jsonl" \
+            --plot "results/$name/$b.png")
+    fi
+done
