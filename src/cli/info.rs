@@ -5,7 +5,7 @@ use clap::Args as ClapArgs;
 use super::common::DeviceArgs;
 use crate::Result;
 use crate::gpu::context::list_adapters;
-use crate::gpu::tile::{TARGET_GROUPS, TileChoice};
+use crate::gpu::tile::{FEW_GROUPS, TARGET_GROUPS, TileChoice};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -48,7 +48,7 @@ pub fn run(args: Args) -> Result<()> {
     let tiles = match TileChoice::Auto.for_adapter(i.device_type) {
         TileChoice::Fixed(s) => format!("{s} throughout (a CPU adapter)"),
         TileChoice::Auto => format!(
-            "per dispatch, the largest shape giving {TARGET_GROUPS} workgroups (GPU adapter)"
+            "per dispatch, the largest shape giving {TARGET_GROUPS} workgroups, else 32x32, or 16x16 where 32x32 gives under {FEW_GROUPS} (GPU adapter)"
         ),
     };
     println!("  tile shapes (auto): {tiles}");

@@ -25,8 +25,8 @@ pub struct TileShape {
 
 impl TileShape {
     /// 16 groups of 16 threads split K: a step's serial chain of K slices is half that of 32x32
-    /// and the dispatch has 4 times the workgroups. For measuring (`--tile 16x16`) only: the
-    /// automatic choice does not use it until a GPU shows it pays.
+    /// and the dispatch has 4 times the workgroups. The automatic choice takes it only where
+    /// 32x32 leaves most of the GPU idle (see [`FEW_GROUPS`]).
     pub const T16: Self = Self::new(16, 16, 4, 4, 4, 16);
     /// The most workgroups of the automatic choice, for small batches: 4 groups of 64 threads
     /// split K, so a step's serial chain of K slices is 4 times shorter.
@@ -40,7 +40,7 @@ impl TileShape {
 
     /// Every shape we compile, smallest first.
     pub const ALL: [Self; 5] = [Self::T16, Self::T32, Self::T64, Self::T128X64, Self::T128];
-    /// The shapes the automatic choice picks from (those measured on an H100), smallest first.
+    /// The shapes the automatic choice picks from when there are enough tiles, smallest first.
     pub const AUTO: [Self; 4] = [Self::T32, Self::T64, Self::T128X64, Self::T128];
 
     const fn new(tm: u32, tn: u32, rm: u32, rn: u32, kt: u32, ks: u32) -> Self {
@@ -140,6 +140,13 @@ pub enum TileChoice {
 /// 29 / 41 / 72 / 175 µs at 1024 and 105 / 67 / 94 / 324 µs at 4096; a target of 128
 /// workgroups picked 32x32, 64x64 and 128x128 there, this one picks the fastest each time.
 pub const TARGET_GROUPS: u32 = 512;
+/// Below this many 32x32 workgroups, 16x16 tiles (split 16 ways along K) are used instead. On an
+/// H100 (paper MLP, `results/h100-2026-11-27b/bench-tiles.jsonl`) 16x16 against 32x32 took
+/// 13.2 against 21.1 µs per relaxation step at batch 64 (49 tiles of 32x32) and 0.055 against
+/// 0.081 ms for the forward pass, but 68.7 against 28.8 µs per step at batch 1024 (768 tiles),
+/// and for the weight gradients (394 tiles at any batch) 0.022 against 0.013 ms at batch 64 and
+/// 0.50 against 0.36 ms at 4096.
+pub const FEW_GROUPS: u32 = 128;
 
 impl TileChoice {
     /// The choice for an adapter: on a CPU adapter (lavapipe) `Auto` means the largest tile,
@@ -154,18 +161,22 @@ impl TileChoice {
     }
 
     /// The shape for one dispatch covering the `m × n` outputs in `products`: the largest tile
-    /// that still yields [`TARGET_GROUPS`] workgroups, else the smallest (the most parallelism).
+    /// that still yields [`TARGET_GROUPS`] workgroups, else 32x32, or 16x16 where even 32x32
+    /// yields fewer than [`FEW_GROUPS`] (the most parallelism).
     pub fn pick(&self, products: &[(usize, usize)]) -> TileShape {
         if let Self::Fixed(s) = self {
             return *s;
         }
         let groups = |s: &TileShape| -> u32 { products.iter().map(|&(m, n)| s.tiles(m, n)).sum() };
+        if groups(&TileShape::T32) < FEW_GROUPS {
+            return TileShape::T16;
+        }
         TileShape::AUTO
             .iter()
             .rev()
             .find(|s| groups(s) >= TARGET_GROUPS)
             .copied()
-            .unwrap_or(TileShape::AUTO[0])
+            .unwrap_or(TileShape::T32)
     }
 }
 
@@ -222,8 +233,10 @@ mod tests {
     #[test]
     fn table_prefers_parallelism_for_small_batches() {
         let relax = |b| vec![(b, 300), (b, 300), (b, 100)];
-        assert_eq!(TileChoice::Auto.pick(&relax(64)), TileShape::T32);
-        // 16x16 would give 720 workgroups here, but is not measured yet.
+        // 49 tiles of 32x32.
+        assert_eq!(TileChoice::Auto.pick(&relax(64)), TileShape::T16);
+        assert_eq!(TileChoice::Auto.pick(&relax(128)), TileShape::T16);
+        // 192 tiles of 32x32.
         assert_eq!(TileChoice::Auto.pick(&relax(256)), TileShape::T32);
         assert_eq!(TileChoice::Auto.pick(&relax(1024)), TileShape::T32);
         assert_eq!(TileChoice::Auto.pick(&relax(4096)), TileShape::T64);
