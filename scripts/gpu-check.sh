@@ -3,9 +3,10 @@
 # "Measuring on a GPU").
 #
 # Prepare here:  scripts/gpu-prepare.sh
-# Run there:     bash scripts/gpu-check.sh [SECONDS] [all|experiments]   (carrying .gl, .bin and
+# Run there:     bash scripts/gpu-check.sh [SECONDS] [all|experiments|tiles]   (carrying .gl, .bin and
 #                .data; default budget 540 s, which leaves a 600 s command limit some slack;
-#                `experiments` skips most benches, for a second call)
+#                `experiments` skips most benches, for a second call; `tiles` sweeps the
+#                named tile shapes against full specs only)
 #
 # Order: the short benches first (the paper's MLP with the tiled and the cooperative kernel at
 # the automatic tile, a relaxation step's floor, the CNN per kernel kind, one timed epoch with
@@ -77,6 +78,20 @@ sweep() {
             --relax-steps 100 --tile 32x32,64x64,128x128 >> "$out/bench-tiles.jsonl"
     fi
 }
+
+# Tile shapes beyond the named ones (full specs, TMxTN-rRMxRN-kKT-sKS; tests/kernels.rs holds
+# each to the CPU reference): register blocks, K-slice depths and K splits around the shapes
+# `auto` uses.
+specs=16x16-r4x4-k4-s8,32x32-r4x4-k16-s2,32x32-r4x4-k16-s1,32x32-r8x4-k8-s4,64x32-r4x4-k16-s2
+specs=$specs,64x64-r4x4-k24-s1,64x64-r8x4-k16-s1,64x64-r8x8-k16-s1
+if [ "$mode" = tiles ]; then
+    mark "bench: the named shapes auto uses against the full specs (JSON)"
+    timeout $(( $(left) - 5 )) $bin bench --json --batch-sizes 64,1024,4096 --relax-steps 100 \
+        --tile "16x16,32x32,64x64,$specs" >> "$out/bench-tiles.jsonl"
+    $bin bench --from "$out/bench-tiles.jsonl"
+    mark "done"
+    exit 0
+fi
 
 if [ "$mode" = experiments ]; then
     mark "bench: the paper's MLP, automatic tiles (JSON, then its table)"

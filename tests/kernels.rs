@@ -315,10 +315,36 @@ fn no_frozen_forward_pass_options_match_the_reference() {
 /// tiles of even the largest shape and are multiples of none.
 #[test]
 fn every_tile_shape_matches_reference() {
-    use arelax::gpu::tile::{TileChoice, TileShape};
+    for shape in arelax::gpu::tile::TileShape::ALL {
+        tile_shape_matches_reference(shape);
+    }
+}
+
+/// The shapes `scripts/gpu-check.sh` sweeps beside the named ones (`--tile` full specs): the
+/// same check, so whatever a GPU measures is also right.
+const SWEPT_SPECS: [&str; 8] = [
+    "16x16-r4x4-k4-s8",
+    "32x32-r4x4-k16-s2",
+    "32x32-r4x4-k16-s1",
+    "32x32-r8x4-k8-s4",
+    "64x32-r4x4-k16-s2",
+    "64x64-r4x4-k24-s1",
+    "64x64-r8x4-k16-s1",
+    "64x64-r8x8-k16-s1",
+];
+
+#[test]
+fn swept_tile_specs_match_reference() {
+    for spec in SWEPT_SPECS {
+        tile_shape_matches_reference(spec.parse().unwrap());
+    }
+}
+
+fn tile_shape_matches_reference(shape: arelax::gpu::tile::TileShape) {
+    use arelax::gpu::tile::TileChoice;
     let s = spec(&[150, 131, 67, 5], Activation::Tanh, Loss::Mse);
     let b = 133;
-    for shape in TileShape::ALL {
+    {
         let mut opts = EngineOptions::new(b);
         opts.tile = TileChoice::Fixed(shape);
         opts.relax_fprime_current = true;

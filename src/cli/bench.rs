@@ -34,7 +34,9 @@ pub struct Args {
     #[arg(long, default_value_t = 200)]
     warmup_ms: u64,
     /// Tile shapes of the matrix products: auto (the size table) or a shape (16x16, 32x32, 64x64,
-    /// 128x64, 128x128) forced on every product; a comma-separated list measures each.
+    /// 128x64, 128x128, or any TMxTN-rRMxRN-kKT-sKS: tile, a thread's block, K slice and K
+    /// groups, e.g. 64x64-r4x4-k16-s1) forced on every product; a comma-separated list measures
+    /// each.
     #[arg(long, default_value = "auto")]
     tile: String,
     /// How the relaxation is dispatched: tiled (one dispatch per step), resident (several steps

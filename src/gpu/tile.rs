@@ -102,9 +102,81 @@ impl TileShape {
     }
 }
 
+impl TileShape {
+    /// Whether the shape can be compiled within WebGPU's default limits: at most 256 threads (a
+    /// power of two, for the workgroup reductions), 16 KiB of workgroup memory, register blocks
+    /// of whole `vec4` chunks, a whole number of staged elements per thread, and room for the
+    /// split-K partial tiles.
+    pub fn check(&self) -> Result<(), String> {
+        let s = self;
+        let fail = |why: &str| Err(format!("tile shape {s}: {why}"));
+        if [s.tm, s.tn, s.rm, s.rn, s.kt, s.ks].contains(&0) {
+            return fail("every size must be positive");
+        }
+        if s.rm % 4 != 0 || s.rn % 4 != 0 {
+            return fail("a thread's block must be whole 4x4 chunks");
+        }
+        if s.tm % s.rm != 0 || s.tn % s.rn != 0 {
+            return fail("the thread blocks must tile the output tile");
+        }
+        if !s.ks.is_power_of_two() || !s.threads().is_power_of_two() || s.threads() > 256 {
+            return fail("threads (per K group × K groups) must be a power of two, at most 256");
+        }
+        if s.workgroup_bytes() > 16384 {
+            return fail(&format!(
+                "{} bytes of workgroup memory, over 16 KiB",
+                s.workgroup_bytes()
+            ));
+        }
+        if (s.tm * s.kt) % s.group_threads() != 0 || (s.tn * s.kt) % s.group_threads() != 0 {
+            return fail("each thread must stage a whole number of elements of each operand");
+        }
+        // Split-K partial tiles are summed pairwise through the staging memory: half of the
+        // groups park a whole tile each in tile_a's slots, then tile_b's.
+        if s.ks > 1 {
+            let tile = s.tm * s.tn;
+            let slots = s.ks * (s.tm + 4) * s.kt / tile + s.ks * (s.tn + 4) * s.kt / tile;
+            if slots < s.ks / 2 {
+                return fail("too little staging memory to add the split-K partial tiles");
+            }
+        }
+        Ok(())
+    }
+
+    /// The full description, `TMxTN-rRMxRN-kKT-sKS`, which `--tile` also accepts.
+    pub fn spec(&self) -> String {
+        format!(
+            "{}x{}-r{}x{}-k{}-s{}",
+            self.tm, self.tn, self.rm, self.rn, self.kt, self.ks
+        )
+    }
+
+    fn parse_spec(s: &str) -> Option<Self> {
+        let pair = |p: &str| -> Option<(u32, u32)> {
+            let (a, b) = p.split_once('x')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        };
+        let mut parts = s.split('-');
+        let (tm, tn) = pair(parts.next()?)?;
+        let (rm, rn) = pair(parts.next()?.strip_prefix('r')?)?;
+        let kt = parts.next()?.strip_prefix('k')?.parse().ok()?;
+        let ks = parts.next()?.strip_prefix('s')?.parse().ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Self::new(tm, tn, rm, rn, kt, ks))
+    }
+}
+
+/// A shape of [`TileShape::ALL`] is named by its tile (`64x64`); any other by its full
+/// [`TileShape::spec`].
 impl fmt::Display for TileShape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}x{}", self.tm, self.tn)
+        if Self::ALL.contains(self) {
+            write!(f, "{}x{}", self.tm, self.tn)
+        } else {
+            write!(f, "{}", self.spec())
+        }
     }
 }
 
@@ -112,13 +184,22 @@ impl FromStr for TileShape {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim().to_lowercase();
-        Self::ALL
+        if let Some(named) = Self::ALL
             .into_iter()
             .find(|t| t.to_string() == s || (t.tm == t.tn && t.tm.to_string() == s))
-            .ok_or_else(|| {
-                let names: Vec<String> = Self::ALL.iter().map(|t| t.to_string()).collect();
-                format!("unknown tile shape '{s}' (one of {})", names.join(", "))
-            })
+        {
+            return Ok(named);
+        }
+        if let Some(shape) = Self::parse_spec(&s) {
+            shape.check()?;
+            return Ok(shape);
+        }
+        let names: Vec<String> = Self::ALL.iter().map(|t| t.to_string()).collect();
+        Err(format!(
+            "unknown tile shape '{s}' (one of {}, or any TMxTN-rRMxRN-kKT-sKS such as {})",
+            names.join(", "),
+            Self::T64.spec()
+        ))
     }
 }
 
@@ -207,26 +288,33 @@ mod tests {
     #[test]
     fn shapes_fit_webgpu_defaults() {
         for s in TileShape::ALL {
-            assert!(s.threads() <= 256, "{s}");
-            assert!(s.workgroup_bytes() <= 16384, "{s}: {}", s.workgroup_bytes());
-            assert_eq!(s.rm % 4, 0);
-            assert_eq!(s.rn % 4, 0);
-            // Every thread stages a whole number of elements of each operand.
-            assert_eq!((s.tm * s.kt) % s.group_threads(), 0, "{s}");
-            assert_eq!((s.tn * s.kt) % s.group_threads(), 0, "{s}");
-            // Split-K partial tiles are summed pairwise through the staging memory: half of the
-            // groups park a whole tile each in tile_a's slots, then tile_b's.
-            if s.ks > 1 {
-                assert!(s.ks.is_power_of_two(), "{s}");
-                let tile = s.tm * s.tn;
-                let slots = s.ks * (s.tm + 4) * s.kt / tile + s.ks * (s.tn + 4) * s.kt / tile;
-                assert!(
-                    slots >= s.ks / 2,
-                    "{s}: {slots} slots for {} tiles",
-                    s.ks / 2
-                );
-            }
-            assert!(s.threads().is_power_of_two(), "{s}: the reduction halves");
+            assert_eq!(s.check(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn full_specs_parse_and_are_checked() {
+        for s in TileShape::ALL {
+            assert_eq!(s.spec().parse::<TileShape>(), Ok(s));
+        }
+        let custom: TileShape = "64x64-r8x4-k16-s1".parse().unwrap();
+        assert_eq!(custom, TileShape::new(64, 64, 8, 4, 16, 1));
+        assert_eq!(custom.to_string(), "64x64-r8x4-k16-s1");
+        assert_eq!(custom.to_string().parse::<TileShape>(), Ok(custom));
+        for (bad, why) in [
+            ("64x64-r4x4-k32-s1", "workgroup memory"),
+            ("64x64-r4x4-k16-s2", "power of two"),
+            ("64x64-r6x4-k16-s1", "4x4 chunks"),
+            ("64x64-r4x4-k16-s3", "power of two"),
+            ("64x64-r4x4-k0-s1", "positive"),
+            ("64x64-r4x4-k1-s1", "whole number"),
+        ] {
+            let e = bad.parse::<TileShape>().unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        for junk in ["64x64-r4x4-k16", "64x64-r4x4-k16-s1-x", "64y64", "sixty"] {
+            let e = junk.parse::<TileShape>().unwrap_err();
+            assert!(e.contains("unknown tile shape"), "{junk}: {e}");
         }
     }
 
