@@ -113,10 +113,10 @@ impl TileShape {
         if [s.tm, s.tn, s.rm, s.rn, s.kt, s.ks].contains(&0) {
             return fail("every size must be positive");
         }
-        if s.rm % 4 != 0 || s.rn % 4 != 0 {
+        if !s.rm.is_multiple_of(4) || !s.rn.is_multiple_of(4) {
             return fail("a thread's block must be whole 4x4 chunks");
         }
-        if s.tm % s.rm != 0 || s.tn % s.rn != 0 {
+        if !s.tm.is_multiple_of(s.rm) || !s.tn.is_multiple_of(s.rn) {
             return fail("the thread blocks must tile the output tile");
         }
         if !s.ks.is_power_of_two() || !s.threads().is_power_of_two() || s.threads() > 256 {
@@ -128,7 +128,8 @@ impl TileShape {
                 s.workgroup_bytes()
             ));
         }
-        if (s.tm * s.kt) % s.group_threads() != 0 || (s.tn * s.kt) % s.group_threads() != 0 {
+        let staged = s.group_threads();
+        if !(s.tm * s.kt).is_multiple_of(staged) || !(s.tn * s.kt).is_multiple_of(staged) {
             return fail("each thread must stage a whole number of elements of each operand");
         }
         // Split-K partial tiles are summed pairwise through the staging memory: half of the
