@@ -63,3 +63,44 @@ fn a_lost_device_is_an_error() {
     eprintln!("lost: {err}");
     assert!(err.to_string().contains("GPU"), "{err}");
 }
+
+/// A tile shape beyond WebGPU's defaults needs a device opened for it: without that, building an
+/// engine names the shortfall; with it, the engine builds; beyond the adapter, opening fails
+/// with the limit's name.
+#[test]
+fn wide_tile_shapes_need_a_device_opened_for_them() {
+    use arelax::engine::{Engine, EngineOptions};
+    use arelax::gpu::Needs;
+    use arelax::gpu::tile::{TileChoice, TileShape};
+    use arelax::model::{Activation, Loss, ModelSpec};
+    use std::sync::Arc;
+    let spec = ModelSpec::new(vec![8, 6, 4], Activation::Tanh, Loss::Mse).unwrap();
+    let wide: TileShape = "32x32-r4x4-k8-s8".parse().unwrap();
+    let mut opts = EngineOptions::new(4);
+    opts.tile = TileChoice::Fixed(wide);
+
+    let plain = Arc::new(fresh());
+    let err = Engine::new(plain, &spec, opts.clone())
+        .err()
+        .expect("an error");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("512 invocations") && msg.contains("32x32-r4x4-k8-s8"),
+        "{msg}"
+    );
+
+    let needs = Needs::default().with_tiles(opts.tile);
+    let opened = GpuContext::new(&AdapterRequest::default(), needs).expect("an adapter");
+    assert!(opened.limits.max_compute_invocations_per_workgroup >= 512);
+    Engine::new(Arc::new(opened), &spec, opts).expect("the engine builds");
+
+    let too_much = Needs {
+        workgroup_bytes: 1 << 30,
+        ..Needs::default()
+    };
+    let msg = GpuContext::new(&AdapterRequest::default(), too_much)
+        .err()
+        .expect("an error")
+        .to_string();
+    assert!(msg.contains("bytes of workgroup memory"), "{msg}");
+}

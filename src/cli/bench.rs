@@ -186,6 +186,9 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
     let largest = *batch_sizes.iter().max().expect("non-empty");
     let mut needs: Needs = model.needs_replicated(largest, args.replicas);
     needs.timestamps = true;
+    for &tile in &tiles {
+        needs = needs.with_tiles(tile);
+    }
     let ctx = args.device.open(needs)?;
     if ctx.info.device_type == wgpu::DeviceType::Cpu {
         warn_if_slow(

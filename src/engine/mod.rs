@@ -186,7 +186,7 @@ pub fn needs(spec: &ModelSpec, batch: usize, replicas: usize) -> Needs {
     Needs {
         max_binding_bytes: bytes,
         max_buffer_bytes: bytes,
-        timestamps: false,
+        ..Needs::default()
     }
 }
 
@@ -250,6 +250,7 @@ pub(crate) fn check_replica(replica: usize, replicas: usize) -> Result<()> {
 impl Engine {
     pub fn new(ctx: Arc<GpuContext>, spec: &ModelSpec, opts: EngineOptions) -> Result<Self> {
         check_options(&opts)?;
+        ctx.check_tiles(opts.tile)?;
         let layout = Layout::replicated(spec, opts.batch, opts.replicas);
         let limit = ctx.limits.max_storage_buffer_binding_size;
         if layout.max_buffer_bytes() > limit {

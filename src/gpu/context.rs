@@ -25,6 +25,20 @@ pub struct Needs {
     pub max_buffer_bytes: u64,
     /// Ask for timestamp queries when the adapter has them (benchmarks).
     pub timestamps: bool,
+    /// Invocations per workgroup and workgroup memory (bytes) beyond WebGPU's defaults (256 and
+    /// 16 KiB), for forced tile shapes; 0 means the defaults.
+    pub workgroup_threads: u32,
+    pub workgroup_bytes: u32,
+}
+
+impl Needs {
+    /// These needs, raised to what `tile` asks of a workgroup.
+    pub fn with_tiles(mut self, tile: crate::gpu::tile::TileChoice) -> Self {
+        let (threads, bytes) = tile.workgroup_needs();
+        self.workgroup_threads = self.workgroup_threads.max(threads);
+        self.workgroup_bytes = self.workgroup_bytes.max(bytes);
+        self
+    }
 }
 
 pub struct GpuContext {
@@ -134,6 +148,36 @@ impl GpuContext {
             .max_buffer_size
             .max(needs.max_buffer_bytes)
             .max(limits.max_storage_buffer_binding_size);
+        let threads_offered = have
+            .max_compute_invocations_per_workgroup
+            .min(have.max_compute_workgroup_size_x);
+        for (what, need, has) in [
+            (
+                "invocations per workgroup",
+                needs.workgroup_threads,
+                threads_offered,
+            ),
+            (
+                "bytes of workgroup memory",
+                needs.workgroup_bytes,
+                have.max_compute_workgroup_storage_size,
+            ),
+        ] {
+            if need > has {
+                return Err(Error::Gpu(format!(
+                    "adapter '{}' allows {has} {what} but the tile shape needs {need}; choose a \
+                     smaller --tile",
+                    info.name
+                )));
+            }
+        }
+        if needs.workgroup_threads > limits.max_compute_invocations_per_workgroup {
+            limits.max_compute_invocations_per_workgroup = needs.workgroup_threads;
+            limits.max_compute_workgroup_size_x = needs.workgroup_threads;
+        }
+        limits.max_compute_workgroup_storage_size = limits
+            .max_compute_workgroup_storage_size
+            .max(needs.workgroup_bytes);
         // Keep requests within what the adapter offers (some mobile/CPU adapters are below defaults).
         let limits = clamp_limits(limits, &have);
         let timestamps =
@@ -282,6 +326,25 @@ impl GpuContext {
         Ok(bytemuck::cast_slice(&bytes).to_vec())
     }
 
+    /// Whether the device was opened with the limits a tile choice needs (see
+    /// [`Needs::with_tiles`]): a clear error instead of wgpu's validation failure.
+    pub fn check_tiles(&self, tile: crate::gpu::tile::TileChoice) -> Result<()> {
+        let (threads, bytes) = tile.workgroup_needs();
+        let have_threads = self
+            .limits
+            .max_compute_invocations_per_workgroup
+            .min(self.limits.max_compute_workgroup_size_x);
+        let have_bytes = self.limits.max_compute_workgroup_storage_size;
+        if threads > have_threads || bytes > have_bytes {
+            return Err(Error::Gpu(format!(
+                "tile shape {tile} needs {threads} invocations and {bytes} bytes of workgroup \
+                 memory per workgroup; the device was opened with {have_threads} and \
+                 {have_bytes} (open it with Needs::with_tiles)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Reads `count` u32 values starting at element `offset` of `src`.
     pub fn read_u32(&self, src: &wgpu::Buffer, offset: u64, count: u64) -> Result<Vec<u32>> {
         let bytes = self.read_bytes(src, offset * 4, count * 4)?;
@@ -302,6 +365,9 @@ fn clamp_limits(want: wgpu::Limits, have: &wgpu::Limits) -> wgpu::Limits {
     l.max_compute_invocations_per_workgroup = l
         .max_compute_invocations_per_workgroup
         .min(have.max_compute_invocations_per_workgroup);
+    l.max_compute_workgroup_size_x = l
+        .max_compute_workgroup_size_x
+        .min(have.max_compute_workgroup_size_x);
     l.max_compute_workgroups_per_dimension = l
         .max_compute_workgroups_per_dimension
         .min(have.max_compute_workgroups_per_dimension);

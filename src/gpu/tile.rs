@@ -103,10 +103,11 @@ impl TileShape {
 }
 
 impl TileShape {
-    /// Whether the shape can be compiled within WebGPU's default limits: at most 256 threads (a
-    /// power of two, for the workgroup reductions), 16 KiB of workgroup memory, register blocks
-    /// of whole `vec4` chunks, a whole number of staged elements per thread, and room for the
-    /// split-K partial tiles.
+    /// Whether the shape can be compiled: at most [`MAX_THREADS`] threads (a power of two, for
+    /// the workgroup reductions) and [`MAX_BYTES`] of workgroup memory, register blocks of whole
+    /// `vec4` chunks, a whole number of staged elements per thread, and room for the split-K
+    /// partial tiles. Beyond WebGPU's defaults ([`TileShape::fits_defaults`]) the device must
+    /// also offer the limits (checked when an engine is built).
     pub fn check(&self) -> Result<(), String> {
         let s = self;
         let fail = |why: &str| Err(format!("tile shape {s}: {why}"));
@@ -119,13 +120,16 @@ impl TileShape {
         if !s.tm.is_multiple_of(s.rm) || !s.tn.is_multiple_of(s.rn) {
             return fail("the thread blocks must tile the output tile");
         }
-        if !s.ks.is_power_of_two() || !s.threads().is_power_of_two() || s.threads() > 256 {
-            return fail("threads (per K group × K groups) must be a power of two, at most 256");
-        }
-        if s.workgroup_bytes() > 16384 {
+        if !s.ks.is_power_of_two() || !s.threads().is_power_of_two() || s.threads() > MAX_THREADS {
             return fail(&format!(
-                "{} bytes of workgroup memory, over 16 KiB",
-                s.workgroup_bytes()
+                "threads (per K group × K groups) must be a power of two, at most {MAX_THREADS}"
+            ));
+        }
+        if s.workgroup_bytes() > MAX_BYTES {
+            return fail(&format!(
+                "{} bytes of workgroup memory, over {} KiB",
+                s.workgroup_bytes(),
+                MAX_BYTES >> 10
             ));
         }
         let staged = s.group_threads();
@@ -142,6 +146,12 @@ impl TileShape {
             }
         }
         Ok(())
+    }
+
+    /// Whether the shape stays inside WebGPU's default limits (256 invocations, 16 KiB of
+    /// workgroup memory), so that any adapter runs it.
+    pub fn fits_defaults(&self) -> bool {
+        self.threads() <= DEFAULT_THREADS && self.workgroup_bytes() <= DEFAULT_BYTES
     }
 
     /// The full description, `TMxTN-rRMxRN-kKT-sKS`, which `--tile` also accepts.
@@ -168,6 +178,14 @@ impl TileShape {
         Some(Self::new(tm, tn, rm, rn, kt, ks))
     }
 }
+
+/// WebGPU's default limits on a compute workgroup: invocations, and workgroup memory in bytes.
+pub const DEFAULT_THREADS: u32 = 256;
+pub const DEFAULT_BYTES: u32 = 16384;
+/// The most a shape may ask for, where the adapter offers it (Vulkan's usual 1024 invocations; 48
+/// KiB of workgroup memory on NVIDIA, 32 KiB on lavapipe and many others).
+pub const MAX_THREADS: u32 = 1024;
+pub const MAX_BYTES: u32 = 49152;
 
 /// A shape of [`TileShape::ALL`] is named by its tile (`64x64`); any other by its full
 /// [`TileShape::spec`].
@@ -262,6 +280,17 @@ impl TileChoice {
     }
 }
 
+impl TileChoice {
+    /// Invocations and workgroup memory (bytes) a workgroup of this choice may need: a forced
+    /// shape's own, else WebGPU's defaults (every shape `Auto` picks fits them).
+    pub fn workgroup_needs(&self) -> (u32, u32) {
+        match self {
+            Self::Fixed(s) => (s.threads(), s.workgroup_bytes()),
+            Self::Auto => (DEFAULT_THREADS, DEFAULT_BYTES),
+        }
+    }
+}
+
 impl FromStr for TileChoice {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -290,6 +319,7 @@ mod tests {
     fn shapes_fit_webgpu_defaults() {
         for s in TileShape::ALL {
             assert_eq!(s.check(), Ok(()));
+            assert!(s.fits_defaults(), "{s}");
         }
     }
 
@@ -302,9 +332,17 @@ mod tests {
         assert_eq!(custom, TileShape::new(64, 64, 8, 4, 16, 1));
         assert_eq!(custom.to_string(), "64x64-r8x4-k16-s1");
         assert_eq!(custom.to_string().parse::<TileShape>(), Ok(custom));
+        // Beyond WebGPU's defaults, where an adapter offers it.
+        let wide: TileShape = "32x32-r4x4-k8-s8".parse().unwrap();
+        assert_eq!((wide.threads(), wide.fits_defaults()), (512, false));
+        assert_eq!(
+            TileChoice::Fixed(wide).workgroup_needs(),
+            (512, wide.workgroup_bytes())
+        );
+        assert_eq!(TileChoice::Auto.workgroup_needs(), (256, 16384));
         for (bad, why) in [
-            ("64x64-r4x4-k32-s1", "workgroup memory"),
-            ("64x64-r4x4-k16-s2", "power of two"),
+            ("128x128-r8x8-k32-s1", "workgroup memory"),
+            ("64x64-r4x4-k16-s8", "power of two"),
             ("64x64-r6x4-k16-s1", "4x4 chunks"),
             ("64x64-r4x4-k16-s3", "power of two"),
             ("64x64-r4x4-k0-s1", "positive"),

@@ -20,6 +20,9 @@ pub fn new_ctx() -> GpuContext {
         max_binding_bytes: 16 << 20,
         max_buffer_bytes: 16 << 20,
         timestamps: false,
+        // Room for the wider tile specs the kernel tests force (lavapipe offers 1024 and 32 KiB).
+        workgroup_threads: 512,
+        workgroup_bytes: 32768,
     };
     GpuContext::new(&AdapterRequest::default(), needs)
         .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))

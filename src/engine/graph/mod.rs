@@ -165,6 +165,7 @@ pub struct GraphEngine {
 impl GraphEngine {
     pub fn new(ctx: Arc<GpuContext>, graph: &Graph, opts: EngineOptions) -> Result<Self> {
         super::check_options(&opts)?;
+        ctx.check_tiles(opts.tile)?;
         if opts.relax_tol.is_some()
             || opts.sweep
             || opts.relax_fprime_current

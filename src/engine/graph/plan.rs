@@ -451,6 +451,6 @@ pub fn needs(g: &Graph, batch: usize, replicas: usize) -> Needs {
     Needs {
         max_binding_bytes: bytes,
         max_buffer_bytes: bytes,
-        timestamps: false,
+        ..Needs::default()
     }
 }
