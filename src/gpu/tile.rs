@@ -341,7 +341,7 @@ mod tests {
         );
         assert_eq!(TileChoice::Auto.workgroup_needs(), (256, 16384));
         for (bad, why) in [
-            ("128x128-r8x8-k32-s1", "workgroup memory"),
+            ("128x128-r8x8-k64-s1", "workgroup memory"),
             ("64x64-r4x4-k16-s8", "power of two"),
             ("64x64-r6x4-k16-s1", "4x4 chunks"),
             ("64x64-r4x4-k16-s3", "power of two"),
