@@ -493,15 +493,16 @@ fn a_closed_output_pipe_is_not_a_panic() {
         env!("CARGO_MANIFEST_DIR"),
         "/results/h100-2026-11-27/bench.jsonl"
     );
-    let mut child = bin()
+    // The read end is closed before the process starts, so its first write meets a closed pipe
+    // (closing it after the spawn raced with the output and sometimes lost).
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = bin()
         .args(["bench", "--from", jsonl])
-        .stdout(std::process::Stdio::piped())
+        .stdout(writer)
         .stderr(std::process::Stdio::piped())
-        .spawn()
+        .output()
         .unwrap();
-    // Close the read end before the table is printed.
-    drop(child.stdout.take());
-    let o = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(
