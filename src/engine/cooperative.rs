@@ -100,7 +100,7 @@ impl Cooperative {
         }
         let groups = tiles.min(cap as u32).max(1);
         let kernel = Kernel::new(
-            device,
+            ctx,
             &shader::module_with(ctx, "relax_cooperative.wgsl", shape),
             "relax_cooperative",
             &[

@@ -243,17 +243,12 @@ impl DeviceSplit {
         let gm = shader::module(ctx, "gather.wgsl");
         let am = shader::module(ctx, "accumulate.wgsl");
         let gather = Kernel::new(
-            device,
+            ctx,
             &gm,
             "gather",
             &[DynamicUniform, Read, Read, Read, ReadWrite, ReadWrite],
         );
-        let accumulate = Kernel::new(
-            device,
-            &am,
-            "accumulate",
-            &[DynamicUniform, Read, ReadWrite],
-        );
+        let accumulate = Kernel::new(ctx, &am, "accumulate", &[DynamicUniform, Read, ReadWrite]);
         let [x, target, stats] = engine.batch_buffers();
         let gather_bind = gather.bind_windowed(
             device,

@@ -80,7 +80,6 @@ struct Kernels {
 impl Kernels {
     fn new(ctx: &GpuContext, shapes: &Shapes) -> Self {
         use Slot::*;
-        let device = &ctx.device;
         let check = shader::module(ctx, "relax_check.wgsl");
         let loss = shader::module(ctx, "loss.wgsl");
         let sgd = shader::module(ctx, "sgd.wgsl");
@@ -100,7 +99,7 @@ impl Kernels {
                 &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite],
                 &shapes.relax_shapes(),
             ),
-            relax_check: Kernel::new(device, &check, "relax_check", &[Uniform, ReadWrite]),
+            relax_check: Kernel::new(ctx, &check, "relax_check", &[Uniform, ReadWrite]),
             param_grad: TiledKernel::new(
                 ctx,
                 "grad.wgsl",
@@ -109,12 +108,12 @@ impl Kernels {
                 &[shapes.grad],
             ),
             loss: Kernel::new(
-                device,
+                ctx,
                 &loss,
                 "output_error",
                 &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
             ),
-            sgd: Kernel::new(device, &sgd, "sgd", &[Uniform, Read, ReadWrite]),
+            sgd: Kernel::new(ctx, &sgd, "sgd", &[Uniform, Read, ReadWrite]),
         }
     }
 }

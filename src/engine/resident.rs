@@ -123,7 +123,7 @@ impl Resident {
         let device = &ctx.device;
         let table = StepTable::new(ctx, "resident relax passes");
         let kernel = Kernel::new(
-            device,
+            ctx,
             &shader::module(ctx, "relax_resident.wgsl"),
             "relax_resident",
             &[

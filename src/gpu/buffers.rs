@@ -95,23 +95,24 @@ pub fn bind_layout(device: &wgpu::Device, label: &str, slots: &[Slot]) -> wgpu::
 
 impl Kernel {
     pub fn new(
-        device: &wgpu::Device,
+        ctx: &GpuContext,
         module: &wgpu::ShaderModule,
         entry: &'static str,
         slots: &[Slot],
     ) -> Self {
-        let layout = bind_layout(device, entry, slots);
-        Self::with_layout(device, module, entry, layout)
+        let layout = bind_layout(&ctx.device, entry, slots);
+        Self::with_layout(ctx, module, entry, layout)
     }
 
     /// A pipeline for `entry` using an existing bind group layout (shared by tile variants, so
     /// one bind group serves them all).
     pub fn with_layout(
-        device: &wgpu::Device,
+        ctx: &GpuContext,
         module: &wgpu::ShaderModule,
         entry: &'static str,
         layout: wgpu::BindGroupLayout,
     ) -> Self {
+        let device = &ctx.device;
         let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(entry),
             bind_group_layouts: &[Some(&layout)],
@@ -122,7 +123,12 @@ impl Kernel {
             layout: Some(&pl),
             module,
             entry_point: Some(entry),
-            compilation_options: Default::default(),
+            // Every kernel writes its workgroup memory before reading it, so the zeroing wgpu
+            // adds at the start of each workgroup is skipped, except with the shader checks on.
+            compilation_options: wgpu::PipelineCompilationOptions {
+                zero_initialize_workgroup_memory: ctx.shader_checks,
+                ..Default::default()
+            },
             cache: None,
         });
         Self {
@@ -190,10 +196,7 @@ impl TiledKernel {
         for &s in shapes {
             if variants.iter().all(|(v, _)| *v != s) {
                 let module = shader::module_with(ctx, file, s);
-                variants.push((
-                    s,
-                    Kernel::with_layout(device, &module, entry, layout.clone()),
-                ));
+                variants.push((s, Kernel::with_layout(ctx, &module, entry, layout.clone())));
             }
         }
         Self {

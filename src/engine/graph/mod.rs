@@ -66,7 +66,6 @@ struct Kernels {
 impl Kernels {
     fn new(ctx: &GpuContext, shapes: &GraphShapes) -> Self {
         use Slot::*;
-        let d = &ctx.device;
         let m = |name: &str| shader::module(ctx, name);
         let six = [Uniform, Read, Read, Read, Read, ReadWrite];
         Self {
@@ -78,39 +77,39 @@ impl Kernels {
                 &shapes.forward,
             ),
             conv_forward: Kernel::new(
-                d,
+                ctx,
                 &m("conv_forward.wgsl"),
                 "conv_forward",
                 &[Uniform, Read, Read, ReadWrite, ReadWrite],
             ),
             pool_forward: Kernel::new(
-                d,
+                ctx,
                 &m("pool_forward.wgsl"),
                 "pool_forward",
                 &[Uniform, Read, ReadWrite, ReadWrite],
             ),
             join_forward: Kernel::new(
-                d,
+                ctx,
                 &m("join_forward.wgsl"),
                 "join_forward",
                 &[Uniform, Read, ReadWrite],
             ),
             loss: Kernel::new(
-                d,
+                ctx,
                 &m("loss.wgsl"),
                 "output_error",
                 &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
             ),
             dense_vjp: TiledKernel::new(ctx, "dense_vjp.wgsl", "dense_vjp", &six, &[shapes.vjp]),
             combine: Kernel::new(
-                d,
+                ctx,
                 &m("combine.wgsl"),
                 "combine",
                 &[Uniform, Read, Read, Read, ReadWrite, Read, Read, Read],
             ),
             dense_grad: TiledKernel::new(ctx, "grad.wgsl", "param_grad", &six, &[shapes.grad]),
-            conv_grad: Kernel::new(d, &m("conv_grad.wgsl"), "conv_grad", &six),
-            sgd: Kernel::new(d, &m("sgd.wgsl"), "sgd", &[Uniform, Read, ReadWrite]),
+            conv_grad: Kernel::new(ctx, &m("conv_grad.wgsl"), "conv_grad", &six),
+            sgd: Kernel::new(ctx, &m("sgd.wgsl"), "sgd", &[Uniform, Read, ReadWrite]),
         }
     }
 }
