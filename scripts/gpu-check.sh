@@ -85,7 +85,7 @@ sweep() {
 specs=16x16-r4x4-k4-s8,32x32-r4x4-k16-s2,32x32-r4x4-k16-s1,32x32-r8x4-k8-s4,64x32-r4x4-k16-s2
 specs=$specs,64x64-r4x4-k24-s1,64x64-r8x4-k16-s1,64x64-r8x8-k16-s1
 # 512 threads, beyond WebGPU's defaults (the H100 offers 1024): more threads per tile won above.
-specs=$specs,16x16-r4x4-k4-s32,32x32-r4x4-k8-s8
+specs=$specs,16x16-r4x4-k4-s32,32x32-r4x4-k8-s8,64x64-r4x4-k16-s2
 if [ "$mode" = tiles ]; then
     mark "bench: the named shapes auto uses against the full specs (JSON)"
     timeout $(( $(left) - 5 )) $bin bench --json --batch-sizes 64,1024,4096 --relax-steps 100 \

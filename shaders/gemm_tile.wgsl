@@ -43,23 +43,26 @@ struct Tile {
     k: u32,
 }
 
-// Partial-tile slots for the split-K reduction: TILE_VECS vec4s each, in tile_a then tile_b.
+// The split-K reduction parks partial tiles of TILE_VECS vec4s in the staging memory, read as
+// one address space: tile_a, then tile_b (so a slot may span both).
 const TILE_VECS: u32 = TM * TN / 4u;
-const SLOTS_A: u32 = (KS * SA * KT / 4u) / TILE_VECS;
+const LEN_A: u32 = KS * SA * KT / 4u;
 
 fn park(slot: u32, v: u32, x: vec4<f32>) {
-    if (slot < SLOTS_A) {
-        tile_a[slot * TILE_VECS + v] = x;
+    let g = slot * TILE_VECS + v;
+    if (g < LEN_A) {
+        tile_a[g] = x;
     } else {
-        tile_b[(slot - SLOTS_A) * TILE_VECS + v] = x;
+        tile_b[g - LEN_A] = x;
     }
 }
 
 fn parked(slot: u32, v: u32) -> vec4<f32> {
-    if (slot < SLOTS_A) {
-        return tile_a[slot * TILE_VECS + v];
+    let g = slot * TILE_VECS + v;
+    if (g < LEN_A) {
+        return tile_a[g];
     }
-    return tile_b[(slot - SLOTS_A) * TILE_VECS + v];
+    return tile_b[g - LEN_A];
 }
 
 // Position (row, k) inside the A slice of the e-th staged element.

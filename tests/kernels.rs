@@ -323,11 +323,13 @@ fn every_tile_shape_matches_reference() {
 /// The shapes `scripts/gpu-check.sh` sweeps beside the named ones (`--tile` full specs): the
 /// same check, so whatever a GPU measures is also right. (The test device is opened for 512
 /// invocations and 32 KiB per workgroup, see `common::new_ctx`.)
-const SWEPT_SPECS: [&str; 10] = [
+const SWEPT_SPECS: [&str; 11] = [
     "16x16-r4x4-k4-s8",
     // 512 threads: beyond WebGPU's defaults (lavapipe and the H100 offer them).
     "16x16-r4x4-k4-s32",
     "32x32-r4x4-k8-s8",
+    // Its partial tiles need tile_a and tile_b together.
+    "64x64-r4x4-k16-s2",
     "32x32-r4x4-k16-s2",
     "32x32-r4x4-k16-s1",
     "32x32-r8x4-k8-s4",

@@ -136,12 +136,11 @@ impl TileShape {
         if !(s.tm * s.kt).is_multiple_of(staged) || !(s.tn * s.kt).is_multiple_of(staged) {
             return fail("each thread must stage a whole number of elements of each operand");
         }
-        // Split-K partial tiles are summed pairwise through the staging memory: half of the
-        // groups park a whole tile each in tile_a's slots, then tile_b's.
+        // Split-K partial tiles are summed pairwise through the staging memory (tile_a and
+        // tile_b as one space): half of the groups park a whole tile each.
         if s.ks > 1 {
-            let tile = s.tm * s.tn;
-            let slots = s.ks * (s.tm + 4) * s.kt / tile + s.ks * (s.tn + 4) * s.kt / tile;
-            if slots < s.ks / 2 {
+            let staging = s.ks * (s.tm + 4 + s.tn + 4) * s.kt;
+            if staging < (s.ks / 2) * s.tm * s.tn {
                 return fail("too little staging memory to add the split-K partial tiles");
             }
         }
@@ -347,6 +346,7 @@ mod tests {
             ("64x64-r4x4-k16-s3", "power of two"),
             ("64x64-r4x4-k0-s1", "positive"),
             ("64x64-r4x4-k1-s1", "whole number"),
+            ("32x32-r4x4-k4-s16", "too little staging memory"),
         ] {
             let e = bad.parse::<TileShape>().unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
