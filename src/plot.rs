@@ -102,7 +102,7 @@ pub fn ensure_font() -> Result<()> {
     .map_err(Error::Other)
 }
 
-const COLORS: [RGBColor; 10] = [
+const COLORS: [RGBColor; 16] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -113,6 +113,12 @@ const COLORS: [RGBColor; 10] = [
     RGBColor(127, 127, 127),
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
+    RGBColor(0, 0, 128),
+    RGBColor(128, 0, 0),
+    RGBColor(0, 128, 128),
+    RGBColor(0, 0, 0),
+    RGBColor(230, 171, 2),
+    RGBColor(200, 0, 200),
 ];
 
 fn bounds(panel: &Panel) -> (f64, f64, f64, f64) {

@@ -72,15 +72,17 @@ pub fn configuration(r: &BenchResult) -> String {
 
 /// A line's look: its colour names the tile choice, its stroke the kernel (solid tiled, dashed
 /// cooperative or resident) or rolled loops (dotted), so one shape's variants share a colour.
-fn look(r: &BenchResult) -> (Stroke, usize) {
+/// A full tile spec (not one of [`TileShape::ALL`]) has no fixed colour: None, and the figure
+/// gives each spec its own from [`SPEC_COLOURS`].
+fn look(r: &BenchResult) -> (Stroke, Option<usize>) {
     // Palette entries 0-4 are the shapes, smallest first; 5 auto, 6 resident, 7 backprop.
     let shape = TileShape::ALL
         .iter()
         .position(|t| t.to_string() == r.tile_choice);
     let colour = match (r.relax_kernel.as_str(), r.tile_choice.as_str()) {
-        ("resident", _) => 6,
-        (_, "auto") => 5,
-        _ => shape.unwrap_or(8),
+        ("resident", _) => Some(6),
+        (_, "auto") => Some(5),
+        _ => shape,
     };
     let stroke = if !r.unrolled {
         Stroke::Dotted
@@ -94,6 +96,8 @@ fn look(r: &BenchResult) -> (Stroke, usize) {
 
 /// Backprop's line: grey (palette entry 7, which no tile choice takes).
 const BACKPROP_COLOUR: usize = 7;
+/// Palette entries for full tile specs, in the order a figure first names them (then again).
+const SPEC_COLOURS: [usize; 8] = [8, 9, 10, 11, 12, 13, 14, 15];
 
 /// What a set of results has in common, or None where they differ.
 fn common<T: PartialEq + Clone>(
@@ -196,6 +200,14 @@ pub fn figure(sets: &[(String, Vec<BenchResult>)]) -> Vec<Panel> {
         }
     }
     let set_stroke = |set: usize| [Stroke::Solid, Stroke::Dashed, Stroke::Dotted][set % 3];
+    // The full tile specs, in order of first appearance, for their colours.
+    let mut specs: Vec<&str> = Vec::new();
+    for (_, _, rs) in &lines {
+        let t = rs[0].tile_choice.as_str();
+        if look(rs[0]).1.is_none() && !specs.contains(&t) {
+            specs.push(t);
+        }
+    }
 
     let series = |y: &dyn Fn(&BenchResult) -> f64| -> Vec<Series> {
         lines
@@ -205,6 +217,10 @@ pub fn figure(sets: &[(String, Vec<BenchResult>)]) -> Vec<Panel> {
                     rs.iter().map(|r| (r.batch_size as f64, y(r))).collect();
                 points.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let (stroke, colour) = look(rs[0]);
+                let colour = colour.unwrap_or_else(|| {
+                    let i = specs.iter().position(|t| *t == rs[0].tile_choice);
+                    SPEC_COLOURS[i.unwrap_or(0) % SPEC_COLOURS.len()]
+                });
                 Series {
                     stroke: if compare { set_stroke(*set) } else { stroke },
                     colour: Some(colour),
@@ -354,6 +370,25 @@ mod tests {
         assert!((panels[1].series[0].points[0].1 - 21.06208).abs() < 1e-9);
         assert!(panels.iter().all(|p| p.log_x && p.log_y));
         assert!(panels[0].title.starts_with("NVIDIA H100 80GB HBM3: "));
+    }
+
+    /// Full tile specs have no fixed colour: each gets its own, in order of first appearance,
+    /// never one of the named shapes' (the third call of the second H100 session's sweep).
+    #[test]
+    fn each_full_tile_spec_has_its_own_colour() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("results/h100-2026-11-27b/third-call/bench-tiles.jsonl");
+        let rs = read_jsonl(&path).unwrap();
+        let panels = figure(&[(String::new(), rs)]);
+        let step = &panels[0].series;
+        assert_eq!(step.len(), 12, "3 named shapes, 8 specs, backprop");
+        assert_eq!(step[0].label, "tiled 16x16");
+        assert_eq!(step[3].label, "tiled 16x16-r4x4-k4-s8");
+        let colours: Vec<usize> = step.iter().map(|s| s.colour.unwrap()).collect();
+        assert_eq!(
+            colours,
+            [0, 1, 2, 8, 9, 10, 11, 12, 13, 14, 15, BACKPROP_COLOUR]
+        );
     }
 
     /// Several sets (files) in one figure: each entry names its set, the stroke tells the sets
