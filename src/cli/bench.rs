@@ -104,7 +104,9 @@ pub fn run(args: Args) -> Result<()> {
 /// adapter, model or step count changes.
 fn show_saved(path: &std::path::Path, json: bool) -> Result<Vec<BenchResult>> {
     let results = saved::read_jsonl(path)?;
-    let mut print = report(json);
+    let labels: Vec<String> = results.iter().map(tile_label).collect();
+    let w = tile_width(labels.iter().map(String::as_str));
+    let mut print = report(json, w);
     let mut last: Option<(String, String, usize, usize)> = None;
     for r in &results {
         let context = (
@@ -131,7 +133,7 @@ fn show_saved(path: &std::path::Path, json: bool) -> Result<Vec<BenchResult>> {
                 }
             );
             println!();
-            print_columns();
+            print_columns(w);
             last = Some(context);
         }
         print(r);
@@ -175,6 +177,9 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
                 .map_err(|e| Error::Config(format!("--tile: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
+    // Room for a forced shape's name with the cooperative prefix and the rolled-loops mark.
+    let names: Vec<String> = tiles.iter().map(|t| format!("c{t} rolled")).collect();
+    let w = tile_width(names.iter().map(String::as_str));
     let kernels = args
         .relax_kernel
         .split(',')
@@ -247,7 +252,7 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
             }
         );
         println!();
-        print_columns();
+        print_columns(w);
     }
     let json = args.json;
     let mut results = Vec::new();
@@ -261,7 +266,7 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
         };
         for &tile in tiles {
             opts.tile = tile;
-            results.extend(bench::run(ctx.clone(), &opts, &mut report(json))?);
+            results.extend(bench::run(ctx.clone(), &opts, &mut report(json, w))?);
         }
     }
     Ok(results)
@@ -283,9 +288,14 @@ fn warn_if_slow(adapter: &str, model: &Model, batch: usize, steps: usize) {
     }
 }
 
-fn print_columns() {
+/// The tile column's width: the default, or wider for long labels (full tile specs).
+fn tile_width<'a>(labels: impl Iterator<Item = &'a str>) -> usize {
+    labels.map(str::len).fold(14, usize::max)
+}
+
+fn print_columns(w: usize) {
     println!(
-        "{:>6} | {:>14} | {:>28} | {:>9} | {:>9} | {:>13} | {:>15} | {:>8} | {:>10} | {:>6}",
+        "{:>6} | {:>w$} | {:>28} | {:>9} | {:>9} | {:>13} | {:>15} | {:>8} | {:>10} | {:>6}",
         "batch",
         "tile",
         "AR step ms median [min, max]",
@@ -299,13 +309,13 @@ fn print_columns() {
     );
 }
 
-fn report(json: bool) -> impl FnMut(&BenchResult) {
+fn report(json: bool, w: usize) -> impl FnMut(&BenchResult) {
     move |r: &BenchResult| {
         if json {
             println!("{}", serde_json::to_string(r).expect("serialisable"));
         } else {
             println!(
-                "{:>6} | {:>14} | {:>9.3} [{:>7.3}, {:>7.3}] | {:>9} | {:>9.3} | {:>13.4} | {:>15.3e} | {:>8.1} | {:>10.3} | {:>6.1}",
+                "{:>6} | {:>w$} | {:>9.3} [{:>7.3}, {:>7.3}] | {:>9} | {:>9.3} | {:>13.4} | {:>15.3e} | {:>8.1} | {:>10.3} | {:>6.1}",
                 r.batch_size,
                 tile_label(r),
                 r.ar_step_ms.median,
