@@ -79,13 +79,9 @@ sweep() {
     fi
 }
 
-# Tile shapes beyond the named ones (full specs, TMxTN-rRMxRN-kKT-sKS; tests/kernels.rs holds
-# each to the CPU reference): register blocks, K-slice depths and K splits around the shapes
-# `auto` uses.
-specs=16x16-r4x4-k4-s8,32x32-r4x4-k16-s2,32x32-r4x4-k16-s1,32x32-r8x4-k8-s4,64x32-r4x4-k16-s2
-specs=$specs,64x64-r4x4-k24-s1,64x64-r8x4-k16-s1,64x64-r8x8-k16-s1
-# 512 threads, beyond WebGPU's defaults (the H100 offers 1024): more threads per tile won above.
-specs=$specs,16x16-r4x4-k4-s32,32x32-r4x4-k8-s8,64x64-r4x4-k16-s2
+# Tile shapes beyond the named ones (full specs), one per line; tests/kernels.rs reads the same
+# file and holds each to the CPU reference.
+specs=$(grep -v '^#' scripts/tile-specs.txt | paste -sd, -)
 if [ "$mode" = tiles ]; then
     mark "bench: the named shapes auto uses against the full specs (JSON)"
     timeout $(( $(left) - 5 )) $bin bench --json --batch-sizes 64,1024,4096 --relax-steps 100 \

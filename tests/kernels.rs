@@ -320,28 +320,18 @@ fn every_tile_shape_matches_reference() {
     }
 }
 
-/// The shapes `scripts/gpu-check.sh` sweeps beside the named ones (`--tile` full specs): the
-/// same check, so whatever a GPU measures is also right. (The test device is opened for 512
-/// invocations and 32 KiB per workgroup, see `common::new_ctx`.)
-const SWEPT_SPECS: [&str; 11] = [
-    "16x16-r4x4-k4-s8",
-    // 512 threads: beyond WebGPU's defaults (lavapipe and the H100 offer them).
-    "16x16-r4x4-k4-s32",
-    "32x32-r4x4-k8-s8",
-    // Its partial tiles need tile_a and tile_b together.
-    "64x64-r4x4-k16-s2",
-    "32x32-r4x4-k16-s2",
-    "32x32-r4x4-k16-s1",
-    "32x32-r8x4-k8-s4",
-    "64x32-r4x4-k16-s2",
-    "64x64-r4x4-k24-s1",
-    "64x64-r8x4-k16-s1",
-    "64x64-r8x8-k16-s1",
-];
-
+/// The shapes `scripts/gpu-check.sh tiles` sweeps beside the named ones
+/// (`scripts/tile-specs.txt`): the same check, so whatever a GPU measures is also right. (The
+/// test device is opened for 512 invocations and 32 KiB per workgroup, see `common::new_ctx`.)
 #[test]
 fn swept_tile_specs_match_reference() {
-    for spec in SWEPT_SPECS {
+    let specs: Vec<&str> = include_str!("../scripts/tile-specs.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(specs.len(), 11, "{specs:?}");
+    for spec in specs {
         tile_shape_matches_reference(spec.parse().unwrap());
     }
 }
@@ -350,36 +340,34 @@ fn tile_shape_matches_reference(shape: arelax::gpu::tile::TileShape) {
     use arelax::gpu::tile::TileChoice;
     let s = spec(&[150, 131, 67, 5], Activation::Tanh, Loss::Mse);
     let b = 133;
-    {
-        let mut opts = EngineOptions::new(b);
-        opts.tile = TileChoice::Fixed(shape);
-        opts.relax_fprime_current = true;
-        opts.update_fprime_current = true;
-        opts.relax_rate = 0.3;
-        let mut p = problem(&s, opts, Init::FanIn, 41);
-        let w = Params64::from(&p.params);
-        let fwd = cpu::forward(&s, &w, &to64(&p.input), b);
-        let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
+    let mut opts = EngineOptions::new(b);
+    opts.tile = TileChoice::Fixed(shape);
+    opts.relax_fprime_current = true;
+    opts.update_fprime_current = true;
+    opts.relax_rate = 0.3;
+    let mut p = problem(&s, opts, Init::FanIn, 41);
+    let w = Params64::from(&p.params);
+    let fwd = cpu::forward(&s, &w, &to64(&p.input), b);
+    let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
 
-        let g_gpu = p.engine.ar_gradients(4).unwrap();
-        let x = p.engine.activities().unwrap();
-        for l in 1..=s.depth() {
-            let e = rel_err(&x[l], &fwd.x[l]);
-            assert!(e < 1e-5, "{shape}: x_{l} rel. error {e}");
-        }
-        let mut r = cpu::relax_start(&s, &fwd, &out.g, true);
-        for _ in 0..4 {
-            let fp = cpu::current_derivatives(&s, &w, &fwd, &r);
-            r = cpu::relax_step_fp(&s, &w, &fp, b, &r, 0.3, true);
-        }
-        let fp = cpu::current_derivatives(&s, &w, &fwd, &r);
-        let g = cpu::gradients_from(&s, &fwd.x, &fp, b, &r, true);
-        assert_grads_close(&g_gpu, &g, 1e-4, &format!("{shape}: AR"));
-
-        let g_gpu = p.engine.bp_gradients().unwrap();
-        let g = cpu::gradients(&s, &fwd, &cpu::backprop(&s, &w, &fwd, &out.g), true);
-        assert_grads_close(&g_gpu, &g, 1e-5, &format!("{shape}: backprop"));
+    let g_gpu = p.engine.ar_gradients(4).unwrap();
+    let x = p.engine.activities().unwrap();
+    for l in 1..=s.depth() {
+        let e = rel_err(&x[l], &fwd.x[l]);
+        assert!(e < 1e-5, "{shape}: x_{l} rel. error {e}");
     }
+    let mut r = cpu::relax_start(&s, &fwd, &out.g, true);
+    for _ in 0..4 {
+        let fp = cpu::current_derivatives(&s, &w, &fwd, &r);
+        r = cpu::relax_step_fp(&s, &w, &fp, b, &r, 0.3, true);
+    }
+    let fp = cpu::current_derivatives(&s, &w, &fwd, &r);
+    let g = cpu::gradients_from(&s, &fwd.x, &fp, b, &r, true);
+    assert_grads_close(&g_gpu, &g, 1e-4, &format!("{shape}: AR"));
+
+    let g_gpu = p.engine.bp_gradients().unwrap();
+    let g = cpu::gradients(&s, &fwd, &cpu::backprop(&s, &w, &fwd, &out.g), true);
+    assert_grads_close(&g_gpu, &g, 1e-5, &format!("{shape}: backprop"));
 }
 
 /// The bias gradient is the weight-gradient product's extra column (`[G | g] = eᵀ [x | 1]`):

@@ -219,7 +219,7 @@ pub fn figure(sets: &[(String, Vec<BenchResult>)]) -> Vec<Panel> {
                 let (stroke, colour) = look(rs[0]);
                 let colour = colour.unwrap_or_else(|| {
                     let i = specs.iter().position(|t| *t == rs[0].tile_choice);
-                    SPEC_COLOURS[i.unwrap_or(0) % SPEC_COLOURS.len()]
+                    SPEC_COLOURS[i.expect("every spec is listed") % SPEC_COLOURS.len()]
                 });
                 Series {
                     stroke: if compare { set_stroke(*set) } else { stroke },

@@ -148,9 +148,7 @@ impl GpuContext {
             .max_buffer_size
             .max(needs.max_buffer_bytes)
             .max(limits.max_storage_buffer_binding_size);
-        let threads_offered = have
-            .max_compute_invocations_per_workgroup
-            .min(have.max_compute_workgroup_size_x);
+        let (threads_offered, bytes_offered) = workgroup_room(&have);
         for (what, need, has) in [
             (
                 "invocations per workgroup",
@@ -160,7 +158,7 @@ impl GpuContext {
             (
                 "bytes of workgroup memory",
                 needs.workgroup_bytes,
-                have.max_compute_workgroup_storage_size,
+                bytes_offered,
             ),
         ] {
             if need > has {
@@ -330,11 +328,7 @@ impl GpuContext {
     /// [`Needs::with_tiles`]): a clear error instead of wgpu's validation failure.
     pub fn check_tiles(&self, tile: crate::gpu::tile::TileChoice) -> Result<()> {
         let (threads, bytes) = tile.workgroup_needs();
-        let have_threads = self
-            .limits
-            .max_compute_invocations_per_workgroup
-            .min(self.limits.max_compute_workgroup_size_x);
-        let have_bytes = self.limits.max_compute_workgroup_storage_size;
+        let (have_threads, have_bytes) = workgroup_room(&self.limits);
         if threads > have_threads || bytes > have_bytes {
             return Err(Error::Gpu(format!(
                 "tile shape {tile} needs {threads} invocations and {bytes} bytes of workgroup \
@@ -350,6 +344,14 @@ impl GpuContext {
         let bytes = self.read_bytes(src, offset * 4, count * 4)?;
         Ok(bytemuck::cast_slice(&bytes).to_vec())
     }
+}
+
+/// The invocations (a one-dimensional workgroup) and workgroup memory in bytes that `l` allows.
+fn workgroup_room(l: &wgpu::Limits) -> (u32, u32) {
+    let threads = l
+        .max_compute_invocations_per_workgroup
+        .min(l.max_compute_workgroup_size_x);
+    (threads, l.max_compute_workgroup_storage_size)
 }
 
 /// Never ask for more than the adapter has: take the smaller of each "max" limit.

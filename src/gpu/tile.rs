@@ -100,9 +100,7 @@ impl TileShape {
             _ => return None,
         })
     }
-}
 
-impl TileShape {
     /// Whether the shape can be compiled: at most [`MAX_THREADS`] threads (a power of two, for
     /// the workgroup reductions) and [`MAX_BYTES`] of workgroup memory, register blocks of whole
     /// `vec4` chunks, a whole number of staged elements per thread, and room for the split-K
@@ -277,9 +275,7 @@ impl TileChoice {
             .copied()
             .unwrap_or(TileShape::T32)
     }
-}
 
-impl TileChoice {
     /// Invocations and workgroup memory (bytes) a workgroup of this choice may need: a forced
     /// shape's own, else WebGPU's defaults (every shape `Auto` picks fits them).
     pub fn workgroup_needs(&self) -> (u32, u32) {
