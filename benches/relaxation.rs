@@ -2,7 +2,8 @@
 //! changes can be compared on any machine. Set ARELAX_BENCH_LAYERS / ARELAX_BENCH_BATCHES /
 //! ARELAX_BENCH_STEPS to measure other shapes (e.g. the paper's MLP on a real GPU), and
 //! ARELAX_BENCH_TILES (e.g. `auto,32x32,64x64`) to compare tile shapes, ARELAX_BENCH_KERNELS
-//! (e.g. `tiled,cooperative`) to compare relaxation kernels.
+//! (e.g. `tiled,cooperative`) to compare relaxation kernels, ARELAX_BENCH_RESIDENT (e.g.
+//! `r1,r4-t256`) for the resident kernel's shape.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,7 @@ fn main() -> Result<(), arelax::Error> {
     let largest = batch_sizes.iter().copied().max().unwrap_or(1);
     let mut needs = arelax::engine::needs(&spec, largest, 1);
     needs.timestamps = true;
+    needs.wide_workgroups = true;
     let ctx = Arc::new(GpuContext::new(&AdapterRequest::default(), needs)?);
     println!("adapter: {}", ctx.describe());
     println!("model: {}, {relax_steps} relaxation steps", spec.describe());
@@ -41,6 +43,9 @@ fn main() -> Result<(), arelax::Error> {
         .split(',')
         .map(|s| s.parse::<RelaxKernel>().map_err(arelax::Error::Config))
         .collect::<Result<Vec<_>, _>>()?;
+    let resident = env_or("ARELAX_BENCH_RESIDENT", "auto")
+        .parse()
+        .map_err(arelax::Error::Config)?;
     for (kernel, tile) in kernels
         .iter()
         .flat_map(|&k| tiles.iter().map(move |&t| (k, t)))
@@ -56,6 +61,7 @@ fn main() -> Result<(), arelax::Error> {
             replicas: 1,
             kernel_times: false,
             cooperative_groups: None,
+            resident,
         };
         run(ctx.clone(), &opts, &mut report)?;
     }
@@ -64,9 +70,12 @@ fn main() -> Result<(), arelax::Error> {
 
 fn report(r: &arelax::bench::BenchResult) {
     println!(
-        "batch {:>5}, {} kernel, tiles {} (relax {}): AR step {:.3} ms (median; min {:.3}, max {:.3}), relax {:.4} ms/step, {:.3e} sample-steps/s, {:.2} GFLOP/s; BP step {:.3} ms; AR/BP {:.1}",
+        "batch {:>5}, {} kernel{}, tiles {} (relax {}): AR step {:.3} ms (median; min {:.3}, max {:.3}), relax {:.4} ms/step, {:.3e} sample-steps/s, {:.2} GFLOP/s; BP step {:.3} ms; AR/BP {:.1}",
         r.batch_size,
         r.relax_kernel,
+        r.resident_shape
+            .as_ref()
+            .map_or(String::new(), |s| format!(" {s}")),
         r.tile_choice,
         r.relax_tile,
         r.ar_step_ms.median,

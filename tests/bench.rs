@@ -29,16 +29,32 @@ fn bench_json_has_every_field() {
         "auto,64x64",
         "--relax-kernel",
         "tiled,resident",
+        "--resident",
+        "auto,r2-t64",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    // Tiled: two tile choices × two batch sizes; resident (no tiles): two batch sizes.
-    assert_eq!(lines.len(), 6, "one JSON object per configuration: {text}");
-    for (i, (line, batch)) in lines.iter().zip([4, 9, 4, 9, 4, 9]).enumerate() {
+    // Tiled: two tile choices × two batch sizes; resident (no tiles): two shapes × two batch
+    // sizes.
+    assert_eq!(lines.len(), 8, "one JSON object per configuration: {text}");
+    for (i, (line, batch)) in lines.iter().zip([4, 9, 4, 9, 4, 9, 4, 9]).enumerate() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["batch_size"], batch);
         assert_eq!(v["relax_kernel"], if i >= 4 { "resident" } else { "tiled" });
+        if i >= 4 {
+            // The shape asked for, and the one it settled on (all rows and threads named).
+            let choice = v["resident_choice"].as_str().unwrap();
+            let shape = v["resident_shape"].as_str().unwrap();
+            assert_eq!(choice, if i >= 6 { "r2-t64" } else { "auto" });
+            let settled: arelax::gpu::resident::ResidentShape = shape.parse().unwrap();
+            assert!(settled.rows.is_some() && settled.threads.is_some(), "{v}");
+            if i >= 6 {
+                assert_eq!(shape, "r2-t64");
+            }
+        } else {
+            assert!(v.get("resident_shape").is_none(), "{v}");
+        }
         let forced = (2..4).contains(&i);
         assert_eq!(v["tile_choice"], if forced { "64x64" } else { "auto" });
         if forced {

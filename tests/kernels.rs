@@ -427,10 +427,17 @@ fn unrolled_and_rolled_tiles_agree_bit_for_bit() {
 
 /// The resident kernel (several steps per dispatch, a workgroup per few samples) equals T exact
 /// Jacobi steps, for step counts made of several power-of-two chunks, batches that are not a
-/// multiple of its rows per workgroup, hidden widths over 256 (several columns per thread) and
-/// K over its 128-wide chunk.
+/// multiple of its rows per workgroup, and every way of holding rows (f32, vec2, one and two
+/// vec4s): with threads enough for one column each, and with few threads, so that a thread owns
+/// several columns and runs several K slices.
 #[test]
 fn resident_relaxation_equals_t_jacobi_steps() {
+    for shape in ["auto", "r1-t128", "r2-t512", "r4-t160", "r8-t128"] {
+        resident_relaxation_cases(shape.parse().unwrap());
+    }
+}
+
+fn resident_relaxation_cases(shape: arelax::gpu::resident::ResidentShape) {
     use arelax::engine::RelaxKernel;
     // (widths, batch, start, derivative, eta, steps)
     type Case<'a> = (&'a [usize], usize, RelaxStart, bool, f32, usize);
@@ -452,11 +459,14 @@ fn resident_relaxation_equals_t_jacobi_steps() {
         let s = spec(widths, Activation::Tanh, Loss::Mse);
         let mut opts = EngineOptions::new(b);
         opts.relax_kernel = RelaxKernel::Resident;
+        opts.resident = shape;
         opts.start = start;
         opts.relax_derivative = deriv;
         opts.relax_rate = rate;
         let mut p = problem(&s, opts, Init::FanIn, 13);
         let g_gpu = p.engine.ar_gradients(steps).unwrap();
+        p.engine.check_relaxation().unwrap();
+        let plan = p.engine.resident_plan().unwrap().clone();
         let w = Params64::from(&p.params);
         let fwd = cpu::forward(&s, &w, &to64(&p.input), b);
         let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
@@ -465,7 +475,10 @@ fn resident_relaxation_equals_t_jacobi_steps() {
             r = cpu::relax_step(&s, &w, &fwd, &r, rate as f64, deriv);
         }
         let gpu = p.engine.state().unwrap();
-        let what = format!("{widths:?} B={b} T={steps} deriv={deriv} eta={rate}");
+        let what = format!(
+            "{shape} (r{}-t{}, {} extra items) {widths:?} B={b} T={steps} deriv={deriv} eta={rate}",
+            plan.rows, plan.threads, plan.n_extra
+        );
         for l in 1..=s.depth() {
             let e = rel_err(&gpu[l], &r[l]);
             assert!(e < 1e-4, "{what}: r_{l} rel. error {e}");
@@ -515,14 +528,29 @@ fn resident_kernel_reports_loops_cut_short_or_is_exact() {
 #[test]
 fn resident_kernel_refuses_what_it_cannot_do() {
     use arelax::engine::{Engine, RelaxKernel};
-    let s = spec(&[8, 1100, 4], Activation::Relu, Loss::Mse);
+    // 5000 units for 512 threads: 10 columns' state per thread, over the 8 it may keep.
+    let s = spec(&[8, 5000, 4], Activation::Relu, Loss::Mse);
     let mut opts = EngineOptions::new(2);
     opts.relax_kernel = RelaxKernel::Resident;
     let e = Engine::new(ctx(), &s, opts.clone())
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("hidden widths up to 1024"), "{e}");
+    assert!(e.contains("units per thread"), "{e}");
+    let s = spec(&[8, 6, 4], Activation::Relu, Loss::Mse);
+    opts.resident = "r4-t2048".parse().unwrap();
+    let e = Engine::new(ctx(), &s, opts.clone())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("device allows 1 to 512"), "{e}");
+    opts.resident = "r3".parse().unwrap();
+    let e = Engine::new(ctx(), &s, opts.clone())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("multiple of 4"), "{e}");
+    opts.resident = Default::default();
     let s = spec(&[8, 6, 4], Activation::Relu, Loss::Mse);
     opts.relax_tol = Some(1e-3);
     let e = Engine::new(ctx(), &s, opts).err().unwrap().to_string();

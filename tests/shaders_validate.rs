@@ -116,3 +116,44 @@ fn unrolled_kernels_index_private_arrays_by_constants_only() {
         }
     }
 }
+
+/// The resident kernel is compiled with constants generated per model (rows as f32, vec2 or
+/// vec4, threads, items per thread): every row layout validates, unrolled and rolled.
+#[test]
+fn the_resident_kernel_validates_for_every_row_layout() {
+    use arelax::gpu::resident::{ResidentPlan, ResidentShape};
+    use arelax::gpu::shader::composed_prefixed;
+    let mut checked = 0;
+    for widths in [
+        &[784, 300, 300, 100, 10][..],
+        &[13, 11, 7, 5],
+        &[8, 1100, 4],
+    ] {
+        for rows in [1, 2, 4, 8, 16, 32] {
+            for threads in [256, 1024] {
+                let shape = ResidentShape {
+                    rows: Some(rows),
+                    threads: Some(threads),
+                };
+                let Ok(plan) = ResidentPlan::new(widths, 64, 1, shape, (1024, 49152)) else {
+                    continue;
+                };
+                for unrolled in [true, false] {
+                    let src = composed_prefixed(
+                        "relax_resident.wgsl",
+                        TileShape::T64,
+                        unrolled,
+                        &plan.constants(),
+                    );
+                    validate(
+                        &format!("relax_resident {widths:?} {shape} {unrolled}"),
+                        &src,
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    // Only 32 rows of the paper's MLP are over 48 KiB.
+    assert!(checked >= 30, "{checked} shapes validated");
+}

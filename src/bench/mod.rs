@@ -14,6 +14,7 @@ use crate::Result;
 use crate::engine::net::{Model, Net, ParamGroup};
 use crate::engine::{Algorithm, EngineOptions, RelaxKernel};
 use crate::gpu::GpuContext;
+use crate::gpu::resident::ResidentShape;
 use crate::gpu::tile::TileChoice;
 use crate::model::Init;
 
@@ -36,6 +37,8 @@ pub struct BenchOptions {
     pub kernel_times: bool,
     /// The cooperative kernel's workgroup cap (None: the adapter's default).
     pub cooperative_groups: Option<usize>,
+    /// The resident kernel's rows and threads per workgroup (unset: chosen per batch size).
+    pub resident: ResidentShape,
 }
 
 /// Median, min and max of a set of timings, in milliseconds.
@@ -132,6 +135,14 @@ pub struct BenchResult {
     /// The cooperative kernel's workgroups per dispatch (tiles per step are shared among them).
     #[serde(default)]
     pub cooperative_groups: Option<u32>,
+    /// The resident kernel's rows and threads per workgroup ("r4-t1024"); None for the other
+    /// kernels, and for results from before the kernel kept its state on chip (commit history:
+    /// those had 4 rows and 256 threads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resident_shape: Option<String>,
+    /// The resident shape asked for: "auto" or a forced one (as `tile_choice` is to the tiles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resident_choice: Option<String>,
     /// Whether the tiled products' register loops were unrolled (the default; `ARELAX_UNROLL=0`
     /// leaves them as loops).
     #[serde(default)]
@@ -247,6 +258,7 @@ pub fn run(
         eo.relax_kernel = opts.relax_kernel;
         eo.replicas = opts.replicas;
         eo.cooperative_groups = opts.cooperative_groups;
+        eo.resident = opts.resident;
         let mut engine = Net::new(ctx.clone(), model, eo)?;
         let timed = engine.enable_profiling();
         engine.initialise(Init::FanIn, Init::FanIn, 1)?;
@@ -335,6 +347,9 @@ pub fn run(
             ar_over_bp: step(&ar) / step(&bp),
             vs_tiled_rel_diff,
             cooperative_groups: engine.cooperative_size().map(|(g, _)| g),
+            resident_shape: engine.resident_shape().map(|s| s.to_string()),
+            resident_choice: (opts.relax_kernel == RelaxKernel::Resident)
+                .then(|| opts.resident.to_string()),
             unrolled: ctx.unroll,
         };
         report(&r);

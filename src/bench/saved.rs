@@ -55,11 +55,13 @@ fn bp_step_ms(r: &BenchResult) -> f64 {
 }
 
 /// How a configuration reads in the figure's legend: "tiled 32x32", "cooperative auto",
-/// "resident", then ", rolled loops" and ", 5 replicas" where they apply.
+/// "resident" (or "resident r4-t1024" for a forced shape), then ", rolled loops" and
+/// ", 5 replicas" where they apply.
 pub fn configuration(r: &BenchResult) -> String {
-    let mut s = match r.relax_kernel.as_str() {
-        "resident" => "resident".to_string(),
-        k => format!("{k} {}", r.tile_choice),
+    let mut s = match (r.relax_kernel.as_str(), &r.resident_choice) {
+        ("resident", Some(choice)) => format!("resident {choice}"),
+        ("resident", None) => "resident".to_string(),
+        (k, _) => format!("{k} {}", r.tile_choice),
     };
     if !r.unrolled {
         s.push_str(", rolled loops");
@@ -72,15 +74,16 @@ pub fn configuration(r: &BenchResult) -> String {
 
 /// A line's look: its colour names the tile choice, its stroke the kernel (solid tiled, dashed
 /// cooperative or resident) or rolled loops (dotted), so one shape's variants share a colour.
-/// A full tile spec (not one of [`TileShape::ALL`]) has no fixed colour: None, and the figure
-/// gives each spec its own from [`SPEC_COLOURS`].
+/// A full tile spec (not one of [`TileShape::ALL`]) or a forced resident shape has no fixed
+/// colour: None, and the figure gives each its own from [`SPEC_COLOURS`] (see [`colour_key`]).
 fn look(r: &BenchResult) -> (Stroke, Option<usize>) {
     // Palette entries 0-4 are the shapes, smallest first; 5 auto, 6 resident, 7 backprop.
     let shape = TileShape::ALL
         .iter()
         .position(|t| t.to_string() == r.tile_choice);
     let colour = match (r.relax_kernel.as_str(), r.tile_choice.as_str()) {
-        ("resident", _) => Some(6),
+        ("resident", _) if r.resident_choice.as_deref().is_none_or(|c| c == "auto") => Some(6),
+        ("resident", _) => None,
         (_, "auto") => Some(5),
         _ => shape,
     };
@@ -92,6 +95,14 @@ fn look(r: &BenchResult) -> (Stroke, Option<usize>) {
         Stroke::Dashed
     };
     (stroke, colour)
+}
+
+/// What a line without a fixed colour is told apart by: its tile spec, or its resident shape.
+fn colour_key(r: &BenchResult) -> String {
+    match (r.relax_kernel.as_str(), &r.resident_choice) {
+        ("resident", Some(choice)) => format!("resident {choice}"),
+        _ => r.tile_choice.clone(),
+    }
 }
 
 /// Backprop's line: grey (palette entry 7, which no tile choice takes).
@@ -201,11 +212,11 @@ pub fn figure(sets: &[(String, Vec<BenchResult>)]) -> Vec<Panel> {
     }
     let set_stroke = |set: usize| [Stroke::Solid, Stroke::Dashed, Stroke::Dotted][set % 3];
     // The full tile specs, in order of first appearance, for their colours.
-    let mut specs: Vec<&str> = Vec::new();
+    let mut specs: Vec<String> = Vec::new();
     for (_, _, rs) in &lines {
-        let t = rs[0].tile_choice.as_str();
-        if look(rs[0]).1.is_none() && !specs.contains(&t) {
-            specs.push(t);
+        let key = colour_key(rs[0]);
+        if look(rs[0]).1.is_none() && !specs.contains(&key) {
+            specs.push(key);
         }
     }
 
@@ -218,7 +229,7 @@ pub fn figure(sets: &[(String, Vec<BenchResult>)]) -> Vec<Panel> {
                 points.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let (stroke, colour) = look(rs[0]);
                 let colour = colour.unwrap_or_else(|| {
-                    let i = specs.iter().position(|t| *t == rs[0].tile_choice);
+                    let i = specs.iter().position(|t| *t == colour_key(rs[0]));
                     SPEC_COLOURS[i.expect("every spec is listed") % SPEC_COLOURS.len()]
                 });
                 Series {
@@ -389,6 +400,46 @@ mod tests {
             colours,
             [0, 1, 2, 8, 9, 10, 11, 12, 13, 14, 15, BACKPROP_COLOUR]
         );
+    }
+
+    /// The resident kernel: "auto" is one line across batch sizes (its settled shape may change
+    /// with the batch) in the resident colour; each forced shape is a line of its own colour.
+    #[test]
+    fn resident_shapes_are_lines_of_their_own() {
+        let base: Vec<BenchResult> = h100()
+            .into_iter()
+            .filter(|r| r.relax_tile == "32x32")
+            .collect();
+        let mut rs = Vec::new();
+        for (choice, settled) in [("auto", ["r1-t1024", "r8-t1024"]), ("r4", ["r4-t1024"; 2])] {
+            for (r, shape) in base.iter().zip(settled) {
+                rs.push(BenchResult {
+                    relax_kernel: "resident".into(),
+                    resident_choice: Some(choice.into()),
+                    resident_shape: Some(shape.into()),
+                    unrolled: true,
+                    ..r.clone()
+                });
+            }
+        }
+        assert_eq!(rs.len(), 4, "two batch sizes per choice");
+        let panels = figure(&[(String::new(), rs)]);
+        let step = &panels[0].series;
+        let labels: Vec<&str> = step.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "resident auto",
+                "resident r4",
+                "backprop (fastest configuration)"
+            ]
+        );
+        assert_eq!(step[0].points.len(), 2);
+        assert_eq!(
+            (step[0].colour, step[1].colour),
+            (Some(6), Some(SPEC_COLOURS[0]))
+        );
+        assert_eq!(step[1].stroke, Stroke::Dashed);
     }
 
     /// Several sets (files) in one figure: each entry names its set, the stroke tells the sets

@@ -8,6 +8,7 @@ use crate::bench::{self, BenchOptions, BenchResult, saved};
 use crate::engine::RelaxKernel;
 use crate::engine::net::Model;
 use crate::gpu::Needs;
+use crate::gpu::resident::ResidentShape;
 use crate::gpu::tile::TileChoice;
 use crate::graph::Graph;
 use crate::model::{Activation, Loss, ModelSpec};
@@ -40,10 +41,15 @@ pub struct Args {
     #[arg(long, default_value = "auto")]
     tile: String,
     /// How the relaxation is dispatched: tiled (one dispatch per step), resident (several steps
-    /// per dispatch, a workgroup per 4 samples), cooperative (the tiled steps, several per
-    /// dispatch, with a grid barrier between them), or several, comma-separated.
+    /// per dispatch, a workgroup per few samples, their state on chip), cooperative (the tiled
+    /// steps, several per dispatch, with a grid barrier between them), or several,
+    /// comma-separated.
     #[arg(long, default_value = "tiled")]
     relax_kernel: String,
+    /// The resident kernel's rows and threads per workgroup: auto (chosen per batch size and
+    /// device), rR, tT or rR-tT (e.g. r4-t1024); a comma-separated list measures each.
+    #[arg(long, default_value = "auto")]
+    resident: String,
     /// The cooperative kernel's workgroups per dispatch at most [default: 256 on a GPU, 1 on a
     /// CPU adapter].
     #[arg(long)]
@@ -69,7 +75,7 @@ pub struct Args {
     /// Needs no GPU.
     #[arg(long, value_name = "FILE.jsonl", num_args = 1.., conflicts_with_all = [
         "layers", "model", "batch_sizes", "relax_steps", "samples", "warmup_ms", "tile",
-        "relax_kernel", "cooperative_groups", "replicas", "kernel_times", "adapter",
+        "relax_kernel", "resident", "cooperative_groups", "replicas", "kernel_times", "adapter",
     ])]
     from: Vec<std::path::PathBuf>,
     #[command(flatten)]
@@ -177,9 +183,6 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
                 .map_err(|e| Error::Config(format!("--tile: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    // Room for a forced shape's name with the cooperative prefix and the rolled-loops mark.
-    let names: Vec<String> = tiles.iter().map(|t| format!("c{t} rolled")).collect();
-    let w = tile_width(names.iter().map(String::as_str));
     let kernels = args
         .relax_kernel
         .split(',')
@@ -188,9 +191,25 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
                 .map_err(|e| Error::Config(format!("--relax-kernel: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
+    let residents = args
+        .resident
+        .split(',')
+        .map(|s| {
+            s.parse::<ResidentShape>()
+                .map_err(|e| Error::Config(format!("--resident: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Room for a forced shape's name with the cooperative prefix and the rolled-loops mark, and
+    // for the resident kernel's shapes (settled ones are at most "r64-t1024").
+    let mut names: Vec<String> = tiles.iter().map(|t| format!("c{t} rolled")).collect();
+    if kernels.contains(&RelaxKernel::Resident) {
+        names.push("resident r64-t1024 rolled".into());
+    }
+    let w = tile_width(names.iter().map(String::as_str));
     let largest = *batch_sizes.iter().max().expect("non-empty");
     let mut needs: Needs = model.needs_replicated(largest, args.replicas);
     needs.timestamps = true;
+    needs.wide_workgroups = kernels.contains(&RelaxKernel::Resident);
     for &tile in &tiles {
         needs = needs.with_tiles(tile);
     }
@@ -214,6 +233,7 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
         replicas: args.replicas,
         kernel_times: args.kernel_times,
         cooperative_groups: args.cooperative_groups,
+        resident: ResidentShape::default(),
     };
     if !args.json {
         println!("adapter: {}", ctx.describe());
@@ -258,13 +278,16 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
     let mut results = Vec::new();
     for kernel in kernels {
         opts.relax_kernel = kernel;
-        // The resident kernel has no tiles: one pass over the tile choices is enough.
-        let tiles = if kernel == RelaxKernel::Resident {
-            &tiles[..1]
-        } else {
-            &tiles[..]
-        };
-        for &tile in tiles {
+        // The resident kernel has no tiles but shapes of its own; the others, the tiles.
+        if kernel == RelaxKernel::Resident {
+            opts.tile = tiles[0];
+            for &shape in &residents {
+                opts.resident = shape;
+                results.extend(bench::run(ctx.clone(), &opts, &mut report(json, w))?);
+            }
+            continue;
+        }
+        for &tile in &tiles {
             opts.tile = tile;
             results.extend(bench::run(ctx.clone(), &opts, &mut report(json, w))?);
         }
@@ -369,7 +392,10 @@ fn report(json: bool, w: usize) -> impl FnMut(&BenchResult) {
 /// ("resident" has none), and marked where the register loops were left rolled.
 fn tile_label(r: &BenchResult) -> String {
     let mut s = match r.relax_kernel.as_str() {
-        "resident" => "resident".to_string(),
+        "resident" => match &r.resident_shape {
+            Some(shape) => format!("resident {shape}"),
+            None => "resident".to_string(),
+        },
         "cooperative" => format!("c{}", r.relax_tile),
         _ => r.relax_tile.clone(),
     };

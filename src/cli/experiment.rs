@@ -57,11 +57,12 @@ pub fn run(args: Args) -> Result<()> {
         &exp.conditions[0],
         exp.seeds[0],
     )?;
-    let ctx = args.device.open(
-        first
-            .model()?
-            .needs_replicated(first.batch_size, exp.parallel_seeds()),
-    )?;
+    let mut needs = first.needs(exp.parallel_seeds())?;
+    for condition in &exp.conditions {
+        let cfg = exp.run_config(&args.config, &exp.datasets[0], condition, exp.seeds[0])?;
+        needs.wide_workgroups |= cfg.needs(1)?.wide_workgroups;
+    }
+    let ctx = args.device.open(needs)?;
     println!("adapter: {}", ctx.describe());
     println!(
         "{} conditions × {} seeds × {} data sets into {} ({} seeds side by side)",

@@ -28,7 +28,7 @@ pub use layout::{
     PassUniform, Shapes,
 };
 pub use ops::Ops;
-pub use resident::{RESIDENT_MAX_WIDTH, RelaxKernel};
+pub use resident::RelaxKernel;
 use resident::{Resident, check_resident};
 
 mod options;
@@ -264,7 +264,7 @@ impl Engine {
         if u32::try_from(layout.x_len.max(layout.params_len)).is_err() {
             return Err(Error::Config("model too large for 32-bit offsets".into()));
         }
-        check_resident(spec, &opts)?;
+        check_resident(&opts)?;
         let device = &ctx.device;
         let shapes = Shapes::new(&layout, opts.tile.for_adapter(ctx.info.device_type));
         let kernels = Kernels::new(&ctx, &shapes);
@@ -391,16 +391,18 @@ impl Engine {
             },
         );
         let relax_check = k.relax_check.bind(device, &[&check_u, &bufs.conv]);
-        let resident = (opts.relax_kernel == RelaxKernel::Resident).then(|| {
-            Resident::new(
+        let resident = if opts.relax_kernel == RelaxKernel::Resident {
+            Some(Resident::new(
                 &ctx,
                 &layout,
                 &opts,
                 flags,
                 [relax_weights, relax_fp],
                 &bufs,
-            )
-        });
+            )?)
+        } else {
+            None
+        };
         let cooperative = if opts.relax_kernel == RelaxKernel::Cooperative {
             Some(Cooperative::new(
                 &ctx,
@@ -660,6 +662,11 @@ impl Engine {
             c.set_rate(q, &self.layout, flags, rate);
         }
         Ok(())
+    }
+
+    /// The resident relaxation kernel's split of the work, when that kernel is in use.
+    pub fn resident_plan(&self) -> Option<&crate::gpu::resident::ResidentPlan> {
+        self.binds.resident.as_ref().map(Resident::plan)
     }
 
     /// Reads the activities x_0 … x_L of the last forward pass.

@@ -479,6 +479,14 @@ impl Net {
         }
     }
 
+    /// The resident kernel's rows and threads per workgroup, when it is in use.
+    pub fn resident_shape(&self) -> Option<crate::gpu::resident::ResidentShape> {
+        match self {
+            Net::Mlp(e) => e.resident_plan().map(|p| p.shape()),
+            Net::Graph(_) => None,
+        }
+    }
+
     pub fn tile_shapes(&self) -> (TileShape, Vec<TileShape>, TileShape) {
         match self {
             Net::Mlp(e) => (e.shapes.relax, e.shapes.forward.clone(), e.shapes.grad),

@@ -3,6 +3,7 @@
 
 use super::layout::{FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV};
 use super::resident::RelaxKernel;
+use crate::gpu::resident::ResidentShape;
 use crate::gpu::tile::TileChoice;
 use crate::model::Reduction;
 
@@ -55,6 +56,9 @@ pub struct EngineOptions {
     pub tile: TileChoice,
     /// How the parallel relaxation is dispatched.
     pub relax_kernel: RelaxKernel,
+    /// The resident kernel's rows and threads per workgroup (where unset, chosen from the batch
+    /// and the device; see [`crate::gpu::resident::ResidentPlan`]).
+    pub resident: ResidentShape,
     /// Independent copies of the model trained side by side in the same dispatches (say, one
     /// per seed), each with its own parameters and batches. 1 for an ordinary engine.
     pub replicas: usize,
@@ -95,6 +99,7 @@ impl EngineOptions {
             update_input_relaxed: false,
             tile: TileChoice::Auto,
             relax_kernel: RelaxKernel::Tiled,
+            resident: ResidentShape::default(),
             replicas: 1,
             cooperative_groups: None,
         }

@@ -1,5 +1,6 @@
 //! The resident relaxation kernel's host side (`shaders/relax_resident.wgsl`): several Jacobi
-//! steps per dispatch (see `step_table.rs`), each workgroup owning a few samples.
+//! steps per dispatch (see `step_table.rs`), each workgroup owning a few samples and keeping
+//! their state on chip; the split of its work is `gpu::resident::ResidentPlan`.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -7,8 +8,8 @@ use super::layout::Layout;
 use super::step_table::StepTable;
 use super::{Buffers, EngineOptions};
 use crate::gpu::buffers::{Dispatch, Kernel, Slot};
+use crate::gpu::resident::ResidentPlan;
 use crate::gpu::{GpuContext, shader};
-use crate::model::ModelSpec;
 use crate::{Error, Result};
 
 /// How the parallel relaxation is dispatched.
@@ -18,9 +19,9 @@ pub enum RelaxKernel {
     /// One dispatch per step covering every layer, tiled over batch × width (`relax.wgsl`).
     #[default]
     Tiled,
-    /// Several steps per dispatch, each workgroup owning a few samples (`relax_resident.wgsl`);
-    /// hidden widths up to [`RESIDENT_MAX_WIDTH`], without the adaptive, sweep or
-    /// current-derivative options.
+    /// Several steps per dispatch, each workgroup owning a few samples and keeping their state
+    /// on chip (`relax_resident.wgsl`); without the adaptive, sweep or current-derivative
+    /// options.
     Resident,
     /// The tiled kernel's steps, several per dispatch, with a grid barrier between steps
     /// (`relax_cooperative.wgsl`; see `engine/cooperative.rs`); without the adaptive, sweep or
@@ -52,10 +53,6 @@ impl std::fmt::Display for RelaxKernel {
     }
 }
 
-/// Widest hidden layer the resident kernel handles (256 threads × 4 columns each).
-pub const RESIDENT_MAX_WIDTH: usize = 1024;
-/// Samples per workgroup of the resident kernel (`ROWS` in the shader).
-const RESIDENT_ROWS: usize = 4;
 /// Mirror of `ResidentPass` in `shaders/relax_resident.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
@@ -69,11 +66,13 @@ struct ResidentUniform {
     src: u32,
     replicas: u32,
     canary: u32,
-    pad: [u32; 3],
+    n_cols: u32,
+    n_extra: u32,
+    pad: u32,
 }
 
 /// The resident and cooperative kernels' limits, checked before anything is built.
-pub(super) fn check_resident(spec: &ModelSpec, opts: &EngineOptions) -> Result<()> {
+pub(super) fn check_resident(opts: &EngineOptions) -> Result<()> {
     if opts.relax_kernel == RelaxKernel::Tiled {
         return Ok(());
     }
@@ -82,19 +81,6 @@ pub(super) fn check_resident(spec: &ModelSpec, opts: &EngineOptions) -> Result<(
             "the {} relaxation kernel runs fixed parallel steps with a frozen f'; adaptive \
              relaxation, the sweep schedule and f' at the current state need the tiled kernel",
             opts.relax_kernel
-        )));
-    }
-    if opts.relax_kernel == RelaxKernel::Cooperative {
-        return Ok(());
-    }
-    let depth = spec.depth();
-    if let Some(w) = spec.widths[1..depth]
-        .iter()
-        .find(|&&w| w > RESIDENT_MAX_WIDTH)
-    {
-        return Err(Error::Config(format!(
-            "the resident relaxation kernel handles hidden widths up to {RESIDENT_MAX_WIDTH}; \
-             this model has one of {w} (use the tiled kernel)"
         )));
     }
     Ok(())
@@ -108,6 +94,7 @@ pub(super) struct Resident {
     table: StepTable,
     /// Nonzero once a dispatch's loops were cut short.
     flag: wgpu::Buffer,
+    plan: ResidentPlan,
 }
 
 impl Resident {
@@ -119,12 +106,19 @@ impl Resident {
         flags: u32,
         relax: [&wgpu::Buffer; 2],
         bufs: &Buffers,
-    ) -> Self {
+    ) -> Result<Self> {
+        let plan = ResidentPlan::new(
+            &layout.widths,
+            layout.batch,
+            layout.replicas,
+            opts.resident,
+            ctx.workgroup_room(),
+        )?;
         let device = &ctx.device;
         let table = StepTable::new(ctx, "resident relax passes");
         let kernel = Kernel::new(
             ctx,
-            &shader::module(ctx, "relax_resident.wgsl"),
+            &shader::module_prefixed(ctx, "relax_resident.wgsl", &plan.constants()),
             "relax_resident",
             &[
                 Slot::DynamicUniform,
@@ -134,9 +128,12 @@ impl Resident {
                 Slot::ReadWrite,
                 Slot::ReadWrite,
                 Slot::ReadWrite,
+                Slot::Read,
             ],
         );
         let flag = crate::gpu::buffers::storage(device, "resident relax flag", 1);
+        let plan_buffer =
+            crate::gpu::buffers::storage_init(device, "resident relax plan", &plan.layers);
         let bind = kernel.bind_windowed(
             device,
             &[
@@ -147,6 +144,7 @@ impl Resident {
                 &bufs.r[0],
                 &bufs.r[1],
                 &flag,
+                &plan_buffer,
             ],
             Some(std::mem::size_of::<ResidentUniform>() as u64),
         );
@@ -155,9 +153,15 @@ impl Resident {
             bind,
             table,
             flag,
+            plan,
         };
         me.set_rate(&ctx.queue, layout, flags, opts.relax_rate);
-        me
+        Ok(me)
+    }
+
+    /// The split of the work the kernel was compiled for.
+    pub(crate) fn plan(&self) -> &ResidentPlan {
+        &self.plan
     }
 
     /// (Re)writes the uniform table for relaxation rate `rate`.
@@ -172,7 +176,9 @@ impl Resident {
             src,
             replicas: layout.replicas as u32,
             canary: 2,
-            pad: [0; 3],
+            n_cols: self.plan.n_cols,
+            n_extra: self.plan.n_extra,
+            pad: 0,
         });
     }
 
@@ -194,7 +200,7 @@ impl Resident {
         let d = Dispatch {
             kernel: &self.kernel,
             bind: &self.bind,
-            groups: (layout.replicas * layout.batch.div_ceil(RESIDENT_ROWS)) as u32,
+            groups: self.plan.groups(layout.batch, layout.replicas) as u32,
         };
         self.table.record(pass, d, steps, current)
     }

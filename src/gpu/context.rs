@@ -29,6 +29,10 @@ pub struct Needs {
     /// 16 KiB), for forced tile shapes; 0 means the defaults.
     pub workgroup_threads: u32,
     pub workgroup_bytes: u32,
+    /// Open the device with as many invocations per workgroup (up to 1024) and as much
+    /// workgroup memory (up to 48 KiB) as the adapter offers: the resident relaxation kernel
+    /// sizes its workgroups to the device.
+    pub wide_workgroups: bool,
 }
 
 impl Needs {
@@ -149,6 +153,11 @@ impl GpuContext {
             .max(needs.max_buffer_bytes)
             .max(limits.max_storage_buffer_binding_size);
         let (threads_offered, bytes_offered) = workgroup_room(&have);
+        let mut needs = needs;
+        if needs.wide_workgroups {
+            needs.workgroup_threads = needs.workgroup_threads.max(threads_offered.min(1024));
+            needs.workgroup_bytes = needs.workgroup_bytes.max(bytes_offered.min(48 << 10));
+        }
         for (what, need, has) in [
             (
                 "invocations per workgroup",
@@ -337,6 +346,12 @@ impl GpuContext {
             )));
         }
         Ok(())
+    }
+
+    /// The invocations (one-dimensional) and bytes of workgroup memory a workgroup may use on
+    /// this device (as opened, not the adapter's maximum).
+    pub fn workgroup_room(&self) -> (u32, u32) {
+        workgroup_room(&self.limits)
     }
 
     /// Reads `count` u32 values starting at element `offset` of `src`.

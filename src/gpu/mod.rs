@@ -3,6 +3,7 @@
 pub mod buffers;
 pub mod context;
 pub mod profiler;
+pub mod resident;
 pub mod shader;
 pub mod tile;
 

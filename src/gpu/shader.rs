@@ -12,6 +12,7 @@
 //! same order), to measure what unrolling is worth on a device.
 
 use super::GpuContext;
+use super::resident::ResidentPlan;
 use super::tile::TileShape;
 
 macro_rules! shaders {
@@ -77,8 +78,25 @@ pub fn composed_with(name: &str, shape: TileShape) -> String {
 
 /// [`composed_with`], with the `//!unroll` blocks unrolled or left as loops.
 pub fn composed_as(name: &str, shape: TileShape, unrolled: bool) -> String {
+    composed_prefixed(name, shape, unrolled, &example_constants(name))
+}
+
+/// The constants of a kernel whose sizes the host generates (see [`composed_prefixed`]), for a
+/// typical model, where no plan is at hand (validation); empty for the others.
+fn example_constants(name: &str) -> String {
+    if name == "relax_resident.wgsl" {
+        ResidentPlan::example().constants()
+    } else {
+        String::new()
+    }
+}
+
+/// [`composed_as`] with `prefix` (generated WGSL constants) before the source; `//!unroll`
+/// bounds may name its constants.
+pub fn composed_prefixed(name: &str, shape: TileShape, unrolled: bool, prefix: &str) -> String {
     let src = raw(name).unwrap_or_else(|| panic!("unknown shader {name}"));
-    let mut out = String::with_capacity(src.len() * 2);
+    let mut out = String::with_capacity(src.len() * 2 + prefix.len());
+    out.push_str(prefix);
     for line in src.lines() {
         if let Some(inc) = line.trim().strip_prefix("//!include ") {
             let inc = inc.trim();
@@ -184,9 +202,19 @@ pub fn module(ctx: &GpuContext, name: &str) -> wgpu::ShaderModule {
 /// the products index workgroup memory with indices the compiler cannot prove in range).
 pub fn module_with(ctx: &GpuContext, name: &str, shape: TileShape) -> wgpu::ShaderModule {
     let label = format!("{name} ({shape})");
+    compile(ctx, &label, composed_as(name, shape, ctx.unroll))
+}
+
+/// Compiles a kernel file after the generated constants `prefix` (see [`composed_prefixed`]).
+pub fn module_prefixed(ctx: &GpuContext, name: &str, prefix: &str) -> wgpu::ShaderModule {
+    let src = composed_prefixed(name, TileShape::T64, ctx.unroll, prefix);
+    compile(ctx, name, src)
+}
+
+fn compile(ctx: &GpuContext, label: &str, src: String) -> wgpu::ShaderModule {
     let desc = wgpu::ShaderModuleDescriptor {
-        label: Some(&label),
-        source: wgpu::ShaderSource::Wgsl(composed_as(name, shape, ctx.unroll).into()),
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(src.into()),
     };
     if ctx.shader_checks {
         return ctx.device.create_shader_module(desc);
@@ -269,7 +297,9 @@ mod tests {
                     !src.lines().any(|l| l.trim().starts_with("//!")),
                     "{name} ({shape})"
                 );
-                for var in ["{i}", "{j}", "{c}", "{s}", "{kk}", "{row}"] {
+                for var in [
+                    "{i}", "{j}", "{c}", "{s}", "{kk}", "{row}", "{q}", "{u}", "{b}",
+                ] {
                     assert!(!src.contains(var), "{name} ({shape}): {var}");
                 }
             }

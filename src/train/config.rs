@@ -103,6 +103,10 @@ pub struct TrainConfig {
     /// The cooperative kernel's workgroups per dispatch at most (unset: the adapter's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooperative_groups: Option<usize>,
+    /// The resident kernel's rows and threads per workgroup, e.g. "r4-t1024" (unset: chosen
+    /// from the batch size and the device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resident_shape: Option<String>,
     /// Where f' in the relaxation is evaluated: at the frozen forward pass or the current state.
     pub relax_fprime: FprimeAt,
     /// Where f' in the weight update is evaluated.
@@ -147,6 +151,7 @@ impl Default for TrainConfig {
             schedule: Schedule::Parallel,
             relax_kernel: KernelChoice::Tiled,
             cooperative_groups: None,
+            resident_shape: None,
             relax_fprime: FprimeAt::Frozen,
             update_fprime: FprimeAt::Frozen,
             update_input: UpdateInput::Frozen,
@@ -226,6 +231,19 @@ impl TrainConfig {
     }
 
     /// Rejects settings that cannot work, naming the setting.
+    /// What the run needs from the device with `replicas` seeds side by side: the model's
+    /// buffers, and the widest workgroups the adapter offers where the resident kernel may run.
+    pub fn needs(&self, replicas: usize) -> Result<crate::gpu::Needs> {
+        let mut needs = self
+            .model()?
+            .needs_replicated(self.batch_size, replicas.max(1));
+        needs.wide_workgroups = matches!(
+            self.relax_kernel,
+            KernelChoice::Resident | KernelChoice::Auto
+        );
+        Ok(needs)
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |k: &str, why: String| Err(Error::Config(format!("{k}: {why}")));
         self.model()?;
@@ -253,6 +271,11 @@ impl TrainConfig {
             && !(t.is_finite() && t > 0.0)
         {
             return bad("relax_tol", format!("{t} must be positive"));
+        }
+        if let Some(r) = &self.resident_shape
+            && let Err(e) = r.parse::<crate::gpu::resident::ResidentShape>()
+        {
+            return bad("resident_shape", e);
         }
         if !(self.feedback_decay.is_finite() && self.feedback_decay >= 0.0) {
             return bad(
@@ -297,6 +320,11 @@ impl TrainConfig {
             KernelChoice::Tiled | KernelChoice::Auto => RelaxKernel::Tiled,
         };
         o.cooperative_groups = self.cooperative_groups;
+        o.resident = self
+            .resident_shape
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default();
         o.relax_fprime_current = self.relax_fprime == FprimeAt::Current;
         o.update_fprime_current = self.update_fprime == FprimeAt::Current;
         o.update_input_relaxed = self.update_input == UpdateInput::Relaxed;
@@ -364,6 +392,9 @@ impl TrainConfig {
         }
         if let Some(g) = o.cooperative_groups {
             self.cooperative_groups = Some(g);
+        }
+        if let Some(r) = &o.resident_shape {
+            self.resident_shape = Some(r.clone());
         }
         if let Some(t) = o.train_limit {
             self.train_limit = Some(t);
@@ -534,6 +565,10 @@ pub struct Overrides {
     /// barrier gave up.
     #[arg(long)]
     pub cooperative_groups: Option<usize>,
+    /// The resident kernel's rows and threads per workgroup: r4, t256 or r4-t256 [default:
+    /// chosen from the batch size and the device].
+    #[arg(long)]
+    pub resident_shape: Option<String>,
     /// f' in the relaxation at the frozen forward pass or the current state: frozen or current
     /// [default: frozen].
     #[arg(long)]

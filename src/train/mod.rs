@@ -322,8 +322,7 @@ pub fn run(
     progress: &mut dyn Progress,
 ) -> Result<RunResult> {
     cfg.validate()?;
-    let needs = cfg.model()?.needs(cfg.batch_size);
-    let ctx = Arc::new(GpuContext::new(device, needs)?);
+    let ctx = Arc::new(GpuContext::new(device, cfg.needs(1)?)?);
     run_with(ctx, cfg, out, mode, progress)
 }
 

@@ -23,6 +23,7 @@ pub fn new_ctx() -> GpuContext {
         // Room for the wider tile specs the kernel tests force (lavapipe offers 1024 and 32 KiB).
         workgroup_threads: 512,
         workgroup_bytes: 32768,
+        wide_workgroups: false,
     };
     GpuContext::new(&AdapterRequest::default(), needs)
         .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))

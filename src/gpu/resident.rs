@@ -1,0 +1,464 @@
+//! The resident relaxation kernel's shape (`shaders/relax_resident.wgsl`): rows and threads per
+//! workgroup, and how the products' work is split among the threads, as WGSL constants.
+//!
+//! A workgroup owns `rows` samples and runs many relaxation steps on them. Every step reads all
+//! of the relaxed layers' weights once, so its speed is how many of those loads are in flight at
+//! once: the columns of the products are cut into K slices so that every thread has about the
+//! same number of loads, and none walks a long K alone. The plan is pure arithmetic on the
+//! widths; the CPU twin of the kernel is `reference::relax_step`.
+
+use crate::{Error, Result};
+
+/// Most columns a thread owns (their state is kept in its registers).
+pub const MAX_OWN: u32 = 8;
+/// Most work items a thread runs per step.
+pub const MAX_ITEMS: u32 = 16;
+/// Most rows per workgroup.
+pub const MAX_ROWS: u32 = 64;
+/// A work item's fixed cost, in weight loads, when balancing (decode, sum, store).
+const ITEM_OVERHEAD: u64 = 8;
+/// Rows per workgroup chosen (when not forced) as the largest power of two up to this that
+/// still gives [`TARGET_GROUPS`] workgroups.
+const AUTO_MAX_ROWS: u32 = 16;
+const TARGET_GROUPS: usize = 128;
+
+/// Rows and threads per workgroup; None: chosen by [`ResidentPlan::new`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResidentShape {
+    pub rows: Option<u32>,
+    pub threads: Option<u32>,
+}
+
+impl std::fmt::Display for ResidentShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.rows, self.threads) {
+            (None, None) => f.write_str("auto"),
+            (Some(r), None) => write!(f, "r{r}"),
+            (None, Some(t)) => write!(f, "t{t}"),
+            (Some(r), Some(t)) => write!(f, "r{r}-t{t}"),
+        }
+    }
+}
+
+impl std::str::FromStr for ResidentShape {
+    type Err = String;
+    /// `auto`, `rR`, `tT` or `rR-tT` (rows R, threads T).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim();
+        let mut shape = Self::default();
+        if s == "auto" {
+            return Ok(shape);
+        }
+        let bad = || format!("'{s}' is not a resident shape (auto, r4, t256 or r4-t256)");
+        for part in s.split('-') {
+            let (slot, digits) = match part.split_at_checked(1) {
+                Some(("r", d)) => (&mut shape.rows, d),
+                Some(("t", d)) => (&mut shape.threads, d),
+                _ => return Err(bad()),
+            };
+            if slot.is_some() {
+                return Err(bad());
+            }
+            *slot = Some(digits.parse().map_err(|_| bad())?);
+        }
+        Ok(shape)
+    }
+}
+
+/// Mirror of `PlanLayer` in the shader: one relaxed layer's share of the work.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PlanLayer {
+    pub col_base: u32,
+    pub extra_base: u32,
+    pub slices: u32,
+    pub slice_len: u32,
+    pub post_base: u32,
+    pub pad: [u32; 3],
+}
+
+/// The split of one relaxation step's products among a workgroup's threads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResidentPlan {
+    pub rows: u32,
+    pub threads: u32,
+    /// One entry per relaxed layer (layers 1 … L−1 of the model).
+    pub layers: Vec<PlanLayer>,
+    /// Columns of all relaxed layers (each a thread's first item and its state).
+    pub n_cols: u32,
+    /// Extra items: K slices after a column's first.
+    pub n_extra: u32,
+    /// Columns and items per thread at most.
+    pub own: u32,
+    pub items: u32,
+    /// Sum of the relaxed layers' K (the rows of `post`).
+    pub post_len: u32,
+    /// Weight loads of the busiest thread per step (what the split minimised).
+    pub busiest_loads: u64,
+}
+
+/// The relaxed layers' (columns, K): layer l maps r_{l+1} (K = n_{l+1}) to r_l (n_l columns).
+fn relaxed(widths: &[usize]) -> Vec<(u32, u32)> {
+    (1..widths.len() - 1)
+        .map(|l| (widths[l] as u32, widths[l + 1] as u32))
+        .collect()
+}
+
+/// Rows stored per value of `post` (f32, vec2 or vec4).
+fn row_vec(rows: u32) -> u32 {
+    rows.min(4)
+}
+
+impl ResidentPlan {
+    /// Plans the kernel for a model of `widths` at `batch` × `replicas` rows, on a device that
+    /// allows `room` = (invocations, bytes of workgroup memory) per workgroup.
+    pub fn new(
+        widths: &[usize],
+        batch: usize,
+        replicas: usize,
+        shape: ResidentShape,
+        room: (u32, u32),
+    ) -> Result<Self> {
+        let layers = relaxed(widths);
+        if layers.is_empty() {
+            return Err(Error::Config(
+                "the resident relaxation kernel needs a hidden layer".into(),
+            ));
+        }
+        let post_len: u32 = layers.iter().map(|l| l.1).sum();
+        let n_cols: u32 = layers.iter().map(|l| l.0).sum();
+        let threads = match shape.threads {
+            Some(t) if t == 0 || t > room.0 => {
+                return Err(Error::Config(format!(
+                    "the resident kernel's {t} threads per workgroup: the device allows 1 to {} \
+                     (it is opened with more where the adapter offers them)",
+                    room.0
+                )));
+            }
+            Some(t) => t,
+            None => 1 << room.0.min(1024).ilog2(),
+        };
+        // Bytes of workgroup memory per row of post or partial.
+        let bytes_for =
+            |rows: u32, extra: u32| 4 * u64::from(rows) * u64::from(post_len + extra.max(1));
+        let rows = match shape.rows {
+            Some(r) if r == 0 || r > MAX_ROWS || (r > 2 && r % 4 != 0) => {
+                return Err(Error::Config(format!(
+                    "the resident kernel's rows per workgroup must be 1, 2 or a multiple of 4 up \
+                     to {MAX_ROWS}, not {r}"
+                )));
+            }
+            Some(r) => r,
+            None => {
+                let groups = |r: u32| replicas * batch.div_ceil(r as usize);
+                (0..=AUTO_MAX_ROWS.ilog2())
+                    .rev()
+                    .map(|p| 1 << p)
+                    .find(|&r| groups(r) >= TARGET_GROUPS && bytes_for(r, 0) <= u64::from(room.1))
+                    .unwrap_or(1)
+            }
+        };
+        if bytes_for(rows, 0) > u64::from(room.1) {
+            return Err(Error::Config(format!(
+                "the resident kernel with {rows} rows per workgroup needs {} bytes of workgroup \
+                 memory for the relaxed layers' inputs ({post_len} values per row); the device \
+                 allows {}: use fewer rows or the tiled kernel",
+                bytes_for(rows, 0),
+                room.1
+            )));
+        }
+        let own = n_cols.div_ceil(threads);
+        if own > MAX_OWN {
+            return Err(Error::Config(format!(
+                "the resident kernel keeps at most {MAX_OWN} units per thread: the relaxed layers \
+                 have {n_cols} units for {threads} threads per workgroup (use the tiled kernel)"
+            )));
+        }
+        let mut best: Option<ResidentPlan> = None;
+        for slice_len in candidate_slices(&layers) {
+            let plan = Self::split(&layers, slice_len, rows, threads, post_len, n_cols);
+            if plan.items > MAX_ITEMS || bytes_for(rows, plan.n_extra) > u64::from(room.1) {
+                continue;
+            }
+            let better = best
+                .as_ref()
+                .is_none_or(|b| (plan.busiest_loads, plan.n_extra) < (b.busiest_loads, b.n_extra));
+            if better {
+                best = Some(plan);
+            }
+        }
+        // Unsplit columns always fit: the checks above cover their memory and items.
+        Ok(best.expect("one slice per column is always a candidate"))
+    }
+
+    /// The plan that cuts every column into slices of about `slice_len` (balanced per layer).
+    fn split(
+        layers: &[(u32, u32)],
+        slice_len: u32,
+        rows: u32,
+        threads: u32,
+        post_len: u32,
+        n_cols: u32,
+    ) -> Self {
+        let mut plan = Vec::with_capacity(layers.len());
+        let (mut col_base, mut extra_base, mut post_base) = (0, 0, 0);
+        for &(n, k) in layers {
+            let slices = k.div_ceil(slice_len.min(k).max(1));
+            let len = k.div_ceil(slices).max(1);
+            let slices = k.div_ceil(len).max(1);
+            plan.push(PlanLayer {
+                col_base,
+                extra_base,
+                slices,
+                slice_len: len,
+                post_base,
+                pad: [0; 3],
+            });
+            col_base += n;
+            extra_base += (slices - 1) * n;
+            post_base += k;
+        }
+        let n_extra = extra_base;
+        // Loads per thread: item g runs on thread g mod threads.
+        let mut load = vec![0u64; threads as usize];
+        let mut g = 0usize;
+        let mut add = |len: u32| {
+            load[g % threads as usize] += u64::from(len) + ITEM_OVERHEAD;
+            g += 1;
+        };
+        for (p, &(n, k)) in plan.iter().zip(layers) {
+            for _ in 0..n {
+                add(p.slice_len.min(k));
+            }
+        }
+        for (p, &(n, k)) in plan.iter().zip(layers) {
+            for s in 1..p.slices {
+                let len = p.slice_len.min(k - s * p.slice_len);
+                for _ in 0..n {
+                    add(len);
+                }
+            }
+        }
+        Self {
+            rows,
+            threads,
+            layers: plan,
+            n_cols,
+            n_extra,
+            own: n_cols.div_ceil(threads),
+            items: (n_cols + n_extra).div_ceil(threads),
+            post_len,
+            busiest_loads: load.into_iter().max().unwrap_or(0),
+        }
+    }
+
+    /// The paper's MLP at batch 64 with 4 rows and WebGPU's default limits: what the kernel is
+    /// validated with where no model is at hand.
+    pub fn example() -> Self {
+        let shape = ResidentShape {
+            rows: Some(4),
+            threads: Some(256),
+        };
+        Self::new(&[784, 300, 300, 100, 10], 64, 1, shape, (256, 16384))
+            .expect("the example fits WebGPU's defaults")
+    }
+
+    /// Workgroups for `batch` × `replicas` rows.
+    pub fn groups(&self, batch: usize, replicas: usize) -> usize {
+        replicas * batch.div_ceil(self.rows as usize)
+    }
+
+    /// Bytes of workgroup memory the kernel declares.
+    pub fn workgroup_bytes(&self) -> u32 {
+        4 * self.rows * (self.post_len + self.n_extra.max(1))
+    }
+
+    /// "r4-t1024": the shape this plan settled on.
+    pub fn shape(&self) -> ResidentShape {
+        ResidentShape {
+            rows: Some(self.rows),
+            threads: Some(self.threads),
+        }
+    }
+
+    /// The WGSL constants the kernel is compiled with (put before its source).
+    pub fn constants(&self) -> String {
+        let rv = row_vec(self.rows);
+        let (ty, at, with) = match rv {
+            1 => ("f32", "v", "x"),
+            2 => (
+                "vec2<f32>",
+                "select(v.x, v.y, c == 1u)",
+                "select(v, vec2<f32>(x), vec2<u32>(0u, 1u) == vec2<u32>(c))",
+            ),
+            _ => (
+                "vec4<f32>",
+                "select(select(select(v.x, v.y, c == 1u), v.z, c == 2u), v.w, c == 3u)",
+                "select(v, vec4<f32>(x), vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(c))",
+            ),
+        };
+        let consts = [
+            ("R", self.rows),
+            ("RV", rv),
+            ("RB", self.rows / rv),
+            ("T", self.threads),
+            ("OWN", self.own),
+            ("ITEMS", self.items),
+            ("EXTRA_ITEMS", self.items - self.own),
+            ("POST_LEN", self.post_len),
+            ("EXTRA_LEN", self.n_extra.max(1)),
+        ];
+        let mut s = format!("// Generated by gpu::resident::ResidentPlan.\nalias RowVec = {ty};\n");
+        for (name, v) in consts {
+            s.push_str(&format!("const {name}: u32 = {v}u;\n"));
+        }
+        s.push_str(&format!(
+            "fn rv_at(v: RowVec, c: u32) -> f32 {{ return {at}; }}\n\
+             fn rv_with(v: RowVec, c: u32, x: f32) -> RowVec {{ return {with}; }}\n"
+        ));
+        s
+    }
+}
+
+/// Slice lengths worth trying: each layer's K cut into 1 to 64 even pieces.
+fn candidate_slices(layers: &[(u32, u32)]) -> Vec<u32> {
+    let mut c: Vec<u32> = layers
+        .iter()
+        .flat_map(|&(_, k)| (1..=64u32.min(k)).map(move |s| k.div_ceil(s)))
+        .collect();
+    c.sort_unstable();
+    c.dedup();
+    c.reverse();
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAPER: [usize; 5] = [784, 300, 300, 100, 10];
+
+    /// Every (layer, column, k) of every relaxed product is in exactly one item.
+    fn covers_each_term_once(widths: &[usize], plan: &ResidentPlan) {
+        let layers = relaxed(widths);
+        let mut seen: Vec<Vec<u32>> = layers
+            .iter()
+            .map(|&(n, k)| vec![0; (n * k) as usize])
+            .collect();
+        let mut cover = |i: usize, j: u32, k0: u32, k1: u32| {
+            let (n, k) = layers[i];
+            assert!(k0 < k1 && k1 <= k, "layer {i}: slice {k0}..{k1} of {k}");
+            for kk in k0..k1 {
+                seen[i][(kk * n + j) as usize] += 1;
+            }
+        };
+        for (i, p) in plan.layers.iter().enumerate() {
+            let (n, k) = layers[i];
+            for j in 0..n {
+                cover(i, j, 0, p.slice_len.min(k));
+            }
+            for t in 0..(p.slices - 1) * n {
+                let k0 = (1 + t / n) * p.slice_len;
+                cover(i, t % n, k0, (k0 + p.slice_len).min(k));
+            }
+        }
+        for (i, s) in seen.iter().enumerate() {
+            assert!(s.iter().all(|&c| c == 1), "layer {i}: {widths:?} {plan:?}");
+        }
+        let extras: u32 = plan
+            .layers
+            .iter()
+            .zip(&layers)
+            .map(|(p, l)| (p.slices - 1) * l.0)
+            .sum();
+        assert_eq!(extras, plan.n_extra);
+        for w in plan.layers.windows(2) {
+            assert!(w[1].extra_base >= w[0].extra_base && w[1].col_base > w[0].col_base);
+        }
+    }
+
+    #[test]
+    fn plans_cover_every_product_term_once() {
+        let models: [&[usize]; 5] = [
+            &PAPER,
+            &[13, 11, 7, 5],
+            &[20, 300, 270, 7],
+            &[8, 1100, 4],
+            &[3, 1, 1, 2],
+        ];
+        for widths in models {
+            for threads in [1, 7, 64, 256, 1024] {
+                for rows in [1, 2, 4, 8] {
+                    let shape = ResidentShape {
+                        rows: Some(rows),
+                        threads: Some(threads),
+                    };
+                    match ResidentPlan::new(widths, 64, 1, shape, (1024, 49152)) {
+                        Ok(plan) => {
+                            covers_each_term_once(widths, &plan);
+                            assert!(plan.items <= MAX_ITEMS && plan.own <= MAX_OWN);
+                            assert!(plan.workgroup_bytes() <= 49152);
+                        }
+                        Err(e) => assert!(e.to_string().contains("units per thread"), "{e}"),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_paper_mlp_splits_its_widest_product() {
+        let shape = ResidentShape {
+            rows: Some(1),
+            threads: Some(1024),
+        };
+        let plan = ResidentPlan::new(&PAPER, 64, 1, shape, (1024, 49152)).unwrap();
+        // 700 columns; K = 300, 100 and 10. Unsplit, the busiest thread would load 300 weights.
+        assert_eq!((plan.n_cols, plan.post_len, plan.own), (700, 410, 1));
+        assert!(plan.layers[0].slices >= 2, "{plan:?}");
+        assert!(plan.busiest_loads < 300, "{plan:?}");
+    }
+
+    #[test]
+    fn automatic_rows_and_threads_follow_the_batch_and_the_device() {
+        let plan = |batch, room| {
+            ResidentPlan::new(&PAPER, batch, 1, ResidentShape::default(), room).unwrap()
+        };
+        assert_eq!(
+            (
+                plan(64, (1024, 49152)).rows,
+                plan(64, (1024, 49152)).threads
+            ),
+            (1, 1024)
+        );
+        assert_eq!(plan(1024, (1024, 49152)).rows, 8);
+        assert_eq!(plan(4096, (1024, 49152)).rows, 16);
+        // WebGPU's defaults: 256 threads, 16 KiB (410 inputs per row fit 8 rows, not 16).
+        let small = plan(4096, (256, 16384));
+        assert_eq!((small.rows, small.threads), (8, 256));
+        assert!(small.workgroup_bytes() <= 16384);
+    }
+
+    #[test]
+    fn impossible_shapes_are_clear_errors() {
+        let try_shape = |s: &str, room| {
+            ResidentPlan::new(&PAPER, 64, 1, s.parse().unwrap(), room)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(try_shape("r3", (1024, 49152)).contains("1, 2 or a multiple of 4"));
+        assert!(try_shape("t2048", (1024, 49152)).contains("device allows 1 to 1024"));
+        assert!(try_shape("r16", (256, 16384)).contains("bytes of workgroup memory"));
+        assert!(try_shape("t64", (1024, 49152)).contains("units per thread"));
+    }
+
+    #[test]
+    fn shapes_parse_and_print() {
+        for s in ["auto", "r4", "t256", "r4-t256", "r16-t1024"] {
+            assert_eq!(s.parse::<ResidentShape>().unwrap().to_string(), s);
+        }
+        for s in ["", "r", "x4", "r4-r8", "r4t2", "4"] {
+            assert!(s.parse::<ResidentShape>().is_err(), "{s}");
+        }
+    }
+}
