@@ -3,10 +3,12 @@
 # "Measuring on a GPU").
 #
 # Prepare here:  scripts/gpu-prepare.sh
-# Run there:     bash scripts/gpu-check.sh [SECONDS] [all|experiments|tiles]   (carrying .gl, .bin and
-#                .data; default budget 540 s, which leaves a 600 s command limit some slack;
-#                `experiments` skips most benches, for a second call; `tiles` sweeps the
-#                named tile shapes against full specs only)
+# Run there:     bash scripts/gpu-check.sh [SECONDS] [all|experiments|tiles|throughput]
+#                (carrying .gl, .bin and .data; default budget 540 s, which leaves a 600 s
+#                command limit some slack; `experiments` skips most benches, for a second call;
+#                `tiles` sweeps the named tile shapes against full specs only; `throughput`
+#                measures the resident kernel against the tiled one, its shapes, the epoch with
+#                each, then the tile specs, with no experiment: about 5 minutes)
 #
 # Order: the short benches first (the paper's MLP with the tiled and the cooperative kernel at
 # the automatic tile, a relaxation step's floor, the CNN per kernel kind, one timed epoch with
@@ -22,6 +24,7 @@
 #   bench.jsonl       the paper's MLP at batch 64, 1024 and 4096 at the automatic tile shape,
 #                     tiled and cooperative: one JSON object per configuration
 #   bench-tiles.jsonl the tile sweep (field "tile"; field "unrolled" false for rolled loops)
+#   bench-resident.jsonl  the resident kernel's shapes (rows and threads per workgroup)
 #   runs.tgz          the experiments' run directories without checkpoints (results.md,
 #                     metrics.csv, state.json, config.toml, plots), to unpack into results/
 set -uo pipefail
@@ -82,11 +85,39 @@ sweep() {
 # Tile shapes beyond the named ones (full specs), one per line; tests/kernels.rs reads the same
 # file and holds each to the CPU reference.
 specs=$(grep -v '^#' scripts/tile-specs.txt | paste -sd, -)
+# The ones after its "# 512 threads" comment.
+wide_specs=$(awk '/^# 512 threads/ { f = 1; next } f && !/^#/' scripts/tile-specs.txt | paste -sd, -)
 if [ "$mode" = tiles ]; then
     mark "bench: the named shapes auto uses against the full specs (JSON)"
     timeout $(( $(left) - 5 )) $bin bench --json --batch-sizes 64,1024,4096 --relax-steps 100 \
         --tile "16x16,32x32,64x64,$specs" >> "$out/bench-tiles.jsonl"
     $bin bench --from "$out/bench-tiles.jsonl"
+    mark "done"
+    exit 0
+fi
+
+if [ "$mode" = throughput ]; then
+    mark "bench: the paper's MLP, tiled and resident, automatic shapes (JSON, then its table)"
+    timeout 100 $bin bench --json --batch-sizes 64,256,1024,4096 --relax-steps 100 \
+        --relax-kernel tiled,resident > "$out/bench.jsonl"
+    $bin bench --from "$out/bench.jsonl"
+    mark "one epoch of the paper's default run: tiled, then resident"
+    timeout 25 $bin train --epochs 1 --out runs/epoch --force
+    timeout 25 $bin train --epochs 1 --relax-kernel resident --out runs/epoch-resident --force
+    mark "bench: the resident kernel's shapes (JSON)"
+    # Rows per workgroup 1 to 16 with the widest workgroups, and three with 256 threads.
+    timeout $(( $(left) - 100 )) $bin bench --json --batch-sizes 64,256,1024,4096 \
+        --relax-steps 100 --relax-kernel resident \
+        --resident r1,r2,r4,r8,r16,r1-t256,r4-t256,r8-t256 >> "$out/bench-resident.jsonl"
+    $bin bench --from "$out/bench-resident.jsonl"
+    if [ "$(left)" -gt 40 ]; then
+        mark "bench: the 512-thread tile specs against the shapes auto uses (JSON)"
+        timeout $(( $(left) - 10 )) $bin bench --json --batch-sizes 64,1024,4096 \
+            --relax-steps 100 \
+            --tile "16x16,32x32,64x64,$wide_specs" \
+            >> "$out/bench-tiles.jsonl"
+        $bin bench --from "$out/bench-tiles.jsonl"
+    fi
     mark "done"
     exit 0
 fi
