@@ -105,10 +105,12 @@ if [ "$mode" = throughput ]; then
     timeout 25 $bin train --epochs 1 --out runs/epoch --force
     timeout 25 $bin train --epochs 1 --relax-kernel resident --out runs/epoch-resident --force
     mark "bench: the resident kernel's shapes (JSON)"
-    # Rows per workgroup 1 to 16 with the widest workgroups, and three with 256 threads.
+    # Rows per workgroup 1 to 16 with the widest workgroups; with 512 threads (more registers
+    # per thread for the rows' state) and with 256.
     timeout $(( $(left) - 100 )) $bin bench --json --batch-sizes 64,256,1024,4096 \
         --relax-steps 100 --relax-kernel resident \
-        --resident r1,r2,r4,r8,r16,r1-t256,r4-t256,r8-t256 >> "$out/bench-resident.jsonl"
+        --resident r1,r2,r4,r8,r16,r8-t512,r16-t512,r1-t256,r4-t256,r8-t256 \
+        >> "$out/bench-resident.jsonl"
     $bin bench --from "$out/bench-resident.jsonl"
     if [ "$(left)" -gt 40 ]; then
         mark "bench: the 512-thread tile specs against the shapes auto uses (JSON)"
