@@ -62,6 +62,9 @@ struct Item {
 
 // Weights loaded before any of them is used, so that U loads are in flight at once.
 const U: u32 = 8u;
+// ZIGZAG (host-generated, 0 or 1): odd steps walk each item's K from the top, so that a step
+// starts on the weights the previous one read last, which may still be in the cache (W is too
+// big for it in one piece: 484 KB for the paper's MLP).
 
 @group(0) @binding(0) var<uniform> pass_: ResidentPass;
 @group(0) @binding(1) var<storage, read> layers: array<Layer>;
@@ -135,14 +138,22 @@ fn decode(g: u32, replica: u32) -> Item {
     return it;
 }
 
-// sum over k in [k0, k1) of post[p + k] * W[k, j], for every row of the block.
-fn product(it: Item) -> array<RowVec, RB> {
+// sum over k in [k0, k1) of post[p + k] * W[k, j], for every row of the block; `down` walks
+// the chunks of U from the top (see ZIGZAG).
+fn product(it: Item, down: bool) -> array<RowVec, RB> {
     var acc: array<RowVec, RB>;
-    var k = it.k0;
-    loop {
-        if (k + U > it.k1) {
-            break;
+    let full = (it.k1 - it.k0) / U;
+    let tail = it.k0 + full * U;
+    if (down) {
+        for (var k = it.k1; k > tail; k--) {
+            let w = weights[it.w + (k - 1u) * it.n];
+//!unroll b < RB
+            acc[{b}] = fma(post[(it.p + k - 1u) * RB + {b}], RowVec(w), acc[{b}]);
+//!end
         }
+    }
+    for (var c = 0u; c < full; c++) {
+        let k = it.k0 + select(c, full - 1u - c, down) * U;
         var w: array<f32, U>;
 //!unroll u < U
         w[{u}] = weights[it.w + (k + {u}) * it.n];
@@ -152,13 +163,14 @@ fn product(it: Item) -> array<RowVec, RB> {
         acc[{b}] = fma(post[(it.p + k + {u}) * RB + {b}], RowVec(w[{u}]), acc[{b}]);
 //!end
 //!end
-        k += U;
     }
-    for (; k < it.k1; k++) {
-        let w = weights[it.w + k * it.n];
+    if (!down) {
+        for (var k = tail; k < it.k1; k++) {
+            let w = weights[it.w + k * it.n];
 //!unroll b < RB
-        acc[{b}] = fma(post[(it.p + k) * RB + {b}], RowVec(w), acc[{b}]);
+            acc[{b}] = fma(post[(it.p + k) * RB + {b}], RowVec(w), acc[{b}]);
 //!end
+        }
     }
     return acc;
 }
@@ -253,10 +265,11 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 
     for (var s = 0u; s < pass_.steps; s++) {
         // Every item's product from the previous step's post.
+        let down = ZIGZAG == 1u && (s & 1u) == 1u;
 //!unroll q < OWN
         {
             let g = lid + {q} * T;
-            let acc = product(items[{q}]);
+            let acc = product(items[{q}], down);
             if (g < n_cols) {
                 s_own[{q}] = acc;
             } else if (g < n_items) {
@@ -268,7 +281,7 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         {
             let g = lid + (OWN + {q}) * T;
             if (g < n_items) {
-                store_partial(g - n_cols, product(items[OWN + {q}]));
+                store_partial(g - n_cols, product(items[OWN + {q}], down));
             }
         }
 //!end

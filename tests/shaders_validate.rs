@@ -118,7 +118,8 @@ fn unrolled_kernels_index_private_arrays_by_constants_only() {
 }
 
 /// The resident kernel is compiled with constants generated per model (rows as f32, vec2 or
-/// vec4, threads, items per thread): every row layout validates, unrolled and rolled.
+/// vec4, threads, items per thread, zigzag or not): every row layout validates, unrolled and
+/// rolled.
 #[test]
 fn the_resident_kernel_validates_for_every_row_layout() {
     use arelax::gpu::resident::{ResidentPlan, ResidentShape};
@@ -134,6 +135,8 @@ fn the_resident_kernel_validates_for_every_row_layout() {
                 let shape = ResidentShape {
                     rows: Some(rows),
                     threads: Some(threads),
+                    // Both ways of walking K, over the shapes.
+                    zigzag: (rows + threads / 256) % 2 == 1,
                 };
                 let Ok(plan) = ResidentPlan::new(widths, 64, 1, shape, (1024, 49152)) else {
                     continue;
