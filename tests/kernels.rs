@@ -545,7 +545,10 @@ fn resident_kernel_refuses_what_it_cannot_do() {
         .unwrap()
         .to_string();
     assert!(e.contains("device allows 1 to 512"), "{e}");
-    opts.resident = "r3".parse().unwrap();
+    opts.resident = arelax::gpu::resident::ResidentShape {
+        rows: Some(3),
+        ..Default::default()
+    };
     let e = Engine::new(ctx(), &s, opts.clone())
         .err()
         .unwrap()

@@ -206,6 +206,13 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
         names.push("resident r64-t1024 rolled".into());
     }
     let w = tile_width(names.iter().map(String::as_str));
+    if args.resident != "auto" && !kernels.contains(&RelaxKernel::Resident) {
+        return Err(Error::Config(
+            "--resident sets the resident kernel's shape; measure that kernel with \
+             --relax-kernel resident (or tiled,resident)"
+                .into(),
+        ));
+    }
     let largest = *batch_sizes.iter().max().expect("non-empty");
     let mut needs: Needs = model.needs_replicated(largest, args.replicas);
     needs.timestamps = true;

@@ -80,8 +80,25 @@ impl std::str::FromStr for ResidentShape {
             }
             *slot = Some(digits.parse().map_err(|_| bad())?);
         }
+        if let Some(r) = shape.rows {
+            check_rows(r).map_err(|e| format!("'{s}': {e}"))?;
+        }
+        if shape.threads == Some(0) {
+            return Err(bad());
+        }
         Ok(shape)
     }
+}
+
+/// Rows per workgroup the kernel can hold: 1, 2 or a multiple of 4 (as f32, vec2 or vec4s).
+fn check_rows(r: u32) -> std::result::Result<(), String> {
+    if r == 0 || r > MAX_ROWS || (r > 2 && !r.is_multiple_of(4)) {
+        return Err(format!(
+            "the resident kernel's rows per workgroup must be 1, 2 or a multiple of 4 up to \
+             {MAX_ROWS}, not {r}"
+        ));
+    }
+    Ok(())
 }
 
 /// Mirror of `PlanLayer` in the shader: one relaxed layer's share of the work.
@@ -163,13 +180,10 @@ impl ResidentPlan {
         let bytes_for =
             |rows: u32, extra: u32| 4 * u64::from(rows) * u64::from(post_len + extra.max(1));
         let rows = match shape.rows {
-            Some(r) if r == 0 || r > MAX_ROWS || (r > 2 && r % 4 != 0) => {
-                return Err(Error::Config(format!(
-                    "the resident kernel's rows per workgroup must be 1, 2 or a multiple of 4 up \
-                     to {MAX_ROWS}, not {r}"
-                )));
+            Some(r) => {
+                check_rows(r).map_err(Error::Config)?;
+                r
             }
-            Some(r) => r,
             None => {
                 let groups = |r: u32| replicas * batch.div_ceil(r as usize);
                 (0..=AUTO_MAX_ROWS.ilog2())
@@ -475,7 +489,6 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert!(try_shape("r3", (1024, 49152)).contains("1, 2 or a multiple of 4"));
         assert!(try_shape("t2048", (1024, 49152)).contains("device allows 1 to 1024"));
         assert!(try_shape("r16", (256, 16384)).contains("bytes of workgroup memory"));
         assert!(try_shape("t64", (1024, 49152)).contains("units per thread"));
@@ -495,7 +508,9 @@ mod tests {
         ] {
             assert_eq!(s.parse::<ResidentShape>().unwrap().to_string(), s);
         }
-        for s in ["", "r", "x4", "r4-r8", "r4t2", "4", "z-r4", "r4-z-z"] {
+        for s in [
+            "", "r", "x4", "r4-r8", "r4t2", "4", "z-r4", "r4-z-z", "r3", "r0", "t0",
+        ] {
             assert!(s.parse::<ResidentShape>().is_err(), "{s}");
         }
     }
