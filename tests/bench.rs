@@ -328,3 +328,26 @@ fn bench_results_plot_and_read_back() {
     assert!(err.contains("line 1") && !err.contains("panicked"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A resident shape the kernel cannot hold, or one given without the resident kernel, is a
+/// one-line error before anything is measured.
+#[test]
+fn bad_resident_shapes_are_refused_before_measuring() {
+    for (args, expect) in [
+        (
+            &["--relax-kernel", "resident", "--resident", "r3"][..],
+            "multiple of 4",
+        ),
+        (
+            &["--relax-kernel", "resident", "--resident", "r4-q2"],
+            "not a resident shape",
+        ),
+        (&["--resident", "r4"], "--relax-kernel resident"),
+    ] {
+        let o = bench(args);
+        assert!(!o.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(expect) && !err.contains("panicked"), "{err}");
+        assert!(o.stdout.is_empty(), "{args:?}: nothing measured");
+    }
+}
