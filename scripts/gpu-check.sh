@@ -106,14 +106,15 @@ if [ "$mode" = throughput ]; then
     timeout 25 $bin train --epochs 1 --relax-kernel resident --out runs/epoch-resident --force
     mark "bench: the resident kernel's shapes (JSON)"
     # Rows per workgroup 1 to 16 with the widest workgroups, some with K walked down on odd
-    # steps (-z); with 512 threads (more registers per thread for the rows' state) and 256. Few
-    # rows per workgroup at batch 4096 would read W once per row per step: not measured there.
+    # steps (-z) or other loads in flight per thread (-u); with 512 threads (more registers per
+    # thread for the rows' state) and 256. Few rows per workgroup at batch 4096 would read W
+    # once per row per step: not measured there.
     timeout $(( $(left) - 150 )) $bin bench --json --batch-sizes 64,256,1024 \
-        --relax-steps 100 --relax-kernel resident --resident r1,r1-z,r2,r2-z,r1-t256 \
-        >> "$out/bench-resident.jsonl"
+        --relax-steps 100 --relax-kernel resident \
+        --resident r1,r1-u8,r1-u32,r1-z,r2,r2-z,r1-t256 >> "$out/bench-resident.jsonl"
     timeout $(( $(left) - 100 )) $bin bench --json --batch-sizes 64,256,1024,4096 \
         --relax-steps 100 --relax-kernel resident \
-        --resident r4,r8,r8-z,r16,r8-t512,r16-t512,r4-t256 >> "$out/bench-resident.jsonl"
+        --resident r4,r8,r8-z,r8-u32,r16,r8-t512,r16-t512,r4-t256 >> "$out/bench-resident.jsonl"
     $bin bench --from "$out/bench-resident.jsonl"
     if [ "$(left)" -gt 40 ]; then
         mark "bench: the 512-thread tile specs against the shapes auto uses (JSON)"

@@ -60,9 +60,8 @@ struct Item {
     p: u32,  // the layer's input in `post`
 }
 
-// Weights loaded before any of them is used, so that U loads are in flight at once.
-const U: u32 = 8u;
-// ZIGZAG (host-generated, 0 or 1): odd steps walk each item's K from the top, so that a step
+// U (host-generated): weights loaded before any of them is used, so that U loads per thread
+// are in flight at once. ZIGZAG (host-generated, 0 or 1): odd steps walk each item's K from the top, so that a step
 // starts on the weights the previous one read last, which may still be in the cache (W is too
 // big for it in one piece: 484 KB for the paper's MLP).
 

@@ -50,7 +50,8 @@ fn bench_json_has_every_field() {
             let settled: arelax::gpu::resident::ResidentShape = shape.parse().unwrap();
             assert!(settled.rows.is_some() && settled.threads.is_some(), "{v}");
             if i >= 6 {
-                assert_eq!(shape, "r2-t64");
+                // 64 threads take 32 loads in flight each, the most the automatic choice gives.
+                assert_eq!(shape, "r2-t64-u32");
             }
         } else {
             assert!(v.get("resident_shape").is_none(), "{v}");

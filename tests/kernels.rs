@@ -429,11 +429,17 @@ fn unrolled_and_rolled_tiles_agree_bit_for_bit() {
 /// Jacobi steps, for step counts made of several power-of-two chunks, batches that are not a
 /// multiple of its rows per workgroup, and every way of holding rows (f32, vec2, one and two
 /// vec4s): with threads enough for one column each, and with few threads, so that a thread owns
-/// several columns and runs several K slices; K walked upwards every step, or down on odd steps
-/// (zigzag).
+/// several columns and runs several K slices; 4 to 32 loads in flight per thread; K walked
+/// upwards every step, or down on odd steps (zigzag).
 #[test]
 fn resident_relaxation_equals_t_jacobi_steps() {
-    for shape in ["auto", "r1-t128", "r2-t512-z", "r4-t160", "r8-t128-z"] {
+    for shape in [
+        "auto",
+        "r1-t128-u4",
+        "r2-t512-z",
+        "r4-t160-u32",
+        "r8-t128-z",
+    ] {
         resident_relaxation_cases(shape.parse().unwrap());
     }
 }

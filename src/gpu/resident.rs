@@ -15,6 +15,11 @@ pub const MAX_OWN: u32 = 8;
 pub const MAX_ITEMS: u32 = 16;
 /// Most rows per workgroup.
 pub const MAX_ROWS: u32 = 64;
+/// Most weight loads in flight per thread (each is a register).
+pub const MAX_LOADS: u32 = 64;
+/// The loads in flight per thread chosen (when not forced): enough for this many on the whole
+/// workgroup (64 KiB of weights), within 8 to 32 per thread.
+const AUTO_WORKGROUP_LOADS: u32 = 16384;
 /// A work item's fixed cost, in weight loads, when balancing (decode, sum, store).
 const ITEM_OVERHEAD: u64 = 8;
 /// Rows per workgroup chosen (when not forced) as the largest power of two up to this that
@@ -22,23 +27,24 @@ const ITEM_OVERHEAD: u64 = 8;
 const AUTO_MAX_ROWS: u32 = 16;
 const TARGET_GROUPS: usize = 128;
 
-/// Rows and threads per workgroup (None: chosen by [`ResidentPlan::new`]), and whether odd
-/// steps walk K downwards (`zigzag`, see the kernel's ZIGZAG).
+/// Rows and threads per workgroup and weight loads in flight per thread (None: chosen by
+/// [`ResidentPlan::new`]), and whether odd steps walk K downwards (`zigzag`, see the kernel's
+/// ZIGZAG).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ResidentShape {
     pub rows: Option<u32>,
     pub threads: Option<u32>,
+    pub loads: Option<u32>,
     pub zigzag: bool,
 }
 
 impl std::fmt::Display for ResidentShape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut parts = Vec::new();
-        if let Some(r) = self.rows {
-            parts.push(format!("r{r}"));
-        }
-        if let Some(t) = self.threads {
-            parts.push(format!("t{t}"));
+        for (tag, v) in [("r", self.rows), ("t", self.threads), ("u", self.loads)] {
+            if let Some(v) = v {
+                parts.push(format!("{tag}{v}"));
+            }
         }
         if self.zigzag {
             parts.push("z".into());
@@ -52,8 +58,8 @@ impl std::fmt::Display for ResidentShape {
 
 impl std::str::FromStr for ResidentShape {
     type Err = String;
-    /// `auto`, or any of `rR`, `tT` and `z` joined by `-` (rows R, threads T, zigzag), in that
-    /// order: `r4`, `r4-t256`, `r1-z`.
+    /// `auto`, or any of `rR`, `tT`, `uU` and `z` joined by `-`, in that order (rows R, threads
+    /// T, U loads in flight per thread, zigzag): `r4`, `r4-t256`, `r1-u16-z`.
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let s = s.trim();
         let mut shape = Self::default();
@@ -61,30 +67,41 @@ impl std::str::FromStr for ResidentShape {
             return Ok(shape);
         }
         let bad =
-            || format!("'{s}' is not a resident shape (auto, r4, t256, r4-t256 or r4-t256-z)");
+            || format!("'{s}' is not a resident shape (auto, or e.g. r4, t256, r4-t256, r1-u16-z)");
+        // Each part's place in the order r, t, u, z; a part may not repeat or come back.
+        let mut next = 0;
         for part in s.split('-') {
-            if part == "z" && !shape.zigzag {
-                shape.zigzag = true;
-                continue;
-            }
-            if shape.zigzag {
-                return Err(bad());
-            }
-            let (slot, digits) = match part.split_at_checked(1) {
-                Some(("r", d)) => (&mut shape.rows, d),
-                Some(("t", d)) => (&mut shape.threads, d),
+            let (place, value) = match part.split_at_checked(1) {
+                Some(("r", d)) => (0, Some(d)),
+                Some(("t", d)) => (1, Some(d)),
+                Some(("u", d)) => (2, Some(d)),
+                Some(("z", "")) => (3, None),
                 _ => return Err(bad()),
             };
-            if slot.is_some() {
+            if place < next {
                 return Err(bad());
             }
-            *slot = Some(digits.parse().map_err(|_| bad())?);
+            next = place + 1;
+            let Some(digits) = value else {
+                shape.zigzag = true;
+                continue;
+            };
+            let v: u32 = digits.parse().map_err(|_| bad())?;
+            *[&mut shape.rows, &mut shape.threads, &mut shape.loads][place] = Some(v);
         }
         if let Some(r) = shape.rows {
             check_rows(r).map_err(|e| format!("'{s}': {e}"))?;
         }
         if shape.threads == Some(0) {
             return Err(bad());
+        }
+        if let Some(u) = shape.loads
+            && !(1..=MAX_LOADS).contains(&u)
+        {
+            return Err(format!(
+                "'{s}': the resident kernel's loads in flight per thread are 1 to {MAX_LOADS}, \
+                 not {u}"
+            ));
         }
         Ok(shape)
     }
@@ -131,6 +148,8 @@ pub struct ResidentPlan {
     pub post_len: u32,
     /// Weight loads of the busiest thread per step (what the split minimised).
     pub busiest_loads: u64,
+    /// Weight loads in flight per thread (U in the kernel).
+    pub loads: u32,
     /// Odd steps walk K downwards.
     pub zigzag: bool,
 }
@@ -225,6 +244,12 @@ impl ResidentPlan {
         // Unsplit columns always fit: the checks above cover their memory and items.
         let mut plan = best.expect("one slice per column is always a candidate");
         plan.zigzag = shape.zigzag;
+        plan.loads = shape.loads.unwrap_or_else(|| {
+            (AUTO_WORKGROUP_LOADS / threads)
+                .clamp(8, 32)
+                .next_power_of_two()
+                .min(32)
+        });
         Ok(plan)
     }
 
@@ -286,6 +311,7 @@ impl ResidentPlan {
             items: (n_cols + n_extra).div_ceil(threads),
             post_len,
             busiest_loads: load.into_iter().max().unwrap_or(0),
+            loads: 8,
             zigzag: false,
         }
     }
@@ -296,6 +322,7 @@ impl ResidentPlan {
         let shape = ResidentShape {
             rows: Some(4),
             threads: Some(256),
+            loads: None,
             zigzag: false,
         };
         Self::new(&[784, 300, 300, 100, 10], 64, 1, shape, (256, 16384))
@@ -317,6 +344,7 @@ impl ResidentPlan {
         ResidentShape {
             rows: Some(self.rows),
             threads: Some(self.threads),
+            loads: Some(self.loads),
             zigzag: self.zigzag,
         }
     }
@@ -347,6 +375,7 @@ impl ResidentPlan {
             ("EXTRA_ITEMS", self.items - self.own),
             ("POST_LEN", self.post_len),
             ("EXTRA_LEN", self.n_extra.max(1)),
+            ("U", self.loads),
             ("ZIGZAG", u32::from(self.zigzag)),
         ];
         let mut s = format!("// Generated by gpu::resident::ResidentPlan.\nalias RowVec = {ty};\n");
@@ -433,6 +462,7 @@ mod tests {
                     let shape = ResidentShape {
                         rows: Some(rows),
                         threads: Some(threads),
+                        loads: None,
                         zigzag: false,
                     };
                     match ResidentPlan::new(widths, 64, 1, shape, (1024, 49152)) {
@@ -453,6 +483,7 @@ mod tests {
         let shape = ResidentShape {
             rows: Some(1),
             threads: Some(1024),
+            loads: None,
             zigzag: false,
         };
         let plan = ResidentPlan::new(&PAPER, 64, 1, shape, (1024, 49152)).unwrap();
@@ -509,7 +540,8 @@ mod tests {
             assert_eq!(s.parse::<ResidentShape>().unwrap().to_string(), s);
         }
         for s in [
-            "", "r", "x4", "r4-r8", "r4t2", "4", "z-r4", "r4-z-z", "r3", "r0", "t0",
+            "", "r", "x4", "r4-r8", "r4t2", "4", "z-r4", "r4-z-z", "r3", "r0", "t0", "u0", "u65",
+            "u8-r1", "t4-t4", "z4",
         ] {
             assert!(s.parse::<ResidentShape>().is_err(), "{s}");
         }
