@@ -52,6 +52,13 @@ fn bench_json_has_every_field() {
             if i >= 6 {
                 // 64 threads take 32 loads in flight each, the most the automatic choice gives.
                 assert_eq!(shape, "r2-t64-u32");
+                // Two rows per workgroup; each reads W₁ and W₂ (10·8 + 8·4 weights) per step.
+                let groups = (batch as u64).div_ceil(2);
+                assert_eq!(v["resident_groups"], groups);
+                assert_eq!(
+                    v["resident_weight_bytes_per_step"],
+                    (groups * 4 * 112) as f64
+                );
             }
         } else {
             assert!(v.get("resident_shape").is_none(), "{v}");

@@ -140,6 +140,12 @@ pub struct BenchResult {
     /// those had 4 rows and 256 threads).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resident_shape: Option<String>,
+    /// The resident kernel's workgroups, and the bytes of weights they read per relaxation
+    /// step in all (each reads the W of every relaxed layer once per step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resident_groups: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resident_weight_bytes_per_step: Option<f64>,
     /// The resident shape asked for: "auto" or a forced one (as `tile_choice` is to the tiles).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resident_choice: Option<String>,
@@ -311,6 +317,7 @@ pub fn run(
         let step = |x: &Timing| x.gpu.map(|g| g.median).unwrap_or(x.wall.median);
         let info = &ctx.info;
         let tiles = engine.tile_shapes();
+        let plan = engine.resident_plan();
         let r = BenchResult {
             adapter: info.name.clone(),
             backend: format!("{:?}", info.backend),
@@ -347,7 +354,10 @@ pub fn run(
             ar_over_bp: step(&ar) / step(&bp),
             vs_tiled_rel_diff,
             cooperative_groups: engine.cooperative_size().map(|(g, _)| g),
-            resident_shape: engine.resident_shape().map(|s| s.to_string()),
+            resident_shape: plan.map(|p| p.shape().to_string()),
+            resident_groups: plan.map(|p| p.groups(b, opts.replicas) as u32),
+            resident_weight_bytes_per_step: plan
+                .map(|p| (4 * p.weights * p.groups(b, opts.replicas) as u64) as f64),
             resident_choice: (opts.relax_kernel == RelaxKernel::Resident)
                 .then(|| opts.resident.to_string()),
             unrolled: ctx.unroll,

@@ -384,6 +384,22 @@ fn report(json: bool, w: usize) -> impl FnMut(&BenchResult) {
                     "", r.relax_kernel
                 );
             }
+            if let (Some(g), Some(bytes), Some(shape)) = (
+                r.resident_groups,
+                r.resident_weight_bytes_per_step,
+                &r.resident_shape,
+            ) && r.relax_step_ms > 0.0
+            {
+                // What the step time means for the weights every workgroup streams.
+                let all = bytes / (r.relax_step_ms / 1e3) / 1e9;
+                println!(
+                    "{:>6}   resident kernel: {g} workgroups ({shape}) each read W ({:.0} KB) every \
+                     step: {all:.1} GB/s in all, {:.2} GB/s per workgroup",
+                    "",
+                    bytes / f64::from(g) / 1e3,
+                    all / f64::from(g)
+                );
+            }
             if !r.ar_kernels_ms.is_empty() {
                 println!(
                     "{:>6}   GPU time by kernel: {}",

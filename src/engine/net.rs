@@ -479,10 +479,10 @@ impl Net {
         }
     }
 
-    /// The resident kernel's rows and threads per workgroup, when it is in use.
-    pub fn resident_shape(&self) -> Option<crate::gpu::resident::ResidentShape> {
+    /// The resident kernel's split of the work, when it is in use.
+    pub fn resident_plan(&self) -> Option<&crate::gpu::resident::ResidentPlan> {
         match self {
-            Net::Mlp(e) => e.resident_plan().map(|p| p.shape()),
+            Net::Mlp(e) => e.resident_plan(),
             Net::Graph(_) => None,
         }
     }

@@ -148,6 +148,8 @@ pub struct ResidentPlan {
     pub post_len: u32,
     /// Weight loads of the busiest thread per step (what the split minimised).
     pub busiest_loads: u64,
+    /// Weights each workgroup reads per step: the relaxed layers' W, once.
+    pub weights: u64,
     /// Weight loads in flight per thread (U in the kernel).
     pub loads: u32,
     /// Odd steps walk K downwards.
@@ -311,6 +313,10 @@ impl ResidentPlan {
             items: (n_cols + n_extra).div_ceil(threads),
             post_len,
             busiest_loads: load.into_iter().max().unwrap_or(0),
+            weights: layers
+                .iter()
+                .map(|&(n, k)| u64::from(n) * u64::from(k))
+                .sum(),
             loads: 8,
             zigzag: false,
         }
@@ -489,6 +495,8 @@ mod tests {
         let plan = ResidentPlan::new(&PAPER, 64, 1, shape, (1024, 49152)).unwrap();
         // 700 columns; K = 300, 100 and 10. Unsplit, the busiest thread would load 300 weights.
         assert_eq!((plan.n_cols, plan.post_len, plan.own), (700, 410, 1));
+        // 484 KB of weights per step: W₂ (300·300), W₃ (100·300), W₄ (10·100).
+        assert_eq!(plan.weights, 121_000);
         assert!(plan.layers[0].slices >= 2, "{plan:?}");
         assert!(plan.busiest_loads < 300, "{plan:?}");
     }
