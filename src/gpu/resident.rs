@@ -197,7 +197,7 @@ impl ResidentPlan {
             Some(t) => t,
             None => 1 << room.0.min(1024).ilog2(),
         };
-        // Bytes of workgroup memory per row of post or partial.
+        // Bytes of workgroup memory for post and partial (`extra` extra items) at `rows` rows.
         let bytes_for =
             |rows: u32, extra: u32| 4 * u64::from(rows) * u64::from(post_len + extra.max(1));
         let rows = match shape.rows {
