@@ -61,9 +61,9 @@ struct Item {
 }
 
 // U (host-generated): weights loaded before any of them is used, so that U loads per thread
-// are in flight at once. ZIGZAG (host-generated, 0 or 1): odd steps walk each item's K from the top, so that a step
-// starts on the weights the previous one read last, which may still be in the cache (W is too
-// big for it in one piece: 484 KB for the paper's MLP).
+// are in flight at once. ZIGZAG (host-generated, 0 or 1): odd steps walk each item's K from
+// the top, so that a step starts on the weights the previous one read last, which may still be
+// in the cache (W is too big for it in one piece: 484 KB for the paper's MLP).
 
 @group(0) @binding(0) var<uniform> pass_: ResidentPass;
 @group(0) @binding(1) var<storage, read> layers: array<Layer>;
@@ -100,14 +100,21 @@ fn entry(i: u32, replica: u32) -> Layer {
     return layers[(pass_.first + i) * pass_.replicas + replica];
 }
 
-// The relaxed layer and column of column index c (c < n_cols).
-fn column(c: u32) -> vec2<u32> {
+// The relaxed layer that column c (or, with `extra`, extra item c) belongs to.
+fn layer_of(c: u32, extra: bool) -> u32 {
     var i = 0u;
     for (; i + 1u < pass_.count; i++) {
-        if (c < plan[i + 1u].col_base) {
+        let next = select(plan[i + 1u].col_base, plan[i + 1u].extra_base, extra);
+        if (c < next) {
             break;
         }
     }
+    return i;
+}
+
+// The relaxed layer and column of column index c (c < n_cols).
+fn column(c: u32) -> vec2<u32> {
+    let i = layer_of(c, false);
     return vec2<u32>(i, c - plan[i].col_base);
 }
 
@@ -122,12 +129,7 @@ fn decode(g: u32, replica: u32) -> Item {
         it = Item(L.w + c.y, L.n_in, 0u, min(P.slice_len, L.n_out), P.post_base);
     } else if (g < pass_.n_cols + pass_.n_extra) {
         let e = g - pass_.n_cols;
-        var i = 0u;
-        for (; i + 1u < pass_.count; i++) {
-            if (e < plan[i + 1u].extra_base) {
-                break;
-            }
-        }
+        let i = layer_of(e, true);
         let P = plan[i];
         let L = entry(i, replica);
         let t = e - P.extra_base;

@@ -37,7 +37,7 @@ pub struct BenchOptions {
     pub kernel_times: bool,
     /// The cooperative kernel's workgroup cap (None: the adapter's default).
     pub cooperative_groups: Option<usize>,
-    /// The resident kernel's rows and threads per workgroup (unset: chosen per batch size).
+    /// The resident kernel's shape (unset parts: chosen per batch size and device).
     pub resident: ResidentShape,
 }
 
@@ -135,7 +135,7 @@ pub struct BenchResult {
     /// The cooperative kernel's workgroups per dispatch (tiles per step are shared among them).
     #[serde(default)]
     pub cooperative_groups: Option<u32>,
-    /// The resident kernel's rows and threads per workgroup ("r4-t1024"); None for the other
+    /// The resident kernel's settled shape ("r4-t1024-u16"); None for the other
     /// kernels, and for results from before the kernel kept its state on chip (commit history:
     /// those had 4 rows and 256 threads).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,7 +8,7 @@ use crate::bench::{self, BenchOptions, BenchResult, saved};
 use crate::engine::RelaxKernel;
 use crate::engine::net::Model;
 use crate::gpu::Needs;
-use crate::gpu::resident::ResidentShape;
+use crate::gpu::resident::{MAX_LOADS, MAX_ROWS, ResidentShape};
 use crate::gpu::tile::TileChoice;
 use crate::graph::Graph;
 use crate::model::{Activation, Loss, ModelSpec};
@@ -46,8 +46,9 @@ pub struct Args {
     /// comma-separated.
     #[arg(long, default_value = "tiled")]
     relax_kernel: String,
-    /// The resident kernel's rows and threads per workgroup: auto (chosen per batch size and
-    /// device), rR, tT or rR-tT (e.g. r4-t1024); a comma-separated list measures each.
+    /// The resident kernel's shape: auto (chosen per batch size and device) or rR-tT-uU-z, each
+    /// part optional (rows and threads per workgroup, loads in flight per thread, K walked down
+    /// on odd steps), e.g. r4-t1024; a comma-separated list measures each.
     #[arg(long, default_value = "auto")]
     resident: String,
     /// The cooperative kernel's workgroups per dispatch at most [default: 256 on a GPU, 1 on a
@@ -175,35 +176,20 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
             "--relax-steps, --samples and --replicas must be at least 1".into(),
         ));
     }
-    let tiles = args
-        .tile
-        .split(',')
-        .map(|s| {
-            s.parse::<TileChoice>()
-                .map_err(|e| Error::Config(format!("--tile: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let kernels = args
-        .relax_kernel
-        .split(',')
-        .map(|s| {
-            s.parse::<RelaxKernel>()
-                .map_err(|e| Error::Config(format!("--relax-kernel: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let residents = args
-        .resident
-        .split(',')
-        .map(|s| {
-            s.parse::<ResidentShape>()
-                .map_err(|e| Error::Config(format!("--resident: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let tiles: Vec<TileChoice> = parse_list("--tile", &args.tile)?;
+    let kernels: Vec<RelaxKernel> = parse_list("--relax-kernel", &args.relax_kernel)?;
+    let residents: Vec<ResidentShape> = parse_list("--resident", &args.resident)?;
     // Room for a forced shape's name with the cooperative prefix and the rolled-loops mark, and
-    // for the resident kernel's shapes (settled ones are at most "r64-t1024").
+    // for the resident kernel's settled shapes (every part given, at most this long).
     let mut names: Vec<String> = tiles.iter().map(|t| format!("c{t} rolled")).collect();
     if kernels.contains(&RelaxKernel::Resident) {
-        names.push("resident r64-t1024 rolled".into());
+        let widest = ResidentShape {
+            rows: Some(MAX_ROWS),
+            threads: Some(1024),
+            loads: Some(MAX_LOADS),
+            zigzag: true,
+        };
+        names.push(format!("resident {widest} rolled"));
     }
     let w = tile_width(names.iter().map(String::as_str));
     if args.resident != "auto" && !kernels.contains(&RelaxKernel::Resident) {
@@ -300,6 +286,13 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
         }
     }
     Ok(results)
+}
+
+/// A comma-separated list of `flag`'s values.
+fn parse_list<T: std::str::FromStr<Err = String>>(flag: &str, list: &str) -> Result<Vec<T>> {
+    list.split(',')
+        .map(|s| s.parse().map_err(|e| Error::Config(format!("{flag}: {e}"))))
+        .collect()
 }
 
 /// On a CPU adapter the default sizes take hours: say so before starting, with an estimate.

@@ -56,8 +56,8 @@ pub struct EngineOptions {
     pub tile: TileChoice,
     /// How the parallel relaxation is dispatched.
     pub relax_kernel: RelaxKernel,
-    /// The resident kernel's rows and threads per workgroup (where unset, chosen from the batch
-    /// and the device; see [`crate::gpu::resident::ResidentPlan`]).
+    /// The resident kernel's rows and threads per workgroup, loads in flight and K order (where
+    /// unset, chosen from the batch and the device; see [`crate::gpu::resident::ResidentPlan`]).
     pub resident: ResidentShape,
     /// Independent copies of the model trained side by side in the same dispatches (say, one
     /// per seed), each with its own parameters and batches. 1 for an ordinary engine.

@@ -103,8 +103,8 @@ pub struct TrainConfig {
     /// The cooperative kernel's workgroups per dispatch at most (unset: the adapter's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooperative_groups: Option<usize>,
-    /// The resident kernel's rows and threads per workgroup, e.g. "r4-t1024" (unset: chosen
-    /// from the batch size and the device).
+    /// The resident kernel's shape, e.g. "r4-t1024" (see `gpu::resident::ResidentShape`; unset:
+    /// chosen from the batch size and the device).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resident_shape: Option<String>,
     /// Where f' in the relaxation is evaluated: at the frozen forward pass or the current state.
@@ -230,7 +230,6 @@ impl TrainConfig {
         self.feedback_init.parse()
     }
 
-    /// Rejects settings that cannot work, naming the setting.
     /// What the run needs from the device with `replicas` seeds side by side: the model's
     /// buffers, and the widest workgroups the adapter offers where the resident kernel may run.
     pub fn needs(&self, replicas: usize) -> Result<crate::gpu::Needs> {
@@ -244,6 +243,7 @@ impl TrainConfig {
         Ok(needs)
     }
 
+    /// Rejects settings that cannot work, naming the setting.
     pub fn validate(&self) -> Result<()> {
         let bad = |k: &str, why: String| Err(Error::Config(format!("{k}: {why}")));
         self.model()?;
@@ -565,8 +565,9 @@ pub struct Overrides {
     /// barrier gave up.
     #[arg(long)]
     pub cooperative_groups: Option<usize>,
-    /// The resident kernel's rows and threads per workgroup: r4, t256 or r4-t256 [default:
-    /// chosen from the batch size and the device].
+    /// The resident kernel's shape: rR-tT-uU-z, each part optional (rows and threads per
+    /// workgroup, loads in flight per thread, K walked down on odd steps), e.g. r4-t256
+    /// [default: chosen from the batch size and the device].
     #[arg(long)]
     pub resident_shape: Option<String>,
     /// f' in the relaxation at the frozen forward pass or the current state: frozen or current
