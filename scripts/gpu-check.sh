@@ -7,10 +7,10 @@
 #                (carrying .gl, .bin and .data; default budget 540 s, which leaves a 600 s
 #                command limit some slack; `experiments` skips most benches, for a second call;
 #                `tiles` sweeps the named tile shapes against full specs only; `throughput`
-#                measures the resident kernel against the tiled one, its shapes, the epoch with
-#                each (and with the shape that was fastest at batch 64), the 512-thread tile
-#                specs, and the tiled kernel with wgpu's checks back on; no experiment: about
-#                5 minutes)
+#                benches the paper's MLP with bench's defaults (tiled and resident), times an
+#                epoch tiled, resident and auto, sweeps the resident shapes of
+#                scripts/resident-shapes.txt, and times an epoch with the one fastest at batch
+#                64; no experiment: about 3 minutes)
 #
 # Order: the short benches first (the paper's MLP with the tiled and the cooperative kernel at
 # the automatic tile, a relaxation step's floor, the CNN per kernel kind, one timed epoch with
@@ -99,24 +99,22 @@ if [ "$mode" = tiles ]; then
 fi
 
 if [ "$mode" = throughput ]; then
-    mark "bench: the paper's MLP, tiled and resident, automatic shapes (JSON, then its table)"
+    mark "bench: the paper's MLP with its defaults (tiled and resident, automatic shapes; JSON, then its table)"
     timeout 100 $bin bench --json --batch-sizes 64,256,1024,4096 --relax-steps 100 \
-        --relax-kernel tiled,resident > "$out/bench.jsonl"
+        > "$out/bench.jsonl"
     $bin bench --from "$out/bench.jsonl"
-    mark "one epoch of the paper's default run: tiled, then resident"
+    mark "one epoch of the paper's default run: tiled, resident, and auto (timed at the start)"
     timeout 25 $bin train --epochs 1 --out runs/epoch --force
     timeout 25 $bin train --epochs 1 --relax-kernel resident --out runs/epoch-resident --force
-    mark "bench: the resident kernel's shapes (JSON)"
-    # Rows per workgroup 1 to 16 with the widest workgroups, some with K walked down on odd
-    # steps (-z) or other loads in flight per thread (-u); with 512 threads (more registers per
-    # thread for the rows' state) and 256. Few rows per workgroup at batch 4096 would read W
-    # once per row per step: not measured there.
-    timeout $(( $(left) - 150 )) $bin bench --json --batch-sizes 64,256,1024 \
-        --relax-steps 100 --relax-kernel resident \
-        --resident r1,r1-u8,r1-u32,r1-z,r2,r2-z,r1-t256 >> "$out/bench-resident.jsonl"
-    timeout $(( $(left) - 100 )) $bin bench --json --batch-sizes 64,256,1024,4096 \
-        --relax-steps 100 --relax-kernel resident \
-        --resident r4,r8,r8-z,r8-u32,r16,r8-t512,r16-t512,r4-t256 >> "$out/bench-resident.jsonl"
+    timeout 25 $bin train --epochs 1 --relax-kernel auto --out runs/epoch-auto --force
+    # The resident kernel's shapes, a line of scripts/resident-shapes.txt per call.
+    grep -v '^#' scripts/resident-shapes.txt | while read -r batches shapes; do
+        [ -n "$batches" ] || continue
+        mark "bench: resident shapes $shapes at $batches (JSON)"
+        timeout $(( $(left) - 60 )) $bin bench --json --batch-sizes "$batches" \
+            --relax-steps 100 --relax-kernel resident --resident "$shapes" \
+            >> "$out/bench-resident.jsonl"
+    done
     $bin bench --from "$out/bench-resident.jsonl"
     # The epoch (batch 64) again with the shape that relaxed fastest at batch 64 in the sweep.
     best=$(python3 -c '
@@ -125,23 +123,10 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 rows = [r for r in rows if r["batch_size"] == 64 and r.get("resident_shape")]
 print(min(rows, key=lambda r: r["relax_step_ms"])["resident_shape"] if rows else "")
 ' "$out/bench-resident.jsonl" 2>/dev/null)
-    if [ -n "$best" ]; then
+    if [ -n "$best" ] && [ "$(left)" -gt 20 ]; then
         mark "one epoch of the paper's default run, resident $best"
         timeout 25 $bin train --epochs 1 --relax-kernel resident --resident-shape "$best" \
             --out runs/epoch-resident-best --force
-    fi
-    if [ "$(left)" -gt 40 ]; then
-        mark "bench: the 512-thread tile specs against the shapes auto uses (JSON)"
-        timeout $(( $(left) - 10 )) $bin bench --json --batch-sizes 64,1024,4096 \
-            --relax-steps 100 \
-            --tile "16x16,32x32,64x64,$wide_specs" \
-            >> "$out/bench-tiles.jsonl"
-        $bin bench --from "$out/bench-tiles.jsonl"
-    fi
-    if [ "$(left)" -gt 30 ]; then
-        mark "bench: the tiled kernel with wgpu's bounds checks and workgroup-memory zeroing"
-        ARELAX_SHADER_CHECKS=1 timeout $(( $(left) - 5 )) $bin bench --batch-sizes 64,1024,4096 \
-            --relax-steps 100
     fi
     mark "done"
     exit 0

@@ -50,8 +50,9 @@ fn bench_json_has_every_field() {
             let settled: arelax::gpu::resident::ResidentShape = shape.parse().unwrap();
             assert!(settled.rows.is_some() && settled.threads.is_some(), "{v}");
             if i >= 6 {
-                // 64 threads take 32 loads in flight each, the most the automatic choice gives.
-                assert_eq!(shape, "r2-t64-u32");
+                // 64 threads take 32 loads in flight each, the most the automatic choice gives,
+                // and two rows walk K down on odd steps (zigzag).
+                assert_eq!(shape, "r2-t64-u32-z");
                 // Two rows per workgroup; each reads W₁ and W₂ (10·8 + 8·4 weights) per step.
                 let groups = (batch as u64).div_ceil(2);
                 assert_eq!(v["resident_groups"], groups);
@@ -198,6 +199,36 @@ fn bench_times_each_kernel_of_a_graph() {
     );
 }
 
+/// Without --relax-kernel an MLP with a hidden layer is measured with both kernels (which is
+/// faster depends on the device and the batch); a model without one, tiled only.
+#[test]
+fn bench_measures_both_kernels_by_default() {
+    let common = [
+        "--batch-sizes",
+        "3",
+        "--relax-steps",
+        "2",
+        "--samples",
+        "1",
+        "--warmup-ms",
+        "1",
+    ];
+    let kernels = |layers: &str| -> Vec<String> {
+        let o = bench(&[&["--layers", layers][..], &common].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["relax_kernel"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    assert_eq!(kernels("6,5,3"), ["tiled", "resident"]);
+    assert_eq!(kernels("6,3"), ["tiled"]);
+}
+
 /// With replicas, one step trains every copy: the FLOP count covers all of them.
 #[test]
 fn bench_counts_every_replica() {
@@ -214,6 +245,8 @@ fn bench_counts_every_replica() {
         "10",
         "--replicas",
         "3",
+        "--relax-kernel",
+        "tiled",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value =
@@ -237,6 +270,7 @@ fn bench_records_rolled_loops() {
         .env("ARELAX_UNROLL", "0")
         .args(["bench", "--json", "--layers", "6,5,3", "--batch-sizes", "2"])
         .args(["--relax-steps", "2", "--samples", "1", "--warmup-ms", "1"])
+        .args(["--relax-kernel", "tiled"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -262,6 +296,8 @@ fn bench_results_plot_and_read_back() {
         "1",
         "--warmup-ms",
         "1",
+        "--relax-kernel",
+        "tiled",
         "--plot",
         measured.to_str().unwrap(),
     ]);
@@ -350,7 +386,10 @@ fn bad_resident_shapes_are_refused_before_measuring() {
             &["--relax-kernel", "resident", "--resident", "r4-q2"],
             "not a resident shape",
         ),
-        (&["--resident", "r4"], "--relax-kernel resident"),
+        (
+            &["--relax-kernel", "tiled", "--resident", "r4"],
+            "--relax-kernel resident",
+        ),
     ] {
         let o = bench(args);
         assert!(!o.status.success(), "{args:?}");

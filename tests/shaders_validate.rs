@@ -137,7 +137,7 @@ fn the_resident_kernel_validates_for_every_row_layout() {
                     threads: Some(threads),
                     // Loads in flight and both ways of walking K vary over the shapes.
                     loads: Some([4, 8, 16, 32][rows.ilog2() as usize % 4]),
-                    zigzag: (rows + threads / 256) % 2 == 1,
+                    zigzag: Some((rows + threads / 256) % 2 == 1),
                 };
                 let Ok(plan) = ResidentPlan::new(widths, 64, 1, shape, (1024, 49152)) else {
                     continue;

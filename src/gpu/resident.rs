@@ -17,8 +17,8 @@ pub const MAX_ITEMS: u32 = 16;
 pub const MAX_ROWS: u32 = 64;
 /// Most weight loads in flight per thread (each is a register).
 pub const MAX_LOADS: u32 = 64;
-/// The loads in flight per thread chosen (when not forced): enough for this many on the whole
-/// workgroup (64 KiB of weights), within 8 to 32 per thread.
+/// The loads in flight per thread chosen (when not forced): a power of two, about enough for this
+/// many on the whole workgroup (64 KiB of weights), within 8 to 32 per thread.
 const AUTO_WORKGROUP_LOADS: u32 = 16384;
 /// A work item's fixed cost, in weight loads, when balancing (decode, sum, store).
 const ITEM_OVERHEAD: u64 = 8;
@@ -26,16 +26,20 @@ const ITEM_OVERHEAD: u64 = 8;
 /// still gives [`TARGET_GROUPS`] workgroups.
 const AUTO_MAX_ROWS: u32 = 16;
 const TARGET_GROUPS: usize = 128;
+/// Zigzag (when not forced) at up to this many rows per workgroup. On the H100 (2026-11-27c) it
+/// cut a step by 6 to 10% at 1 and 2 rows, where streaming W bounds the step, and cost 3% at 8.
+const AUTO_ZIGZAG_MAX_ROWS: u32 = 2;
+/// 768 threads (when not forced) from this many rows per workgroup (see [`auto_threads`]).
+const AUTO_768_MIN_ROWS: u32 = 8;
 
-/// Rows and threads per workgroup and weight loads in flight per thread (None: chosen by
-/// [`ResidentPlan::new`]), and whether odd steps walk K downwards (`zigzag`, see the kernel's
-/// ZIGZAG).
+/// Rows and threads per workgroup, weight loads in flight per thread, and whether odd steps walk
+/// K downwards (`zigzag`, see the kernel's ZIGZAG); None: chosen by [`ResidentPlan::new`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ResidentShape {
     pub rows: Option<u32>,
     pub threads: Option<u32>,
     pub loads: Option<u32>,
-    pub zigzag: bool,
+    pub zigzag: Option<bool>,
 }
 
 impl std::fmt::Display for ResidentShape {
@@ -46,8 +50,10 @@ impl std::fmt::Display for ResidentShape {
                 parts.push(format!("{tag}{v}"));
             }
         }
-        if self.zigzag {
-            parts.push("z".into());
+        match self.zigzag {
+            Some(true) => parts.push("z".into()),
+            Some(false) => parts.push("z0".into()),
+            None => {}
         }
         if parts.is_empty() {
             return f.write_str("auto");
@@ -58,8 +64,9 @@ impl std::fmt::Display for ResidentShape {
 
 impl std::str::FromStr for ResidentShape {
     type Err = String;
-    /// `auto`, or any of `rR`, `tT`, `uU` and `z` joined by `-`, in that order (rows R, threads
-    /// T, U loads in flight per thread, zigzag): `r4`, `r4-t256`, `r1-u16-z`.
+    /// `auto`, or any of `rR`, `tT`, `uU` and `z` or `z0` joined by `-`, in that order (rows R,
+    /// threads T, U loads in flight per thread, zigzag on or off): `r4`, `r4-t256`, `r8-u16-z`,
+    /// `r1-z0`.
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let s = s.trim();
         let mut shape = Self::default();
@@ -71,21 +78,22 @@ impl std::str::FromStr for ResidentShape {
         // Each part's place in the order r, t, u, z; a part may not repeat or come back.
         let mut next = 0;
         for part in s.split('-') {
-            let (place, value) = match part.split_at_checked(1) {
-                Some(("r", d)) => (0, Some(d)),
-                Some(("t", d)) => (1, Some(d)),
-                Some(("u", d)) => (2, Some(d)),
-                Some(("z", "")) => (3, None),
+            let (place, zigzag, digits) = match part.split_at_checked(1) {
+                Some(("r", d)) => (0, None, d),
+                Some(("t", d)) => (1, None, d),
+                Some(("u", d)) => (2, None, d),
+                Some(("z", "")) => (3, Some(true), ""),
+                Some(("z", "0")) => (3, Some(false), ""),
                 _ => return Err(bad()),
             };
             if place < next {
                 return Err(bad());
             }
             next = place + 1;
-            let Some(digits) = value else {
-                shape.zigzag = true;
+            if zigzag.is_some() {
+                shape.zigzag = zigzag;
                 continue;
-            };
+            }
             let v: u32 = digits.parse().map_err(|_| bad())?;
             *[&mut shape.rows, &mut shape.threads, &mut shape.loads][place] = Some(v);
         }
@@ -163,6 +171,18 @@ fn relaxed(widths: &[usize]) -> Vec<(u32, u32)> {
         .collect()
 }
 
+/// Threads per workgroup (when not forced): the most the device allows up to 1024, but 768 at 8
+/// rows or more, where each thread holds 3 × rows values of state: an SM's registers then give a
+/// thread about 85 rather than 64. On the H100 (2026-11-27c) 768 threads made a step 3 to 5%
+/// faster at 8 and 16 rows, and 30% slower at 1 row.
+fn auto_threads(rows: u32, room: u32) -> u32 {
+    if rows >= AUTO_768_MIN_ROWS && room >= 768 {
+        768
+    } else {
+        1 << room.min(1024).ilog2()
+    }
+}
+
 /// Rows stored per value of `post` (f32, vec2 or vec4).
 fn row_vec(rows: u32) -> u32 {
     rows.min(4)
@@ -186,7 +206,7 @@ impl ResidentPlan {
         }
         let post_len: u32 = layers.iter().map(|l| l.1).sum();
         let n_cols: u32 = layers.iter().map(|l| l.0).sum();
-        let threads = match shape.threads {
+        let forced_threads = match shape.threads {
             Some(t) if t == 0 || t > room.0 => {
                 return Err(Error::Config(format!(
                     "the resident kernel's {t} threads per workgroup: the device allows 1 to {} \
@@ -194,8 +214,7 @@ impl ResidentPlan {
                     room.0
                 )));
             }
-            Some(t) => t,
-            None => 1 << room.0.min(1024).ilog2(),
+            t => t,
         };
         // Bytes of workgroup memory for post and partial (`extra` extra items) at `rows` rows.
         let bytes_for =
@@ -223,6 +242,7 @@ impl ResidentPlan {
                 room.1
             )));
         }
+        let threads = forced_threads.unwrap_or_else(|| auto_threads(rows, room.0));
         let own = n_cols.div_ceil(threads);
         if own > MAX_OWN {
             return Err(Error::Config(format!(
@@ -245,12 +265,10 @@ impl ResidentPlan {
         }
         // Unsplit columns always fit: the checks above cover their memory and items.
         let mut plan = best.expect("one slice per column is always a candidate");
-        plan.zigzag = shape.zigzag;
+        plan.zigzag = shape.zigzag.unwrap_or(rows <= AUTO_ZIGZAG_MAX_ROWS);
         plan.loads = shape.loads.unwrap_or_else(|| {
-            (AUTO_WORKGROUP_LOADS / threads)
-                .clamp(8, 32)
-                .next_power_of_two()
-                .min(32)
+            // Rounded down: at 768 threads 16 beat 32 by 5% on the H100 (2026-11-27c).
+            1 << (AUTO_WORKGROUP_LOADS / threads).clamp(8, 32).ilog2()
         });
         Ok(plan)
     }
@@ -329,7 +347,7 @@ impl ResidentPlan {
             rows: Some(4),
             threads: Some(256),
             loads: None,
-            zigzag: false,
+            zigzag: None,
         };
         Self::new(&[784, 300, 300, 100, 10], 64, 1, shape, (256, 16384))
             .expect("the example fits WebGPU's defaults")
@@ -351,7 +369,13 @@ impl ResidentPlan {
             rows: Some(self.rows),
             threads: Some(self.threads),
             loads: Some(self.loads),
-            zigzag: self.zigzag,
+            // Said only where it is not what these rows get by default, so that the name,
+            // parsed again, gives this plan.
+            zigzag: match (self.zigzag, self.rows <= AUTO_ZIGZAG_MAX_ROWS) {
+                (true, _) => Some(true),
+                (false, true) => Some(false),
+                (false, false) => None,
+            },
         }
     }
 
@@ -469,7 +493,7 @@ mod tests {
                         rows: Some(rows),
                         threads: Some(threads),
                         loads: None,
-                        zigzag: false,
+                        zigzag: None,
                     };
                     match ResidentPlan::new(widths, 64, 1, shape, (1024, 49152)) {
                         Ok(plan) => {
@@ -490,7 +514,7 @@ mod tests {
             rows: Some(1),
             threads: Some(1024),
             loads: None,
-            zigzag: false,
+            zigzag: None,
         };
         let plan = ResidentPlan::new(&PAPER, 64, 1, shape, (1024, 49152)).unwrap();
         // 700 columns; K = 300, 100 and 10. Unsplit, the busiest thread would load 300 weights.
@@ -515,10 +539,57 @@ mod tests {
         );
         assert_eq!(plan(1024, (1024, 49152)).rows, 8);
         assert_eq!(plan(4096, (1024, 49152)).rows, 16);
+        // Many rows: fewer threads, more registers each.
+        assert_eq!(plan(1024, (1024, 49152)).threads, 768);
+        assert_eq!(plan(1024, (1024, 49152)).loads, 16);
+        assert_eq!(plan(256, (1024, 49152)).threads, 1024);
         // WebGPU's defaults: 256 threads, 16 KiB (410 inputs per row fit 8 rows, not 16).
         let small = plan(4096, (256, 16384));
         assert_eq!((small.rows, small.threads), (8, 256));
         assert!(small.workgroup_bytes() <= 16384);
+        // Zigzag where streaming W bounds the step (1 and 2 rows).
+        let zigzag = |batch| plan(batch, (1024, 49152)).zigzag;
+        assert_eq!((zigzag(64), zigzag(256), zigzag(1024)), (true, true, false));
+    }
+
+    /// What `scripts/gpu-check.sh throughput` sweeps fits the H100, so no device time is spent
+    /// on a refusal.
+    #[test]
+    fn the_swept_shapes_fit_the_h100() {
+        let lines = include_str!("../../scripts/resident-shapes.txt")
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty());
+        for line in lines {
+            let (batches, shapes) = line.split_once(' ').unwrap();
+            for batch in batches.split(',') {
+                for shape in shapes.split(',') {
+                    let batch: usize = batch.parse().unwrap();
+                    let shape = shape.parse().unwrap();
+                    ResidentPlan::new(&PAPER, batch, 1, shape, (1024, 49152)).unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_settled_shape_names_its_plan() {
+        for (batch, forced) in [
+            (64, "auto"),
+            (64, "z0"),
+            (1024, "auto"),
+            (1024, "z"),
+            (8, "r4"),
+        ] {
+            let room = (1024, 49152);
+            let plan = ResidentPlan::new(&PAPER, batch, 1, forced.parse().unwrap(), room).unwrap();
+            let name = plan.shape().to_string();
+            let again = ResidentPlan::new(&PAPER, batch, 1, name.parse().unwrap(), room).unwrap();
+            assert_eq!(
+                (again.rows, again.threads, again.loads),
+                (plan.rows, plan.threads, plan.loads)
+            );
+            assert_eq!(again.zigzag, plan.zigzag, "{forced} settled as {name}");
+        }
     }
 
     #[test]
@@ -544,12 +615,14 @@ mod tests {
             "z",
             "r1-z",
             "r2-t64-z",
+            "r1-z0",
+            "r8-u16-z",
         ] {
             assert_eq!(s.parse::<ResidentShape>().unwrap().to_string(), s);
         }
         for s in [
             "", "r", "x4", "r4-r8", "r4t2", "4", "z-r4", "r4-z-z", "r3", "r0", "t0", "u0", "u65",
-            "u8-r1", "t4-t4", "z4",
+            "u8-r1", "t4-t4", "z4", "z1", "z0-z",
         ] {
             assert!(s.parse::<ResidentShape>().is_err(), "{s}");
         }
