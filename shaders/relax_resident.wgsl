@@ -17,6 +17,20 @@
 // (at least 1), EXTRA_ITEMS = ITEMS - OWN, and rv_at / rv_with to read and replace one row of
 // a RowVec.
 //
+// Parts (PARTS > 1, host-generated): a row block's work is split among PARTS workgroups, so each
+// streams only part of W every step. Part 0 (the upper part) relaxes every relaxed layer but the
+// lowest, and posts that layer's input r_1 * f'_0 for every step to `posted` (step s's input at
+// index s); parts 1 ... (the lower parts) each relax a range of the lowest layer's columns, taking
+// their input from there. The dependency is one way, from the upper part down, and the upper
+// parts have the lower workgroup indices, so a lower part only ever waits for a workgroup that
+// started before it. Which part does what is the `roles` table (one entry per part).
+// Crossing workgroups goes through atomics (relaxed loads and stores of the f32 bits, which read
+// the device's coherent level): the upper part stores a step's inputs, passes a storage barrier
+// (device-scope acquire-release on Vulkan) and then stores the count of steps posted
+// (flag[1 + block]); a lower part's poller thread waits for that count before a workgroup barrier
+// lets the others load them (a step ahead: a step's input is loaded while the one before
+// computes). A wait that never ends raises flag[0] (never a hang).
+//
 // State ping-pongs between r_a and r_b like the tiled kernel's: the dispatch reads buffer `src`
 // and leaves the state after `steps` steps in buffer (src + steps) % 2. With replicas (see
 // engine/layout.rs) the workgroups of each replica follow one another, and layer l of replica k
@@ -34,9 +48,21 @@ struct ResidentPass {
     src: u32,   // which of r_a (0) or r_b (1) holds the state the first step reads
     replicas: u32,
     canary: u32, // 2 (see loop_budget_spent)
-    n_cols: u32, // columns of all relaxed layers
-    n_extra: u32, // extra items (K slices after the first)
-    pad0: u32,
+    spin_limit: u32, // polls of a lower part's wait before it gives up
+    part0: u32,      // the parts this dispatch runs: [part0, part_end)
+    part_end: u32,
+}
+
+// What one part of a row block relaxes.
+struct Role {
+    layer0: u32,    // its first relaxed layer (0: the lowest)
+    count: u32,     // relaxed layers
+    n_cols: u32,    // columns of those layers that are its own
+    n_extra: u32,   // extra items (K slices after the first)
+    plan_base: u32, // its first entry of `plan`
+    col0: u32,      // its first column of its first layer
+    publish: u32,   // 1: posts its first layer's r * f' (the upper part)
+    consume: u32,   // 1: its input comes from `posted` (a lower part)
 }
 
 // One relaxed layer's share of the work.
@@ -46,7 +72,7 @@ struct PlanLayer {
     slices: u32,     // K slices per column
     slice_len: u32,
     post_base: u32,  // its product's input r_{l+1} * f'_l in `post`, in rows of RB values
-    pad0: u32,
+    cols: u32,       // the part's columns of the layer
     pad1: u32,
     pad2: u32,
 }
@@ -71,9 +97,16 @@ struct Item {
 @group(0) @binding(3) var<storage, read> fprime: array<f32>;
 @group(0) @binding(4) var<storage, read_write> r_a: array<f32>;
 @group(0) @binding(5) var<storage, read_write> r_b: array<f32>;
-// [0]: nonzero once a dispatch's loops were cut short (below).
+// [0]: nonzero once a dispatch's loops were cut short (below) or a wait gave up; with parts,
+// [1 + block]: steps posted by the block's upper part, [1 + blocks + block]: its lower parts that
+// have finished (the last one zeroes both for the next dispatch), and from 1 + 2 blocks the
+// posts: [step][replica * batch + row][column of the lowest relaxed layer]. (One buffer: WebGPU
+// allows 8 storage buffers per kernel.)
 @group(0) @binding(6) var<storage, read_write> flag: array<atomic<u32>>;
 @group(0) @binding(7) var<storage, read> plan: array<PlanLayer>;
+@group(0) @binding(8) var<storage, read> roles: array<Role>;
+
+var<private> role: Role;
 
 // r_{l+1} * f'_l of every relaxed layer l for this workgroup's rows: [POST_LEN][RB].
 var<workgroup> post: array<RowVec, POST_LEN * RB>;
@@ -95,16 +128,21 @@ fn write_r(which: u32, i: u32, v: f32) {
     }
 }
 
-// Relaxed layer i (0 for layer `first`) of `replica`.
+// Relaxed layer i of this part (its own numbering) of `replica`.
 fn entry(i: u32, replica: u32) -> Layer {
-    return layers[(pass_.first + i) * pass_.replicas + replica];
+    return layers[(pass_.first + role.layer0 + i) * pass_.replicas + replica];
+}
+
+// This part's share of its relaxed layer i.
+fn part_layer(i: u32) -> PlanLayer {
+    return plan[role.plan_base + i];
 }
 
 // The relaxed layer that column c (or, with `extra`, extra item c) belongs to.
 fn layer_of(c: u32, extra: bool) -> u32 {
     var i = 0u;
-    for (; i + 1u < pass_.count; i++) {
-        let next = select(plan[i + 1u].col_base, plan[i + 1u].extra_base, extra);
+    for (; i + 1u < role.count; i++) {
+        let next = select(part_layer(i + 1u).col_base, part_layer(i + 1u).extra_base, extra);
         if (c < next) {
             break;
         }
@@ -115,26 +153,27 @@ fn layer_of(c: u32, extra: bool) -> u32 {
 // The relaxed layer and column of column index c (c < n_cols).
 fn column(c: u32) -> vec2<u32> {
     let i = layer_of(c, false);
-    return vec2<u32>(i, c - plan[i].col_base);
+    return vec2<u32>(i, c - part_layer(i).col_base);
 }
 
 // Work item g: columns first (K slice 0, done by the column's owner), then the extra items.
 // Past the last item: an empty slice.
 fn decode(g: u32, replica: u32) -> Item {
     var it = Item(0u, 0u, 0u, 0u, 0u);
-    if (g < pass_.n_cols) {
+    if (g < role.n_cols) {
         let c = column(g);
-        let P = plan[c.x];
+        let P = part_layer(c.x);
         let L = entry(c.x, replica);
-        it = Item(L.w + c.y, L.n_in, 0u, min(P.slice_len, L.n_out), P.post_base);
-    } else if (g < pass_.n_cols + pass_.n_extra) {
-        let e = g - pass_.n_cols;
+        it = Item(L.w + role.col0 + c.y, L.n_in, 0u, min(P.slice_len, L.n_out), P.post_base);
+    } else if (g < role.n_cols + role.n_extra) {
+        let e = g - role.n_cols;
         let i = layer_of(e, true);
-        let P = plan[i];
+        let P = part_layer(i);
         let L = entry(i, replica);
         let t = e - P.extra_base;
-        let k0 = (1u + t / L.n_in) * P.slice_len;
-        it = Item(L.w + t % L.n_in, L.n_in, k0, min(k0 + P.slice_len, L.n_out), P.post_base);
+        let k0 = (1u + t / P.cols) * P.slice_len;
+        it = Item(L.w + role.col0 + t % P.cols, L.n_in, k0, min(k0 + P.slice_len, L.n_out),
+                  P.post_base);
     }
     return it;
 }
@@ -182,22 +221,81 @@ fn store_partial(e: u32, acc: array<RowVec, RB>) {
 //!end
 }
 
+// A lower part's wait (one thread) until the block's upper part has posted `n` steps' inputs;
+// false if it gave up.
+fn wait_posted(block: u32, n: u32) -> bool {
+    for (var i = 0u; i < pass_.spin_limit; i++) {
+        if (atomicLoad(&flag[1u + block]) >= n) {
+            return true;
+        }
+    }
+    atomicMax(&flag[0], 2u);
+    return false;
+}
+
+// Where in `flag` the input of row `row` of the lowest relaxed layer at step s is posted (k = 0).
+fn posted_at(s: u32, replica: u32, row: u32, k_len: u32) -> u32 {
+    let blocks = (pass_.batch + R - 1u) / R * pass_.replicas;
+    return 1u + 2u * blocks + (s * pass_.replicas * pass_.batch + replica * pass_.batch + row) * k_len;
+}
+
+// A lower part's loads of the input of step s (its only layer's): NEXT (host-generated) values
+// of `post` per thread, issued one step ahead so that they arrive while the step computes.
+fn fetch_posted(s: u32, replica: u32, row0: u32, rows: u32, lid: u32) -> array<RowVec, NEXT> {
+    var v: array<RowVec, NEXT>;
+    let k_len = entry(0u, replica).n_out;
+//!unroll q < NEXT
+    {
+        let e = lid + {q} * T;
+        if (e < k_len * RB) {
+            let k = e / RB;
+            let b = e % RB;
+            for (var c = 0u; c < RV; c++) {
+                let row = b * RV + c;
+                if (row < rows) {
+                    let at = posted_at(s, replica, row0 + row, k_len) + k;
+                    v[{q}] = rv_with(v[{q}], c, bitcast<f32>(atomicLoad(&flag[at])));
+                }
+            }
+        }
+    }
+//!end
+    return v;
+}
+
+// ... and their place in `post` (post_base 0; entry e is post[k * RB + b]).
+fn store_posted(v: array<RowVec, NEXT>, replica: u32, lid: u32) {
+    let k_len = entry(0u, replica).n_out;
+//!unroll q < NEXT
+    if (lid + {q} * T < k_len * RB) {
+        post[lid + {q} * T] = v[{q}];
+    }
+//!end
+}
+
 @compute @workgroup_size(T)
 fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
     let per_replica = (pass_.batch + R - 1u) / R;
+    let blocks = per_replica * pass_.replicas;
     let group = linear_group(wid, nwg);
-    let replica = group / per_replica;
-    if (replica >= pass_.replicas) {
+    // Parts follow one another: every block's upper part first.
+    let part = pass_.part0 + group / blocks;
+    let block = group % blocks;
+    let replica = block / per_replica;
+    if (part >= pass_.part_end) {
         return;
     }
-    let row0 = (group % per_replica) * R;
+    role = roles[part];
+    let row0 = (block % per_replica) * R;
     let rows = min(R, pass_.batch - row0);
     let eta = pass_.rate;
     let deriv = (pass_.flags & FLAG_NO_RELAX_DERIV) == 0u;
     let src = pass_.src;
-    let n_cols = pass_.n_cols;
-    let n_items = n_cols + pass_.n_extra;
+    let n_cols = role.n_cols;
+    let n_items = n_cols + role.n_extra;
+    let steps = pass_.steps;
+    let poller = lid == T - 1u;
 
     // This thread's items (lid, lid + T, ...), decoded once for every step.
     var items: array<Item, ITEMS>;
@@ -206,7 +304,7 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 //!end
 
     // The owned columns' state, and f'_{l-1} there (what turns r_l into the input of the
-    // product of the layer below; zero for the first relaxed layer, which feeds none).
+    // product of the layer below; zero for the lowest relaxed layer, which feeds none here).
     var own: array<vec2<u32>, OWN>;
     var r_own: array<array<RowVec, RB>, OWN>;
     var f_own: array<array<RowVec, RB>, OWN>;
@@ -216,34 +314,44 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         let c = column(lid + {q} * T);
         own[{q}] = c;
         let L = entry(c.x, replica);
-        let below = entry(max(c.x, 1u) - 1u, replica);
+        // Feeds a layer below: in this part, or (the upper part's first) in the lower parts.
+        let feeds = c.x > 0u || role.publish == 1u;
+        let below = layers[(pass_.first + role.layer0 + c.x - select(0u, 1u, feeds)) * pass_.replicas + replica];
 //!unroll row < R
         if ({row} < rows) {
-            let r = read_r(src, L.r_in + (row0 + {row}) * L.n_in + c.y);
+            let r = read_r(src, L.r_in + (row0 + {row}) * L.n_in + role.col0 + c.y);
             r_own[{q}][{row} / RV] = rv_with(r_own[{q}][{row} / RV], {row} % RV, r);
-            if (c.x > 0u) {
+            if (feeds) {
                 var f = 1.0;
                 if (deriv) {
-                    f = fprime[below.fp + (row0 + {row}) * below.n_out + c.y];
+                    f = fprime[below.fp + (row0 + {row}) * below.n_out + role.col0 + c.y];
                 }
                 f_own[{q}][{row} / RV] = rv_with(f_own[{q}][{row} / RV], {row} % RV, f);
             }
         }
 //!end
         if (c.x > 0u) {
-            let pb = plan[c.x - 1u].post_base;
+            let pb = part_layer(c.x - 1u).post_base;
 //!unroll b < RB
             post[(pb + c.y) * RB + {b}] = r_own[{q}][{b}] * f_own[{q}][{b}];
+//!end
+        } else if (role.publish == 1u) {
+            // Step 0's input of the lower parts.
+//!unroll row < R
+            if ({row} < rows) {
+                let v = rv_at(r_own[{q}][{row} / RV] * f_own[{q}][{row} / RV], {row} % RV);
+                atomicStore(&flag[posted_at(0u, replica, row0 + {row}, L.n_in) + c.y], bitcast<u32>(v));
+            }
 //!end
         }
     }
 //!end
     // The top layer's input (the clamped output, or a layer this dispatch does not relax)
-    // stays fixed.
-    {
-        let top = pass_.count - 1u;
+    // stays fixed; a lower part's comes from the upper part, step by step.
+    if (role.consume == 0u) {
+        let top = role.count - 1u;
         let L = entry(top, replica);
-        let pb = plan[top].post_base;
+        let pb = part_layer(top).post_base;
         for (var e = lid; e < L.n_out * RB; e += T) {
             let k = e / RB;
             let b = e % RB;
@@ -261,10 +369,34 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
             }
             post[(pb + k) * RB + b] = v;
         }
+    } else if (poller) {
+        // Step 0's input, and step 1's (loaded while step 0 computes).
+        _ = wait_posted(block, min(2u, steps));
+    }
+    if (PARTS > 1u) {
+        storageBarrier();
+        if (role.publish == 1u && lid == 0u) {
+            atomicStore(&flag[1u + block], 1u);
+        }
     }
     workgroupBarrier();
+    if (role.consume == 1u) {
+        store_posted(fetch_posted(0u, replica, row0, rows, lid), replica, lid);
+    }
+    if (PARTS > 1u) {
+        workgroupBarrier();
+    }
 
-    for (var s = 0u; s < pass_.steps; s++) {
+    for (var s = 0u; s < steps; s++) {
+        // A lower part loads the next step's input (posted: its poller saw it a step ago), and
+        // its poller waits for the one after while the others work.
+        var next: array<RowVec, NEXT>;
+        if (role.consume == 1u && s + 1u < steps) {
+            next = fetch_posted(s + 1u, replica, row0, rows, lid);
+        }
+        if (role.consume == 1u && poller && s + 2u < steps) {
+            _ = wait_posted(block, s + 3u);
+        }
         // Every item's product from the previous step's post.
         let down = ZIGZAG == 1u && (s & 1u) == 1u;
 //!unroll q < OWN
@@ -291,11 +423,10 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 //!unroll q < OWN
         if (lid + {q} * T < n_cols) {
             let c = own[{q}];
-            let P = plan[c.x];
-            let n = entry(c.x, replica).n_in;
+            let P = part_layer(c.x);
             var sum = s_own[{q}];
             for (var sl = 1u; sl < P.slices; sl++) {
-                let e = P.extra_base + (sl - 1u) * n + c.y;
+                let e = P.extra_base + (sl - 1u) * P.cols + c.y;
 //!unroll b < RB
                 sum[{b}] += partial[e * RB + {b}];
 //!end
@@ -304,17 +435,35 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
             r_own[{q}][{b}] = (1.0 - eta) * r_own[{q}][{b}] + eta * sum[{b}];
 //!end
             if (c.x > 0u) {
-                let pb = plan[c.x - 1u].post_base;
+                let pb = part_layer(c.x - 1u).post_base;
 //!unroll b < RB
                 post[(pb + c.y) * RB + {b}] = r_own[{q}][{b}] * f_own[{q}][{b}];
+//!end
+            } else if (role.publish == 1u && s + 1u < steps) {
+                let n = entry(0u, replica).n_in;
+//!unroll row < R
+                if ({row} < rows) {
+                    let v = rv_at(r_own[{q}][{row} / RV] * f_own[{q}][{row} / RV], {row} % RV);
+                    atomicStore(&flag[posted_at(s + 1u, replica, row0 + {row}, n) + c.y], bitcast<u32>(v));
+                }
 //!end
             }
         }
 //!end
+        // A lower part's next input, now that every product has read this one.
+        if (role.consume == 1u && s + 1u < steps) {
+            store_posted(next, replica, lid);
+        }
+        if (PARTS > 1u) {
+            storageBarrier();
+            if (role.publish == 1u && lid == 0u && s + 1u < steps) {
+                atomicStore(&flag[1u + block], s + 2u);
+            }
+        }
         workgroupBarrier();
     }
 
-    let dst = (src + pass_.steps) % 2u;
+    let dst = (src + steps) % 2u;
 //!unroll q < OWN
     if (lid + {q} * T < n_cols) {
         let c = own[{q}];
@@ -322,11 +471,20 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 //!unroll row < R
         if ({row} < rows) {
             let v = rv_at(r_own[{q}][{row} / RV], {row} % RV);
-            write_r(dst, L.r_in + (row0 + {row}) * L.n_in + c.y, v);
+            write_r(dst, L.r_in + (row0 + {row}) * L.n_in + role.col0 + c.y, v);
         }
 //!end
     }
 //!end
+    // The block's last lower part to finish zeroes its counts for the next dispatch (the upper
+    // part posted its last step before any lower part could finish).
+    if (role.consume == 1u && poller) {
+        let done = atomicAdd(&flag[1u + blocks + block], 1u) + 1u;
+        if (done == PARTS - 1u) {
+            atomicStore(&flag[1u + block], 0u);
+            atomicStore(&flag[1u + blocks + block], 0u);
+        }
+    }
     // Lavapipe's loop budget (common.wgsl).
     if (loop_budget_spent(pass_.canary)) {
         atomicMax(&flag[0], 1u);

@@ -50,15 +50,17 @@ fn bench_json_has_every_field() {
             let settled: arelax::gpu::resident::ResidentShape = shape.parse().unwrap();
             assert!(settled.rows.is_some() && settled.threads.is_some(), "{v}");
             if i >= 6 {
-                // 64 threads take 32 loads in flight each, the most the automatic choice gives,
-                // and two rows walk K down on odd steps (zigzag).
-                assert_eq!(shape, "r2-t64-u32-z");
-                // Two rows per workgroup; each reads W₁ and W₂ (10·8 + 8·4 weights) per step.
-                let groups = (batch as u64).div_ceil(2);
-                assert_eq!(v["resident_groups"], groups);
+                // 64 threads take 32 loads in flight each, the most the automatic choice gives;
+                // two rows walk K down on odd steps (zigzag); and a batch this small gets parts:
+                // W₁ (80 weights) in three lower parts, W₂ (32) in the upper one.
+                assert_eq!(shape, "r2-t64-u32-p4-z");
+                // Two rows per block of 4 workgroups; each block reads W₁ and W₂ (10·8 + 8·4
+                // weights) per step.
+                let blocks = (batch as u64).div_ceil(2);
+                assert_eq!(v["resident_groups"], 4 * blocks);
                 assert_eq!(
                     v["resident_weight_bytes_per_step"],
-                    (groups * 4 * 112) as f64
+                    (blocks * 4 * 112) as f64
                 );
             }
         } else {

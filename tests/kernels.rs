@@ -430,7 +430,8 @@ fn unrolled_and_rolled_tiles_agree_bit_for_bit() {
 /// multiple of its rows per workgroup, and every way of holding rows (f32, vec2, one and two
 /// vec4s): with threads enough for one column each, and with few threads, so that a thread owns
 /// several columns and runs several K slices; 4 to 32 loads in flight per thread; K walked
-/// upwards every step, or down on odd steps (zigzag).
+/// upwards every step, or down on odd steps (zigzag); in one workgroup per row block, or in
+/// parts (an upper part posting the lowest layer's input every step for the lower ones).
 #[test]
 fn resident_relaxation_equals_t_jacobi_steps() {
     for shape in [
@@ -439,6 +440,9 @@ fn resident_relaxation_equals_t_jacobi_steps() {
         "r2-t512-z",
         "r4-t160-u32",
         "r8-t128-z",
+        "r1-p2",
+        "r2-t128-p4-z",
+        "r4-t96-u4-p3",
     ] {
         resident_relaxation_cases(shape.parse().unwrap());
     }

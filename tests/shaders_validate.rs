@@ -118,8 +118,8 @@ fn unrolled_kernels_index_private_arrays_by_constants_only() {
 }
 
 /// The resident kernel is compiled with constants generated per model (rows as f32, vec2 or
-/// vec4, threads, items per thread, zigzag or not): every row layout validates, unrolled and
-/// rolled.
+/// vec4, threads, items per thread, zigzag or not, parts or not): every row layout validates,
+/// unrolled and rolled.
 #[test]
 fn the_resident_kernel_validates_for_every_row_layout() {
     use arelax::gpu::resident::{ResidentPlan, ResidentShape};
@@ -137,6 +137,8 @@ fn the_resident_kernel_validates_for_every_row_layout() {
                     threads: Some(threads),
                     // Loads in flight and both ways of walking K vary over the shapes.
                     loads: Some([4, 8, 16, 32][rows.ilog2() as usize % 4]),
+                    // One workgroup per row block, or parts (the default at this batch).
+                    parts: (rows % 4 == 1).then_some(1),
                     zigzag: Some((rows + threads / 256) % 2 == 1),
                 };
                 let Ok(plan) = ResidentPlan::new(widths, 64, 1, shape, (1024, 49152)) else {

@@ -357,7 +357,7 @@ pub fn run(
             resident_shape: plan.map(|p| p.shape().to_string()),
             resident_groups: plan.map(|p| p.groups(b, opts.replicas) as u32),
             resident_weight_bytes_per_step: plan
-                .map(|p| (4 * p.weights * p.groups(b, opts.replicas) as u64) as f64),
+                .map(|p| (4 * p.weights * p.blocks(b, opts.replicas) as u64) as f64),
             resident_choice: (opts.relax_kernel == RelaxKernel::Resident)
                 .then(|| opts.resident.to_string()),
             unrolled: ctx.unroll,

@@ -8,7 +8,7 @@ use crate::bench::{self, BenchOptions, BenchResult, saved};
 use crate::engine::RelaxKernel;
 use crate::engine::net::Model;
 use crate::gpu::Needs;
-use crate::gpu::resident::{MAX_LOADS, MAX_ROWS, ResidentShape};
+use crate::gpu::resident::{MAX_LOADS, MAX_PARTS, MAX_ROWS, ResidentShape};
 use crate::gpu::tile::TileChoice;
 use crate::graph::Graph;
 use crate::model::{Activation, Loss, ModelSpec};
@@ -46,9 +46,10 @@ pub struct Args {
     /// comma-separated [default: tiled,resident for an MLP with a hidden layer, else tiled].
     #[arg(long)]
     relax_kernel: Option<String>,
-    /// The resident kernel's shape: auto (chosen per batch size and device) or rR-tT-uU-z, each
-    /// part optional (rows and threads per workgroup, loads in flight per thread, K walked down
-    /// on odd steps), e.g. r4-t1024; a comma-separated list measures each.
+    /// The resident kernel's shape: auto (chosen per batch size and device) or rR-tT-uU-pP-z,
+    /// each part optional (rows and threads per workgroup, loads in flight per thread,
+    /// workgroups per row block, K walked down on odd steps: z, or z0 for not), e.g. r2-p4; a
+    /// comma-separated list measures each.
     #[arg(long, default_value = "auto")]
     resident: String,
     /// The cooperative kernel's workgroups per dispatch at most [default: 256 on a GPU, 1 on a
@@ -196,6 +197,7 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
             rows: Some(MAX_ROWS),
             threads: Some(1024),
             loads: Some(MAX_LOADS),
+            parts: Some(MAX_PARTS),
             zigzag: Some(false),
         };
         names.push(format!("resident {widest} rolled"));
@@ -403,8 +405,8 @@ fn report(json: bool, w: usize) -> impl FnMut(&BenchResult) {
                 // What the step time means for the weights every workgroup streams.
                 let all = bytes / (r.relax_step_ms / 1e3) / 1e9;
                 println!(
-                    "{:>6}   resident kernel: {g} workgroups ({shape}) each read W ({:.0} KB) every \
-                     step: {all:.1} GB/s in all, {:.2} GB/s per workgroup",
+                    "{:>6}   resident kernel: {g} workgroups ({shape}) read {:.0} KB of W each \
+                     every step: {all:.1} GB/s in all, {:.2} GB/s per workgroup",
                     "",
                     bytes / f64::from(g) / 1e3,
                     all / f64::from(g)

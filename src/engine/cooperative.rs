@@ -113,7 +113,7 @@ impl Cooperative {
                 Slot::ReadWrite,
             ],
         );
-        let table = StepTable::new(ctx, "cooperative relax passes");
+        let table = StepTable::new(ctx, "cooperative relax passes", 1);
         let sync = gpu_buffers::storage(device, "cooperative barrier", 2);
         let bind = kernel.bind_windowed(
             device,
@@ -148,7 +148,7 @@ impl Cooperative {
     /// (Re)writes the uniform table for relaxation rate `rate`.
     pub(super) fn set_rate(&self, queue: &wgpu::Queue, layout: &Layout, flags: u32, rate: f32) {
         let (first, count) = layout.entries(1, layout.depth() - 1);
-        self.table.write(queue, |steps, src| CooperativeUniform {
+        self.table.write(queue, |steps, src, _| CooperativeUniform {
             first,
             count,
             batch: layout.batch as u32,
@@ -182,7 +182,7 @@ impl Cooperative {
             bind: &self.bind,
             groups: self.groups,
         };
-        self.table.record(pass, d, steps, current)
+        self.table.record(pass, &[d], steps, current)
     }
 
     /// Whether a relaxation has gone wrong since the engine was built, and why; every

@@ -700,19 +700,18 @@ impl Engine {
     }
 
     /// An error if the relaxations since the engine was built are wrong: the cooperative kernel's
-    /// grid barrier gave up (its workgroups did not all run at once), or the driver cut the
-    /// resident or cooperative kernel's loops short (lavapipe's loop budget); Ok for the tiled
+    /// grid barrier gave up (its workgroups did not all run at once), the resident kernel's lower
+    /// part waited in vain, or the driver cut the resident or cooperative kernel's loops short
+    /// (lavapipe's loop budget); Ok for the tiled
     /// kernel. One small read-back: call it once per epoch or benchmark, not per step.
     pub fn check_relaxation(&self) -> Result<()> {
         if let Some(r) = &self.binds.resident
-            && r.cut_short(&self.ctx)?
+            && let Some(why) = r.failure(&self.ctx)?
         {
-            return Err(Error::Gpu(
-                "the driver cut the resident relaxation kernel's loops short (lavapipe ends every \
-                 loop of an invocation after 65535 iterations in all), so the relaxations since \
-                 the engine was built are wrong; use the tiled kernel"
-                    .into(),
-            ));
+            return Err(Error::Gpu(format!(
+                "{why}, so the relaxations since the engine was built are wrong; use the tiled \
+                 kernel"
+            )));
         }
         let Some(c) = &self.binds.cooperative else {
             return Ok(());

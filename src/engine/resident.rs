@@ -66,10 +66,19 @@ struct ResidentUniform {
     src: u32,
     replicas: u32,
     canary: u32,
-    n_cols: u32,
-    n_extra: u32,
-    pad: u32,
+    spin_limit: u32,
+    part0: u32,
+    part_end: u32,
 }
+
+/// Polls (of 8 loads each) before a lower part's wait gives up: far beyond any real wait (a
+/// step takes microseconds), and still a bounded time if the upper part never ran.
+const SPIN_LIMIT: u32 = 1 << 20;
+/// At most 2^this steps per dispatch with parts.
+const PARTS_MAX_CHUNK: usize = 6;
+/// The largest buffer of posts (the upper parts' inputs for the lower ones, every step of a
+/// dispatch) the kernel allocates; parts are for small batches.
+const MAX_POSTED_BYTES: u64 = 256 << 20;
 
 /// The resident and cooperative kernels' limits, checked before anything is built.
 pub(super) fn check_resident(opts: &EngineOptions) -> Result<()> {
@@ -92,9 +101,13 @@ pub(super) struct Resident {
     kernel: Kernel,
     bind: wgpu::BindGroup,
     table: StepTable,
-    /// Nonzero once a dispatch's loops were cut short.
+    /// [0]: 1 once a dispatch's loops were cut short, 2 once a lower part's wait gave up; then
+    /// the parts' counts and posts (see the kernel).
     flag: wgpu::Buffer,
     plan: ResidentPlan,
+    /// The parts each dispatch of a chunk runs: all at once, or (on a CPU adapter) the upper
+    /// then the lower ones.
+    part_ranges: Vec<(u32, u32)>,
 }
 
 impl Resident {
@@ -114,8 +127,44 @@ impl Resident {
             opts.resident,
             ctx.workgroup_room(),
         )?;
+        // On a CPU adapter the parts run one after another: the upper parts in one dispatch,
+        // then the lower ones, whose waits then end at once. Lavapipe runs a dispatch's
+        // workgroups in contiguous runs per thread and budgets loop iterations, so a wait
+        // there could outlast the budget.
+        let split = plan.parts > 1 && ctx.info.device_type == wgpu::DeviceType::Cpu;
+        let (parts, upper) = (plan.parts, plan.roles[0].publish);
+        let part_ranges = if split && upper == 1 {
+            vec![(0, 1), (1, parts)]
+        } else {
+            vec![(0, parts)]
+        };
         let device = &ctx.device;
-        let table = StepTable::new(ctx, "resident relax passes");
+        let mut table = StepTable::new(ctx, "resident relax passes", part_ranges.len());
+        if plan.parts > 1 {
+            // At most 64 steps per dispatch: the posts hold every step of one.
+            table = table.cap(PARTS_MAX_CHUNK);
+        }
+        let blocks = plan.blocks(layout.batch, layout.replicas);
+        // Every step's input of the lowest relaxed layer, for every row (only with parts).
+        let posted_len = if plan.parts > 1 {
+            table.max_steps() * layout.replicas * layout.batch * layout.widths[2]
+        } else {
+            0
+        };
+        let limit = device
+            .limits()
+            .max_storage_buffer_binding_size
+            .min(MAX_POSTED_BYTES);
+        if 4 * posted_len as u64 > limit {
+            return Err(Error::Config(format!(
+                "the resident kernel with {} parts per row block posts {} MB per dispatch at \
+                 this batch size, more than the {} MB it allows: use fewer rows, one part, or a \
+                 smaller batch",
+                plan.parts,
+                (4 * posted_len as u64) >> 20,
+                limit >> 20
+            )));
+        }
         let kernel = Kernel::new(
             ctx,
             &shader::module_prefixed(ctx, "relax_resident.wgsl", &plan.constants()),
@@ -129,9 +178,16 @@ impl Resident {
                 Slot::ReadWrite,
                 Slot::ReadWrite,
                 Slot::Read,
+                Slot::Read,
             ],
         );
-        let flag = crate::gpu::buffers::storage(device, "resident relax flag", 1);
+        // The failure flag, the parts' counts and their posts (see the kernel).
+        let flag = crate::gpu::buffers::storage(
+            device,
+            "resident relax flag, counts and posts",
+            1 + 2 * blocks + posted_len,
+        );
+        let roles = crate::gpu::buffers::storage_init(device, "resident relax roles", &plan.roles);
         let plan_buffer =
             crate::gpu::buffers::storage_init(device, "resident relax plan", &plan.layers);
         let bind = kernel.bind_windowed(
@@ -145,6 +201,7 @@ impl Resident {
                 &bufs.r[1],
                 &flag,
                 &plan_buffer,
+                &roles,
             ],
             Some(std::mem::size_of::<ResidentUniform>() as u64),
         );
@@ -154,6 +211,7 @@ impl Resident {
             table,
             flag,
             plan,
+            part_ranges,
         };
         me.set_rate(&ctx.queue, layout, flags, opts.relax_rate);
         Ok(me)
@@ -166,7 +224,7 @@ impl Resident {
 
     /// (Re)writes the uniform table for relaxation rate `rate`.
     pub(super) fn set_rate(&self, queue: &wgpu::Queue, layout: &Layout, flags: u32, rate: f32) {
-        self.table.write(queue, |steps, src| ResidentUniform {
+        self.table.write(queue, |steps, src, v| ResidentUniform {
             first: 1,
             count: layout.depth() as u32 - 1,
             batch: layout.batch as u32,
@@ -176,16 +234,26 @@ impl Resident {
             src,
             replicas: layout.replicas as u32,
             canary: 2,
-            n_cols: self.plan.n_cols,
-            n_extra: self.plan.n_extra,
-            pad: 0,
+            spin_limit: SPIN_LIMIT,
+            part0: self.part_ranges[v].0,
+            part_end: self.part_ranges[v].1,
         });
     }
 
-    /// Whether the driver has cut a dispatch's loops short since the engine was built (every
-    /// relaxation since then is wrong).
-    pub(super) fn cut_short(&self, ctx: &GpuContext) -> Result<bool> {
-        Ok(ctx.read_u32(&self.flag, 0, 1)?[0] != 0)
+    /// Why the relaxations since the engine was built are wrong, if they are: the driver cut a
+    /// dispatch's loops short, or a lower part waited in vain for its upper part.
+    pub(super) fn failure(&self, ctx: &GpuContext) -> Result<Option<&'static str>> {
+        Ok(match ctx.read_u32(&self.flag, 0, 1)?[0] {
+            0 => None,
+            1 => Some(
+                "the driver cut the resident relaxation kernel's loops short (lavapipe ends \
+                 every loop of an invocation after 65535 iterations in all)",
+            ),
+            _ => Some(
+                "a lower part of the resident relaxation kernel gave up waiting for its upper \
+                 part (its workgroups did not run in the order dispatched)",
+            ),
+        })
     }
 
     /// Records `steps` steps starting from relaxation buffer `current`; returns the buffer that
@@ -197,11 +265,16 @@ impl Resident {
         steps: usize,
         current: usize,
     ) -> usize {
-        let d = Dispatch {
-            kernel: &self.kernel,
-            bind: &self.bind,
-            groups: self.plan.groups(layout.batch, layout.replicas) as u32,
-        };
-        self.table.record(pass, d, steps, current)
+        let blocks = self.plan.blocks(layout.batch, layout.replicas) as u32;
+        let d: Vec<Dispatch> = self
+            .part_ranges
+            .iter()
+            .map(|&(p0, p1)| Dispatch {
+                kernel: &self.kernel,
+                bind: &self.bind,
+                groups: blocks * (p1 - p0),
+            })
+            .collect();
+        self.table.record(pass, &d, steps, current)
     }
 }

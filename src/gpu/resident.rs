@@ -13,6 +13,8 @@ use crate::{Error, Result};
 pub const MAX_OWN: u32 = 8;
 /// Most work items a thread runs per step.
 pub const MAX_ITEMS: u32 = 16;
+/// Most workgroups per row block.
+pub const MAX_PARTS: u32 = 16;
 /// Most rows per workgroup.
 pub const MAX_ROWS: u32 = 64;
 /// Most weight loads in flight per thread (each is a register).
@@ -26,6 +28,10 @@ const ITEM_OVERHEAD: u64 = 8;
 /// still gives [`TARGET_GROUPS`] workgroups.
 const AUTO_MAX_ROWS: u32 = 16;
 const TARGET_GROUPS: usize = 128;
+/// Parts only up to this many rows in all (batch × replicas), and then rows per workgroup for
+/// this many row blocks (see [`auto_parts`]).
+const AUTO_PARTS_MAX_ROWS: usize = 256;
+const AUTO_PARTS_BLOCKS: usize = 32;
 /// Zigzag (when not forced) at up to this many rows per workgroup. On the H100 (2026-11-27c) it
 /// cut a step by 6 to 10% at 1 and 2 rows, where streaming W bounds the step, and cost 3% at 8.
 const AUTO_ZIGZAG_MAX_ROWS: u32 = 2;
@@ -39,13 +45,20 @@ pub struct ResidentShape {
     pub rows: Option<u32>,
     pub threads: Option<u32>,
     pub loads: Option<u32>,
+    /// Workgroups per row block (see [`ResidentPlan`]).
+    pub parts: Option<u32>,
     pub zigzag: Option<bool>,
 }
 
 impl std::fmt::Display for ResidentShape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut parts = Vec::new();
-        for (tag, v) in [("r", self.rows), ("t", self.threads), ("u", self.loads)] {
+        for (tag, v) in [
+            ("r", self.rows),
+            ("t", self.threads),
+            ("u", self.loads),
+            ("p", self.parts),
+        ] {
             if let Some(v) = v {
                 parts.push(format!("{tag}{v}"));
             }
@@ -64,9 +77,9 @@ impl std::fmt::Display for ResidentShape {
 
 impl std::str::FromStr for ResidentShape {
     type Err = String;
-    /// `auto`, or any of `rR`, `tT`, `uU` and `z` or `z0` joined by `-`, in that order (rows R,
-    /// threads T, U loads in flight per thread, zigzag on or off): `r4`, `r4-t256`, `r8-u16-z`,
-    /// `r1-z0`.
+    /// `auto`, or any of `rR`, `tT`, `uU`, `pP` and `z` or `z0` joined by `-`, in that order
+    /// (rows R, threads T, U loads in flight per thread, P workgroups per row block, zigzag on or
+    /// off): `r4`, `r4-t256`, `r8-u16-z`, `r2-p4`, `r1-z0`.
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let s = s.trim();
         let mut shape = Self::default();
@@ -82,8 +95,9 @@ impl std::str::FromStr for ResidentShape {
                 Some(("r", d)) => (0, None, d),
                 Some(("t", d)) => (1, None, d),
                 Some(("u", d)) => (2, None, d),
-                Some(("z", "")) => (3, Some(true), ""),
-                Some(("z", "0")) => (3, Some(false), ""),
+                Some(("p", d)) => (3, None, d),
+                Some(("z", "")) => (4, Some(true), ""),
+                Some(("z", "0")) => (4, Some(false), ""),
                 _ => return Err(bad()),
             };
             if place < next {
@@ -95,10 +109,22 @@ impl std::str::FromStr for ResidentShape {
                 continue;
             }
             let v: u32 = digits.parse().map_err(|_| bad())?;
-            *[&mut shape.rows, &mut shape.threads, &mut shape.loads][place] = Some(v);
+            *[
+                &mut shape.rows,
+                &mut shape.threads,
+                &mut shape.loads,
+                &mut shape.parts,
+            ][place] = Some(v);
         }
         if let Some(r) = shape.rows {
             check_rows(r).map_err(|e| format!("'{s}': {e}"))?;
+        }
+        if let Some(p) = shape.parts
+            && !(1..=MAX_PARTS).contains(&p)
+        {
+            return Err(format!(
+                "'{s}': the resident kernel's parts per row block are 1 to {MAX_PARTS}, not {p}"
+            ));
         }
         if shape.threads == Some(0) {
             return Err(bad());
@@ -135,15 +161,45 @@ pub struct PlanLayer {
     pub slices: u32,
     pub slice_len: u32,
     pub post_base: u32,
-    pub pad: [u32; 3],
+    /// The part's columns of the layer (all of them without parts).
+    pub cols: u32,
+    pub pad: [u32; 2],
+}
+
+/// Mirror of `Role` in the shader: what one part of a row block relaxes (see [`ResidentPlan`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Role {
+    /// Its first relaxed layer (0: the lowest) and how many.
+    pub layer0: u32,
+    pub count: u32,
+    pub n_cols: u32,
+    pub n_extra: u32,
+    /// Its first entry of [`ResidentPlan::layers`].
+    pub plan_base: u32,
+    /// Its first column of its first layer.
+    pub col0: u32,
+    /// 1 for the upper part, which posts the lowest layer's input every step.
+    pub publish: u32,
+    /// 1 for a lower part, whose input is those posts.
+    pub consume: u32,
 }
 
 /// The split of one relaxation step's products among a workgroup's threads.
 #[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// With parts (P > 1), P workgroups share a row block: the upper part relaxes every relaxed
+/// layer but the lowest and posts that layer's input every step; the P − 1 lower parts each
+/// relax an even share of the lowest layer's columns from those posts. Each then streams only
+/// its share of W every step. One [`Role`] per part, each with its own entries of `layers`;
+/// `n_extra`, `own`, `items`, `post_len` and `busiest_loads` are the largest of any part.
 pub struct ResidentPlan {
     pub rows: u32,
     pub threads: u32,
-    /// One entry per relaxed layer (layers 1 … L−1 of the model).
+    /// Workgroups per row block.
+    pub parts: u32,
+    pub roles: Vec<Role>,
+    /// Each part's entries, one per relaxed layer it relaxes (layers 1 … L−1 of the model).
     pub layers: Vec<PlanLayer>,
     /// Columns of all relaxed layers (each a thread's first item and its state).
     pub n_cols: u32,
@@ -156,12 +212,17 @@ pub struct ResidentPlan {
     pub post_len: u32,
     /// Weight loads of the busiest thread per step (what the split minimised).
     pub busiest_loads: u64,
-    /// Weights each workgroup reads per step: the relaxed layers' W, once.
+    /// Weights each row block reads per step: the relaxed layers' W, once (shared among its
+    /// parts).
     pub weights: u64,
     /// Weight loads in flight per thread (U in the kernel).
     pub loads: u32,
     /// Odd steps walk K downwards.
     pub zigzag: bool,
+    /// K of the lowest relaxed layer (the lower parts' input).
+    pub lowest_k: u32,
+    /// The parts this batch gets when they are not forced (for [`ResidentPlan::shape`]).
+    pub auto_parts: u32,
 }
 
 /// The relaxed layers' (columns, K): layer l maps r_{l+1} (K = n_{l+1}) to r_l (n_l columns).
@@ -181,6 +242,28 @@ fn auto_threads(rows: u32, room: u32) -> u32 {
     } else {
         1 << room.min(1024).ilog2()
     }
+}
+
+/// Parts per row block (when not forced), for at most [`AUTO_PARTS_MAX_ROWS`] rows in all and
+/// two relaxed layers or more: the upper part and enough lower parts that each streams about as
+/// much of W as the upper one (4 for the paper's MLP: 31 000 weights above the lowest relaxed
+/// layer, 90 000 in it). On the H100 (2026-11-27c) 4 parts took a step from 6.3 to 3.5 µs at
+/// batch 64 (2 rows) and from 8.0 to 6.0 µs at 256 (8 rows), and were slower at 1024.
+fn auto_parts(layers: &[(u32, u32)], rows: usize) -> u32 {
+    if layers.len() < 2 || rows > AUTO_PARTS_MAX_ROWS {
+        return 1;
+    }
+    let weights = |l: &[(u32, u32)]| {
+        l.iter()
+            .map(|&(n, k)| u64::from(n) * u64::from(k))
+            .sum::<u64>()
+    };
+    let (lowest, rest) = (weights(&layers[..1]), weights(&layers[1..]).max(1));
+    let lower = (lowest as f64 / rest as f64).round() as u32;
+    if lower < 1 {
+        return 1;
+    }
+    lower.min(MAX_PARTS - 1).min(layers[0].0) + 1
 }
 
 /// Rows stored per value of `post` (f32, vec2 or vec4).
@@ -219,17 +302,25 @@ impl ResidentPlan {
         // Bytes of workgroup memory for post and partial (`extra` extra items) at `rows` rows.
         let bytes_for =
             |rows: u32, extra: u32| 4 * u64::from(rows) * u64::from(post_len + extra.max(1));
+        let auto_parts = auto_parts(&layers, batch * replicas);
+        let parts = shape.parts.unwrap_or(auto_parts);
         let rows = match shape.rows {
             Some(r) => {
                 check_rows(r).map_err(Error::Config)?;
                 r
             }
             None => {
-                let groups = |r: u32| replicas * batch.div_ceil(r as usize);
+                // Enough row blocks: 128 workgroups, or with parts 32 blocks of P workgroups.
+                let target = if parts > 1 {
+                    AUTO_PARTS_BLOCKS
+                } else {
+                    TARGET_GROUPS
+                };
+                let blocks = |r: u32| replicas * batch.div_ceil(r as usize);
                 (0..=AUTO_MAX_ROWS.ilog2())
                     .rev()
                     .map(|p| 1 << p)
-                    .find(|&r| groups(r) >= TARGET_GROUPS && bytes_for(r, 0) <= u64::from(room.1))
+                    .find(|&r| blocks(r) >= target && bytes_for(r, 0) <= u64::from(room.1))
                     .unwrap_or(1)
             }
         };
@@ -243,6 +334,33 @@ impl ResidentPlan {
             )));
         }
         let threads = forced_threads.unwrap_or_else(|| auto_threads(rows, room.0));
+        let mut plan = if parts == 1 {
+            let mut plan = Self::balance(&layers, rows, threads, room.1)?;
+            plan.roles = vec![Role {
+                count: layers.len() as u32,
+                n_cols: plan.n_cols,
+                n_extra: plan.n_extra,
+                ..Role::default()
+            }];
+            plan
+        } else {
+            Self::in_parts(&layers, parts, rows, threads, room.1)?
+        };
+        plan.n_cols = n_cols;
+        plan.auto_parts = auto_parts;
+        plan.zigzag = shape.zigzag.unwrap_or(rows <= AUTO_ZIGZAG_MAX_ROWS);
+        plan.loads = shape.loads.unwrap_or_else(|| {
+            // Rounded down: at 768 threads 16 beat 32 by 5% on the H100 (2026-11-27c).
+            1 << (AUTO_WORKGROUP_LOADS / threads).clamp(8, 32).ilog2()
+        });
+        Ok(plan)
+    }
+
+    /// The split of `layers` (columns, K) among one workgroup's threads that loads the busiest
+    /// thread least.
+    fn balance(layers: &[(u32, u32)], rows: u32, threads: u32, room_bytes: u32) -> Result<Self> {
+        let post_len: u32 = layers.iter().map(|l| l.1).sum();
+        let n_cols: u32 = layers.iter().map(|l| l.0).sum();
         let own = n_cols.div_ceil(threads);
         if own > MAX_OWN {
             return Err(Error::Config(format!(
@@ -250,10 +368,11 @@ impl ResidentPlan {
                  have {n_cols} units for {threads} threads per workgroup (use the tiled kernel)"
             )));
         }
+        let bytes = |extra: u32| 4 * u64::from(rows) * u64::from(post_len + extra.max(1));
         let mut best: Option<ResidentPlan> = None;
-        for slice_len in candidate_slices(&layers) {
-            let plan = Self::split(&layers, slice_len, rows, threads, post_len, n_cols);
-            if plan.items > MAX_ITEMS || bytes_for(rows, plan.n_extra) > u64::from(room.1) {
+        for slice_len in candidate_slices(layers) {
+            let plan = Self::split(layers, slice_len, rows, threads, post_len, n_cols);
+            if plan.items > MAX_ITEMS || bytes(plan.n_extra) > u64::from(room_bytes) {
                 continue;
             }
             let better = best
@@ -263,14 +382,70 @@ impl ResidentPlan {
                 best = Some(plan);
             }
         }
-        // Unsplit columns always fit: the checks above cover their memory and items.
-        let mut plan = best.expect("one slice per column is always a candidate");
-        plan.zigzag = shape.zigzag.unwrap_or(rows <= AUTO_ZIGZAG_MAX_ROWS);
-        plan.loads = shape.loads.unwrap_or_else(|| {
-            // Rounded down: at 768 threads 16 beat 32 by 5% on the H100 (2026-11-27c).
-            1 << (AUTO_WORKGROUP_LOADS / threads).clamp(8, 32).ilog2()
-        });
-        Ok(plan)
+        // Unsplit columns always fit: the caller checked their memory, and `own` their items.
+        Ok(best.expect("one slice per column is always a candidate"))
+    }
+
+    /// The plan with `parts` workgroups per row block (see [`ResidentPlan`]).
+    fn in_parts(
+        layers: &[(u32, u32)],
+        parts: u32,
+        rows: u32,
+        threads: u32,
+        room_bytes: u32,
+    ) -> Result<Self> {
+        let upper = u32::from(layers.len() > 1);
+        let lower = parts - upper;
+        let (n0, k0) = layers[0];
+        if lower == 0 || lower > n0 {
+            return Err(Error::Config(format!(
+                "the resident kernel's {parts} parts per row block: the lowest relaxed layer's \
+                 {n0} columns are shared among {lower} of them (at least 1, at most {n0})"
+            )));
+        }
+        let mut pieces = Vec::new();
+        if upper == 1 {
+            let plan = Self::balance(&layers[1..], rows, threads, room_bytes)?;
+            let role = Role {
+                layer0: 1,
+                count: layers.len() as u32 - 1,
+                publish: 1,
+                ..Role::default()
+            };
+            pieces.push((role, plan));
+        }
+        for p in 0..lower {
+            let (c0, c1) = (p * n0 / lower, (p + 1) * n0 / lower);
+            let plan = Self::balance(&[(c1 - c0, k0)], rows, threads, room_bytes)?;
+            let role = Role {
+                count: 1,
+                col0: c0,
+                consume: upper,
+                ..Role::default()
+            };
+            pieces.push((role, plan));
+        }
+        let mut whole = pieces[0].1.clone();
+        whole.layers.clear();
+        for (mut role, plan) in pieces {
+            role.n_cols = plan.n_cols;
+            role.n_extra = plan.n_extra;
+            role.plan_base = whole.layers.len() as u32;
+            whole.layers.extend(&plan.layers);
+            whole.roles.push(role);
+            whole.n_extra = whole.n_extra.max(plan.n_extra);
+            whole.own = whole.own.max(plan.own);
+            whole.items = whole.items.max(plan.items);
+            whole.post_len = whole.post_len.max(plan.post_len);
+            whole.busiest_loads = whole.busiest_loads.max(plan.busiest_loads);
+        }
+        whole.parts = parts;
+        whole.lowest_k = k0;
+        whole.weights = layers
+            .iter()
+            .map(|&(n, k)| u64::from(n) * u64::from(k))
+            .sum();
+        Ok(whole)
     }
 
     /// The plan that cuts every column into slices of about `slice_len` (balanced per layer).
@@ -294,7 +469,8 @@ impl ResidentPlan {
                 slices,
                 slice_len: len,
                 post_base,
-                pad: [0; 3],
+                cols: n,
+                pad: [0; 2],
             });
             col_base += n;
             extra_base += (slices - 1) * n;
@@ -324,6 +500,8 @@ impl ResidentPlan {
         Self {
             rows,
             threads,
+            parts: 1,
+            roles: Vec::new(),
             layers: plan,
             n_cols,
             n_extra,
@@ -337,6 +515,8 @@ impl ResidentPlan {
                 .sum(),
             loads: 8,
             zigzag: false,
+            lowest_k: layers[0].1,
+            auto_parts: 1,
         }
     }
 
@@ -347,15 +527,21 @@ impl ResidentPlan {
             rows: Some(4),
             threads: Some(256),
             loads: None,
+            parts: None,
             zigzag: None,
         };
         Self::new(&[784, 300, 300, 100, 10], 64, 1, shape, (256, 16384))
             .expect("the example fits WebGPU's defaults")
     }
 
-    /// Workgroups for `batch` × `replicas` rows.
-    pub fn groups(&self, batch: usize, replicas: usize) -> usize {
+    /// Row blocks for `batch` × `replicas` rows.
+    pub fn blocks(&self, batch: usize, replicas: usize) -> usize {
         replicas * batch.div_ceil(self.rows as usize)
+    }
+
+    /// Workgroups for `batch` × `replicas` rows: every block's parts.
+    pub fn groups(&self, batch: usize, replicas: usize) -> usize {
+        self.blocks(batch, replicas) * self.parts as usize
     }
 
     /// Bytes of workgroup memory the kernel declares.
@@ -369,6 +555,8 @@ impl ResidentPlan {
             rows: Some(self.rows),
             threads: Some(self.threads),
             loads: Some(self.loads),
+            // Said where there are several (and where one is not the default).
+            parts: (self.parts > 1 || self.parts != self.auto_parts).then_some(self.parts),
             // Said only where it is not what these rows get by default, so that the name,
             // parsed again, gives this plan.
             zigzag: match (self.zigzag, self.rows <= AUTO_ZIGZAG_MAX_ROWS) {
@@ -406,6 +594,14 @@ impl ResidentPlan {
             ("POST_LEN", self.post_len),
             ("EXTRA_LEN", self.n_extra.max(1)),
             ("U", self.loads),
+            ("PARTS", self.parts),
+            // A lower part's input per thread (K of the lowest relaxed layer, in RowVecs).
+            (
+                "NEXT",
+                (self.lowest_k * (self.rows / rv))
+                    .div_ceil(self.threads)
+                    .max(1),
+            ),
             ("ZIGZAG", u32::from(self.zigzag)),
         ];
         let mut s = format!("// Generated by gpu::resident::ResidentPlan.\nalias RowVec = {ty};\n");
@@ -452,29 +648,30 @@ mod tests {
                 seen[i][(kk * n + j) as usize] += 1;
             }
         };
-        for (i, p) in plan.layers.iter().enumerate() {
-            let (n, k) = layers[i];
-            for j in 0..n {
-                cover(i, j, 0, p.slice_len.min(k));
+        // Each part's share, mirroring the kernel's decode: columns col0 + j of its layers.
+        for role in &plan.roles {
+            let mut extras = 0;
+            for i in 0..role.count as usize {
+                let p = plan.layers[role.plan_base as usize + i];
+                let layer = role.layer0 as usize + i;
+                let k = layers[layer].1;
+                let n = p.cols;
+                for j in 0..n {
+                    cover(layer, role.col0 + j, 0, p.slice_len.min(k));
+                }
+                for t in 0..(p.slices - 1) * n {
+                    let k0 = (1 + t / n) * p.slice_len;
+                    cover(layer, role.col0 + t % n, k0, (k0 + p.slice_len).min(k));
+                }
+                assert_eq!(p.extra_base, extras);
+                extras += (p.slices - 1) * n;
             }
-            for t in 0..(p.slices - 1) * n {
-                let k0 = (1 + t / n) * p.slice_len;
-                cover(i, t % n, k0, (k0 + p.slice_len).min(k));
-            }
+            assert_eq!(extras, role.n_extra);
         }
         for (i, s) in seen.iter().enumerate() {
             assert!(s.iter().all(|&c| c == 1), "layer {i}: {widths:?} {plan:?}");
         }
-        let extras: u32 = plan
-            .layers
-            .iter()
-            .zip(&layers)
-            .map(|(p, l)| (p.slices - 1) * l.0)
-            .sum();
-        assert_eq!(extras, plan.n_extra);
-        for w in plan.layers.windows(2) {
-            assert!(w[1].extra_base >= w[0].extra_base && w[1].col_base > w[0].col_base);
-        }
+        assert_eq!(plan.roles.len() as u32, plan.parts);
     }
 
     #[test]
@@ -487,12 +684,16 @@ mod tests {
             &[3, 1, 1, 2],
         ];
         for widths in models {
-            for threads in [1, 7, 64, 256, 1024] {
-                for rows in [1, 2, 4, 8] {
+            for (threads, rows, parts) in (0..5 * 4 * 4).map(|i| {
+                let t = [1, 7, 64, 256, 1024][i / 16];
+                (t, [1, 2, 4, 8][i / 4 % 4], [1, 2, 3, 4][i % 4])
+            }) {
+                {
                     let shape = ResidentShape {
                         rows: Some(rows),
                         threads: Some(threads),
                         loads: None,
+                        parts: Some(parts),
                         zigzag: None,
                     };
                     match ResidentPlan::new(widths, 64, 1, shape, (1024, 49152)) {
@@ -501,7 +702,10 @@ mod tests {
                             assert!(plan.items <= MAX_ITEMS && plan.own <= MAX_OWN);
                             assert!(plan.workgroup_bytes() <= 49152);
                         }
-                        Err(e) => assert!(e.to_string().contains("units per thread"), "{e}"),
+                        Err(e) => {
+                            let e = e.to_string();
+                            assert!(e.contains("units per thread") || e.contains("parts"), "{e}")
+                        }
                     }
                 }
             }
@@ -514,6 +718,7 @@ mod tests {
             rows: Some(1),
             threads: Some(1024),
             loads: None,
+            parts: Some(1),
             zigzag: None,
         };
         let plan = ResidentPlan::new(&PAPER, 64, 1, shape, (1024, 49152)).unwrap();
@@ -532,24 +737,34 @@ mod tests {
         };
         assert_eq!(
             (
-                plan(64, (1024, 49152)).rows,
-                plan(64, (1024, 49152)).threads
+                plan(512, (1024, 49152)).rows,
+                plan(512, (1024, 49152)).threads
             ),
-            (1, 1024)
+            (4, 1024)
         );
         assert_eq!(plan(1024, (1024, 49152)).rows, 8);
         assert_eq!(plan(4096, (1024, 49152)).rows, 16);
         // Many rows: fewer threads, more registers each.
         assert_eq!(plan(1024, (1024, 49152)).threads, 768);
         assert_eq!(plan(1024, (1024, 49152)).loads, 16);
-        assert_eq!(plan(256, (1024, 49152)).threads, 1024);
+        assert_eq!(plan(512, (1024, 49152)).threads, 1024);
         // WebGPU's defaults: 256 threads, 16 KiB (410 inputs per row fit 8 rows, not 16).
         let small = plan(4096, (256, 16384));
         assert_eq!((small.rows, small.threads), (8, 256));
         assert!(small.workgroup_bytes() <= 16384);
         // Zigzag where streaming W bounds the step (1 and 2 rows).
         let zigzag = |batch| plan(batch, (1024, 49152)).zigzag;
-        assert_eq!((zigzag(64), zigzag(256), zigzag(1024)), (true, true, false));
+        assert_eq!(
+            (zigzag(64), zigzag(512), zigzag(1024)),
+            (true, false, false)
+        );
+        // Up to 256 rows, 4 parts per row block of 32 (upper: W₃ and W₄; lower: W₂ in three).
+        let p = |batch| plan(batch, (1024, 49152));
+        assert_eq!((p(64).parts, p(64).rows, p(64).threads), (4, 2, 1024));
+        assert_eq!((p(256).parts, p(256).rows, p(256).threads), (4, 8, 768));
+        assert_eq!((p(512).parts, p(1024).parts), (1, 1));
+        let cols: Vec<u32> = p(64).roles.iter().map(|r| r.n_cols).collect();
+        assert_eq!(cols, [400, 100, 100, 100]);
     }
 
     /// What `scripts/gpu-check.sh throughput` sweeps fits the H100, so no device time is spent
@@ -576,8 +791,11 @@ mod tests {
         for (batch, forced) in [
             (64, "auto"),
             (64, "z0"),
+            (64, "p1"),
+            (64, "r1-p2"),
             (1024, "auto"),
             (1024, "z"),
+            (1024, "p3"),
             (8, "r4"),
         ] {
             let room = (1024, 49152);
@@ -585,8 +803,8 @@ mod tests {
             let name = plan.shape().to_string();
             let again = ResidentPlan::new(&PAPER, batch, 1, name.parse().unwrap(), room).unwrap();
             assert_eq!(
-                (again.rows, again.threads, again.loads),
-                (plan.rows, plan.threads, plan.loads)
+                (again.rows, again.threads, again.loads, again.parts),
+                (plan.rows, plan.threads, plan.loads, plan.parts)
             );
             assert_eq!(again.zigzag, plan.zigzag, "{forced} settled as {name}");
         }
@@ -601,7 +819,7 @@ mod tests {
         };
         assert!(try_shape("t2048", (1024, 49152)).contains("device allows 1 to 1024"));
         assert!(try_shape("r16", (256, 16384)).contains("bytes of workgroup memory"));
-        assert!(try_shape("t64", (1024, 49152)).contains("units per thread"));
+        assert!(try_shape("t64-p1", (1024, 49152)).contains("units per thread"));
     }
 
     #[test]
@@ -622,7 +840,7 @@ mod tests {
         }
         for s in [
             "", "r", "x4", "r4-r8", "r4t2", "4", "z-r4", "r4-z-z", "r3", "r0", "t0", "u0", "u65",
-            "u8-r1", "t4-t4", "z4", "z1", "z0-z",
+            "u8-r1", "t4-t4", "z4", "z1", "z0-z", "p0", "p17", "z-p2",
         ] {
             assert!(s.parse::<ResidentShape>().is_err(), "{s}");
         }
