@@ -287,6 +287,8 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         return;
     }
     role = roles[part];
+    // Workgroup-uniform (a read-only load at a uniform index): only the upper part fences.
+    let publishes = roles[part].publish == 1u;
     let row0 = (block % per_replica) * R;
     let rows = min(R, pass_.batch - row0);
     let eta = pass_.rate;
@@ -373,9 +375,9 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         // Step 0's input, and step 1's (loaded while step 0 computes).
         _ = wait_posted(block, min(2u, steps));
     }
-    if (PARTS > 1u) {
+    if (PARTS > 1u && publishes) {
         storageBarrier();
-        if (role.publish == 1u && lid == 0u) {
+        if (lid == 0u) {
             atomicStore(&flag[1u + block], 1u);
         }
     }
@@ -454,9 +456,9 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         if (role.consume == 1u && s + 1u < steps) {
             store_posted(next, replica, lid);
         }
-        if (PARTS > 1u) {
+        if (PARTS > 1u && publishes) {
             storageBarrier();
-            if (role.publish == 1u && lid == 0u && s + 1u < steps) {
+            if (lid == 0u && s + 1u < steps) {
                 atomicStore(&flag[1u + block], s + 2u);
             }
         }
