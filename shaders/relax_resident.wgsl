@@ -86,6 +86,9 @@ struct Item {
     p: u32,  // the layer's input in `post`
 }
 
+// CACHE and WC (host-generated): with CACHE 1 every thread has one item of at most WC weights,
+// loaded once into registers (`wc`) and used by every step (product_cached), so a step reads no
+// weights from memory.
 // U (host-generated): weights loaded before any of them is used, so that U loads per thread
 // are in flight at once. ZIGZAG (host-generated, 0 or 1): odd steps walk each item's K from
 // the top, so that a step starts on the weights the previous one read last, which may still be
@@ -215,6 +218,19 @@ fn product(it: Item, down: bool) -> array<RowVec, RB> {
     return acc;
 }
 
+// product() from weights kept in registers (CACHE == 1, host-generated: every thread has one
+// item of at most WC weights, `wc`, zero past its slice; the input index is kept in `post`).
+fn product_cached(it: Item, wc: array<f32, WC>) -> array<RowVec, RB> {
+    var acc: array<RowVec, RB>;
+    let last = POST_LEN - 1u;
+//!unroll k < WC
+//!unroll b < RB
+    acc[{b}] = fma(post[min(it.p + it.k0 + {k}, last) * RB + {b}], RowVec(wc[{k}]), acc[{b}]);
+//!end
+//!end
+    return acc;
+}
+
 fn store_partial(e: u32, acc: array<RowVec, RB>) {
 //!unroll b < RB
     partial[e * RB + {b}] = acc[{b}];
@@ -304,6 +320,16 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 //!unroll q < ITEMS
     items[{q}] = decode(lid + {q} * T, replica);
 //!end
+    // With CACHE, its weights, loaded once for every step.
+    var wc: array<f32, WC>;
+    if (CACHE == 1u) {
+        let it = items[0];
+//!unroll k < WC
+        if (it.k0 + {k} < it.k1) {
+            wc[{k}] = weights[it.w + (it.k0 + {k}) * it.n];
+        }
+//!end
+    }
 
     // The owned columns' state, and f'_{l-1} there (what turns r_l into the input of the
     // product of the layer below; zero for the lowest relaxed layer, which feeds none here).
@@ -404,7 +430,12 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 //!unroll q < OWN
         {
             let g = lid + {q} * T;
-            let acc = product(items[{q}], down);
+            var acc: array<RowVec, RB>;
+            if (CACHE == 1u) {
+                acc = product_cached(items[{q}], wc);
+            } else {
+                acc = product(items[{q}], down);
+            }
             if (g < n_cols) {
                 s_own[{q}] = acc;
             } else if (g < n_items) {

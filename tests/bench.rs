@@ -52,8 +52,9 @@ fn bench_json_has_every_field() {
             if i >= 6 {
                 // 64 threads take 32 loads in flight each, the most the automatic choice gives;
                 // two rows walk K down on odd steps (zigzag); and a batch this small gets parts:
-                // W₁ (80 weights) in three lower parts, W₂ (32) in the upper one.
-                assert_eq!(shape, "r2-t64-u32-p4-z");
+                // W₁ (80 weights) in three lower parts, W₂ (32) in the upper one, each thread's
+                // weights in registers (c).
+                assert_eq!(shape, "r2-t64-u32-p4-c-z");
                 // Two rows per block of 4 workgroups; each block reads W₁ and W₂ (10·8 + 8·4
                 // weights) per step.
                 let blocks = (batch as u64).div_ceil(2);

@@ -431,7 +431,8 @@ fn unrolled_and_rolled_tiles_agree_bit_for_bit() {
 /// vec4s): with threads enough for one column each, and with few threads, so that a thread owns
 /// several columns and runs several K slices; 4 to 32 loads in flight per thread; K walked
 /// upwards every step, or down on odd steps (zigzag); in one workgroup per row block, or in
-/// parts (an upper part posting the lowest layer's input every step for the lower ones).
+/// parts (an upper part posting the lowest layer's input every step for the lower ones); with
+/// weights loaded every step, or kept in registers (c).
 #[test]
 fn resident_relaxation_equals_t_jacobi_steps() {
     for shape in [
@@ -443,6 +444,7 @@ fn resident_relaxation_equals_t_jacobi_steps() {
         "r1-p2",
         "r2-t128-p4-z",
         "r4-t96-u4-p3",
+        "r2-t512-p4-c",
     ] {
         resident_relaxation_cases(shape.parse().unwrap());
     }

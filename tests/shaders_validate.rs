@@ -140,6 +140,7 @@ fn the_resident_kernel_validates_for_every_row_layout() {
                     // One workgroup per row block, or parts (the default at this batch).
                     parts: (rows % 4 == 1).then_some(1),
                     zigzag: Some((rows + threads / 256) % 2 == 1),
+                    cache: None,
                 };
                 let Ok(plan) = ResidentPlan::new(widths, 64, 1, shape, (1024, 49152)) else {
                     continue;

@@ -46,10 +46,10 @@ pub struct Args {
     /// comma-separated [default: tiled,resident for an MLP with a hidden layer, else tiled].
     #[arg(long)]
     relax_kernel: Option<String>,
-    /// The resident kernel's shape: auto (chosen per batch size and device) or rR-tT-uU-pP-z,
+    /// The resident kernel's shape: auto (chosen per batch size and device) or rR-tT-uU-pP-c-z,
     /// each part optional (rows and threads per workgroup, loads in flight per thread,
-    /// workgroups per row block, K walked down on odd steps: z, or z0 for not), e.g. r2-p4; a
-    /// comma-separated list measures each.
+    /// workgroups per row block, weights kept in registers: c or c0, K walked down on odd steps:
+    /// z or z0), e.g. r2-p4; a comma-separated list measures each.
     #[arg(long, default_value = "auto")]
     resident: String,
     /// The cooperative kernel's workgroups per dispatch at most [default: 256 on a GPU, 1 on a
@@ -199,6 +199,7 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
             loads: Some(MAX_LOADS),
             parts: Some(MAX_PARTS),
             zigzag: Some(false),
+            cache: Some(false),
         };
         names.push(format!("resident {widest} rolled"));
     }

@@ -13,6 +13,8 @@ use crate::{Error, Result};
 pub const MAX_OWN: u32 = 8;
 /// Most work items a thread runs per step.
 pub const MAX_ITEMS: u32 = 16;
+/// Most weights a thread keeps in registers with `c` (each its own register).
+pub const MAX_CACHE: u32 = 64;
 /// Most workgroups per row block.
 pub const MAX_PARTS: u32 = 16;
 /// Most rows per workgroup.
@@ -48,6 +50,9 @@ pub struct ResidentShape {
     /// Workgroups per row block (see [`ResidentPlan`]).
     pub parts: Option<u32>,
     pub zigzag: Option<bool>,
+    /// Each thread keeps its weights in registers for every step instead of loading them
+    /// (`c`; possible where every thread has one K slice of at most [`MAX_CACHE`] weights).
+    pub cache: Option<bool>,
 }
 
 impl std::fmt::Display for ResidentShape {
@@ -63,6 +68,11 @@ impl std::fmt::Display for ResidentShape {
                 parts.push(format!("{tag}{v}"));
             }
         }
+        match self.cache {
+            Some(true) => parts.push("c".into()),
+            Some(false) => parts.push("c0".into()),
+            None => {}
+        }
         match self.zigzag {
             Some(true) => parts.push("z".into()),
             Some(false) => parts.push("z0".into()),
@@ -77,9 +87,10 @@ impl std::fmt::Display for ResidentShape {
 
 impl std::str::FromStr for ResidentShape {
     type Err = String;
-    /// `auto`, or any of `rR`, `tT`, `uU`, `pP` and `z` or `z0` joined by `-`, in that order
-    /// (rows R, threads T, U loads in flight per thread, P workgroups per row block, zigzag on or
-    /// off): `r4`, `r4-t256`, `r8-u16-z`, `r2-p4`, `r1-z0`.
+    /// `auto`, or any of `rR`, `tT`, `uU`, `pP`, `c` or `c0` and `z` or `z0` joined by `-`, in
+    /// that order (rows R, threads T, U loads in flight per thread, P workgroups per row block,
+    /// weights in registers on or off, zigzag on or off): `r4`, `r4-t256`, `r8-u16-z`, `r2-p4-c`,
+    /// `r1-z0`.
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let s = s.trim();
         let mut shape = Self::default();
@@ -91,21 +102,23 @@ impl std::str::FromStr for ResidentShape {
         // Each part's place in the order r, t, u, z; a part may not repeat or come back.
         let mut next = 0;
         for part in s.split('-') {
-            let (place, zigzag, digits) = match part.split_at_checked(1) {
+            let (place, flag, digits) = match part.split_at_checked(1) {
                 Some(("r", d)) => (0, None, d),
                 Some(("t", d)) => (1, None, d),
                 Some(("u", d)) => (2, None, d),
                 Some(("p", d)) => (3, None, d),
-                Some(("z", "")) => (4, Some(true), ""),
-                Some(("z", "0")) => (4, Some(false), ""),
+                Some(("c", "")) => (4, Some(true), ""),
+                Some(("c", "0")) => (4, Some(false), ""),
+                Some(("z", "")) => (5, Some(true), ""),
+                Some(("z", "0")) => (5, Some(false), ""),
                 _ => return Err(bad()),
             };
             if place < next {
                 return Err(bad());
             }
             next = place + 1;
-            if zigzag.is_some() {
-                shape.zigzag = zigzag;
+            if flag.is_some() {
+                *[&mut shape.cache, &mut shape.zigzag][place - 4] = flag;
                 continue;
             }
             let v: u32 = digits.parse().map_err(|_| bad())?;
@@ -219,6 +232,12 @@ pub struct ResidentPlan {
     pub loads: u32,
     /// Odd steps walk K downwards.
     pub zigzag: bool,
+    /// Weights kept in registers per thread (0: loaded every step). On the H100 (2026-11-27c,
+    /// call 8) that took a step from 3.4 to 2.5 µs at batch 64 (2 rows, 4 parts) and from 6.0
+    /// to 5.6 µs at 256 (8 rows, 4 parts).
+    pub cache: u32,
+    /// Whether this batch gets `cache` when it is not forced (for [`ResidentPlan::shape`]).
+    pub auto_cache: bool,
     /// K of the lowest relaxed layer (the lower parts' input).
     pub lowest_k: u32,
     /// The parts this batch gets when they are not forced (for [`ResidentPlan::shape`]).
@@ -349,6 +368,21 @@ impl ResidentPlan {
         plan.n_cols = n_cols;
         plan.auto_parts = auto_parts;
         plan.zigzag = shape.zigzag.unwrap_or(rows <= AUTO_ZIGZAG_MAX_ROWS);
+        let longest = plan.layers.iter().map(|l| l.slice_len).max().unwrap_or(0);
+        let can_cache = plan.items <= 1 && longest <= MAX_CACHE;
+        // By default with parts, where it was measured (see AUTO_CACHE).
+        plan.auto_cache = can_cache && plan.parts > 1;
+        if shape.cache == Some(true) && !can_cache {
+            return Err(Error::Config(format!(
+                "the resident kernel keeps weights in registers (c) only where every thread has \
+                 one K slice of at most {MAX_CACHE} weights; this shape gives {} items per thread \
+                 and slices of up to {longest}",
+                plan.items
+            )));
+        }
+        if shape.cache.unwrap_or(plan.auto_cache) {
+            plan.cache = longest;
+        }
         plan.loads = shape.loads.unwrap_or_else(|| {
             // Rounded down: at 768 threads 16 beat 32 by 5% on the H100 (2026-11-27c).
             1 << (AUTO_WORKGROUP_LOADS / threads).clamp(8, 32).ilog2()
@@ -515,6 +549,8 @@ impl ResidentPlan {
                 .sum(),
             loads: 8,
             zigzag: false,
+            cache: 0,
+            auto_cache: false,
             lowest_k: layers[0].1,
             auto_parts: 1,
         }
@@ -529,6 +565,7 @@ impl ResidentPlan {
             loads: None,
             parts: None,
             zigzag: None,
+            cache: None,
         };
         Self::new(&[784, 300, 300, 100, 10], 64, 1, shape, (256, 16384))
             .expect("the example fits WebGPU's defaults")
@@ -557,6 +594,11 @@ impl ResidentPlan {
             loads: Some(self.loads),
             // Said where there are several (and where one is not the default).
             parts: (self.parts > 1 || self.parts != self.auto_parts).then_some(self.parts),
+            cache: match (self.cache > 0, self.auto_cache) {
+                (true, _) => Some(true),
+                (false, true) => Some(false),
+                (false, false) => None,
+            },
             // Said only where it is not what these rows get by default, so that the name,
             // parsed again, gives this plan.
             zigzag: match (self.zigzag, self.rows <= AUTO_ZIGZAG_MAX_ROWS) {
@@ -595,6 +637,8 @@ impl ResidentPlan {
             ("EXTRA_LEN", self.n_extra.max(1)),
             ("U", self.loads),
             ("PARTS", self.parts),
+            ("CACHE", u32::from(self.cache > 0)),
+            ("WC", self.cache.max(1)),
             // A lower part's input per thread (K of the lowest relaxed layer, in RowVecs).
             (
                 "NEXT",
@@ -695,6 +739,7 @@ mod tests {
                         loads: None,
                         parts: Some(parts),
                         zigzag: None,
+                        cache: None,
                     };
                     match ResidentPlan::new(widths, 64, 1, shape, (1024, 49152)) {
                         Ok(plan) => {
@@ -720,6 +765,7 @@ mod tests {
             loads: None,
             parts: Some(1),
             zigzag: None,
+            cache: None,
         };
         let plan = ResidentPlan::new(&PAPER, 64, 1, shape, (1024, 49152)).unwrap();
         // 700 columns; K = 300, 100 and 10. Unsplit, the busiest thread would load 300 weights.
@@ -763,6 +809,8 @@ mod tests {
         assert_eq!((p(64).parts, p(64).rows, p(64).threads), (4, 2, 1024));
         assert_eq!((p(256).parts, p(256).rows, p(256).threads), (4, 8, 768));
         assert_eq!((p(512).parts, p(1024).parts), (1, 1));
+        // With parts, each thread's weights stay in registers (one K slice of 34 or fewer).
+        assert_eq!((p(64).cache, p(256).cache, p(1024).cache), (34, 50, 0));
         let cols: Vec<u32> = p(64).roles.iter().map(|r| r.n_cols).collect();
         assert_eq!(cols, [400, 100, 100, 100]);
     }
@@ -793,6 +841,8 @@ mod tests {
             (64, "z0"),
             (64, "p1"),
             (64, "r1-p2"),
+            (64, "c0"),
+            (256, "r8-p4-c"),
             (1024, "auto"),
             (1024, "z"),
             (1024, "p3"),
@@ -807,6 +857,7 @@ mod tests {
                 (plan.rows, plan.threads, plan.loads, plan.parts)
             );
             assert_eq!(again.zigzag, plan.zigzag, "{forced} settled as {name}");
+            assert_eq!(again.cache, plan.cache, "{forced} settled as {name}");
         }
     }
 
@@ -835,12 +886,14 @@ mod tests {
             "r2-t64-z",
             "r1-z0",
             "r8-u16-z",
+            "r2-p4-c-z",
+            "c0",
         ] {
             assert_eq!(s.parse::<ResidentShape>().unwrap().to_string(), s);
         }
         for s in [
             "", "r", "x4", "r4-r8", "r4t2", "4", "z-r4", "r4-z-z", "r3", "r0", "t0", "u0", "u65",
-            "u8-r1", "t4-t4", "z4", "z1", "z0-z", "p0", "p17", "z-p2",
+            "u8-r1", "t4-t4", "z4", "z1", "z0-z", "p0", "p17", "z-p2", "z-c", "c1", "c-c",
         ] {
             assert!(s.parse::<ResidentShape>().is_err(), "{s}");
         }
