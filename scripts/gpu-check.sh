@@ -69,6 +69,13 @@ experiment() {
         pack
     fi
 }
+# The paper's MLP with bench's defaults (tiled and resident at their automatic shapes) at four
+# batch sizes, within $1 seconds: JSON, then its table.
+bench_mlp() {
+    timeout "$1" $bin bench --json --batch-sizes 64,256,1024,4096 --relax-steps 100 \
+        > "$out/bench.jsonl"
+    $bin bench --from "$out/bench.jsonl"
+}
 # Every tile shape, tiled and cooperative, then the tiled sweep with rolled loops, if time allows.
 sweep() {
     if [ "$(left)" -gt 130 ]; then
@@ -99,10 +106,8 @@ if [ "$mode" = tiles ]; then
 fi
 
 if [ "$mode" = throughput ]; then
-    mark "bench: the paper's MLP with its defaults (tiled and resident, automatic shapes; JSON, then its table)"
-    timeout 100 $bin bench --json --batch-sizes 64,256,1024,4096 --relax-steps 100 \
-        > "$out/bench.jsonl"
-    $bin bench --from "$out/bench.jsonl"
+    mark "bench: the paper's MLP with its defaults (tiled and resident, automatic shapes)"
+    bench_mlp 100
     mark "one epoch of the paper's default run: tiled, resident, and auto (timed at the start)"
     timeout 25 $bin train --epochs 1 --out runs/epoch --force
     timeout 25 $bin train --epochs 1 --relax-kernel resident --out runs/epoch-resident --force
@@ -133,10 +138,8 @@ print(min(rows, key=lambda r: r["relax_step_ms"])["resident_shape"] if rows else
 fi
 
 if [ "$mode" = experiments ]; then
-    mark "bench: the paper's MLP, automatic tiles (JSON, then its table)"
-    timeout 60 $bin bench --json --batch-sizes 64,256,1024,4096 --relax-steps 100 \
-        > "$out/bench.jsonl"
-    $bin bench --from "$out/bench.jsonl"
+    mark "bench: the paper's MLP with its defaults (tiled and resident, automatic shapes)"
+    bench_mlp 100
     mark "one epoch of the paper's default run"
     timeout 25 $bin train --epochs 1 --out runs/epoch --force
     experiment cnn-mnist 10

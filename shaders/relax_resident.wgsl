@@ -19,9 +19,9 @@
 //
 // Parts (PARTS > 1, host-generated): a row block's work is split among PARTS workgroups, so each
 // streams only part of W every step. Part 0 (the upper part) relaxes every relaxed layer but the
-// lowest, and posts that layer's input r_1 * f'_0 for every step to `posted` (step s's input at
-// index s); parts 1 ... (the lower parts) each relax a range of the lowest layer's columns, taking
-// their input from there. The dependency is one way, from the upper part down, and the upper
+// lowest, and posts that layer's input r_1 * f'_0 for every step to `flag` (step s's input at
+// posted_at(s, ...)); parts 1 ... (the lower parts) each relax a range of the lowest layer's
+// columns, taking their input from there. The dependency is one way, from the upper part down, and the upper
 // parts have the lower workgroup indices, so a lower part only ever waits for a workgroup that
 // started before it. Which part does what is the `roles` table (one entry per part).
 // Crossing workgroups goes through atomics (relaxed loads and stores of the f32 bits, which read
@@ -238,15 +238,27 @@ fn store_partial(e: u32, acc: array<RowVec, RB>) {
 }
 
 // A lower part's wait (one thread) until the block's upper part has posted `n` steps' inputs;
-// false if it gave up.
-fn wait_posted(block: u32, n: u32) -> bool {
+// one that gives up raises flag[0] (the relaxation is then reported wrong).
+fn wait_posted(block: u32, n: u32) {
     for (var i = 0u; i < pass_.spin_limit; i++) {
         if (atomicLoad(&flag[1u + block]) >= n) {
-            return true;
+            return;
         }
     }
     atomicMax(&flag[0], 2u);
-    return false;
+}
+
+// The upper part posts column `col` of the lowest relaxed layer's input at step s: r * f' of its
+// rows.
+fn publish(s: u32, replica: u32, row0: u32, rows: u32, col: u32, r: array<RowVec, RB>,
+           f: array<RowVec, RB>) {
+    let n = entry(0u, replica).n_in;
+//!unroll row < R
+    if ({row} < rows) {
+        let v = rv_at(r[{row} / RV] * f[{row} / RV], {row} % RV);
+        atomicStore(&flag[posted_at(s, replica, row0 + {row}, n) + col], bitcast<u32>(v));
+    }
+//!end
 }
 
 // Where in `flag` the input of row `row` of the lowest relaxed layer at step s is posted (k = 0).
@@ -365,12 +377,7 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 //!end
         } else if (role.publish == 1u) {
             // Step 0's input of the lower parts.
-//!unroll row < R
-            if ({row} < rows) {
-                let v = rv_at(r_own[{q}][{row} / RV] * f_own[{q}][{row} / RV], {row} % RV);
-                atomicStore(&flag[posted_at(0u, replica, row0 + {row}, L.n_in) + c.y], bitcast<u32>(v));
-            }
-//!end
+            publish(0u, replica, row0, rows, c.y, r_own[{q}], f_own[{q}]);
         }
     }
 //!end
@@ -399,7 +406,7 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         }
     } else if (poller) {
         // Step 0's input, and step 1's (loaded while step 0 computes).
-        _ = wait_posted(block, min(2u, steps));
+        wait_posted(block, min(2u, steps));
     }
     if (PARTS > 1u && publishes) {
         storageBarrier();
@@ -423,7 +430,7 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
             next = fetch_posted(s + 1u, replica, row0, rows, lid);
         }
         if (role.consume == 1u && poller && s + 2u < steps) {
-            _ = wait_posted(block, s + 3u);
+            wait_posted(block, s + 3u);
         }
         // Every item's product from the previous step's post.
         let down = ZIGZAG == 1u && (s & 1u) == 1u;
@@ -473,13 +480,7 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
                 post[(pb + c.y) * RB + {b}] = r_own[{q}][{b}] * f_own[{q}][{b}];
 //!end
             } else if (role.publish == 1u && s + 1u < steps) {
-                let n = entry(0u, replica).n_in;
-//!unroll row < R
-                if ({row} < rows) {
-                    let v = rv_at(r_own[{q}][{row} / RV] * f_own[{q}][{row} / RV], {row} % RV);
-                    atomicStore(&flag[posted_at(s + 1u, replica, row0 + {row}, n) + c.y], bitcast<u32>(v));
-                }
-//!end
+                publish(s + 1u, replica, row0, rows, c.y, r_own[{q}], f_own[{q}]);
             }
         }
 //!end

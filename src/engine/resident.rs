@@ -71,8 +71,8 @@ struct ResidentUniform {
     part_end: u32,
 }
 
-/// Polls (of 8 loads each) before a lower part's wait gives up: far beyond any real wait (a
-/// step takes microseconds), and still a bounded time if the upper part never ran.
+/// Polls before a lower part's wait gives up: far beyond any real wait (a step takes
+/// microseconds), and still a bounded time if the upper part never ran.
 const SPIN_LIMIT: u32 = 1 << 20;
 /// At most 2^this steps per dispatch with parts.
 const PARTS_MAX_CHUNK: usize = 6;
@@ -128,9 +128,8 @@ impl Resident {
             ctx.workgroup_room(),
         )?;
         // On a CPU adapter the parts run one after another: the upper parts in one dispatch,
-        // then the lower ones, whose waits then end at once. Lavapipe runs a dispatch's
-        // workgroups in contiguous runs per thread and budgets loop iterations, so a wait
-        // there could outlast the budget.
+        // then the lower ones, whose waits then end at once. Run together on lavapipe, which
+        // budgets loop iterations, a lower part's wait gave up now and then (README).
         let split = plan.parts > 1 && ctx.info.device_type == wgpu::DeviceType::Cpu;
         let (parts, upper) = (plan.parts, plan.roles[0].publish);
         let part_ranges = if split && upper == 1 {
@@ -147,7 +146,7 @@ impl Resident {
         let blocks = plan.blocks(layout.batch, layout.replicas);
         // Every step's input of the lowest relaxed layer, for every row (only with parts).
         let posted_len = if plan.parts > 1 {
-            table.max_steps() * layout.replicas * layout.batch * layout.widths[2]
+            table.max_steps() * layout.replicas * layout.batch * plan.lowest_k as usize
         } else {
             0
         };
@@ -158,8 +157,8 @@ impl Resident {
         if 4 * posted_len as u64 > limit {
             return Err(Error::Config(format!(
                 "the resident kernel with {} parts per row block posts {} MB per dispatch at \
-                 this batch size, more than the {} MB it allows: use fewer rows, one part, or a \
-                 smaller batch",
+                 this batch size, more than the {} MB it allows: use one part (p1) or a smaller \
+                 batch",
                 plan.parts,
                 (4 * posted_len as u64) >> 20,
                 limit >> 20

@@ -40,8 +40,9 @@ const AUTO_ZIGZAG_MAX_ROWS: u32 = 2;
 /// 768 threads (when not forced) from this many rows per workgroup (see [`auto_threads`]).
 const AUTO_768_MIN_ROWS: u32 = 8;
 
-/// Rows and threads per workgroup, weight loads in flight per thread, and whether odd steps walk
-/// K downwards (`zigzag`, see the kernel's ZIGZAG); None: chosen by [`ResidentPlan::new`].
+/// Rows and threads per workgroup, weight loads in flight per thread, workgroups per row block,
+/// whether each thread keeps its weights in registers, and whether odd steps walk K downwards
+/// (`zigzag`, see the kernel's ZIGZAG); None: chosen by [`ResidentPlan::new`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ResidentShape {
     pub rows: Option<u32>,
@@ -97,9 +98,10 @@ impl std::str::FromStr for ResidentShape {
         if s == "auto" {
             return Ok(shape);
         }
-        let bad =
-            || format!("'{s}' is not a resident shape (auto, or e.g. r4, t256, r4-t256, r1-u16-z)");
-        // Each part's place in the order r, t, u, z; a part may not repeat or come back.
+        let bad = || {
+            format!("'{s}' is not a resident shape (auto, or e.g. r4, t256, r4-t256, r2-p4-c-z)")
+        };
+        // Each part's place in the order r, t, u, p, c, z; a part may not repeat or come back.
         let mut next = 0;
         for part in s.split('-') {
             let (place, flag, digits) = match part.split_at_checked(1) {
@@ -199,13 +201,13 @@ pub struct Role {
 }
 
 /// The split of one relaxation step's products among a workgroup's threads.
-#[derive(Clone, Debug, PartialEq, Eq)]
 ///
 /// With parts (P > 1), P workgroups share a row block: the upper part relaxes every relaxed
 /// layer but the lowest and posts that layer's input every step; the P − 1 lower parts each
 /// relax an even share of the lowest layer's columns from those posts. Each then streams only
 /// its share of W every step. One [`Role`] per part, each with its own entries of `layers`;
 /// `n_extra`, `own`, `items`, `post_len` and `busiest_loads` are the largest of any part.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResidentPlan {
     pub rows: u32,
     pub threads: u32,
@@ -251,6 +253,26 @@ fn relaxed(widths: &[usize]) -> Vec<(u32, u32)> {
         .collect()
 }
 
+/// Weights of `layers` (columns, K).
+fn weights(layers: &[(u32, u32)]) -> u64 {
+    layers
+        .iter()
+        .map(|&(n, k)| u64::from(n) * u64::from(k))
+        .sum()
+}
+
+/// Bytes of workgroup memory for `post` (`post_len` inputs) and `partial` (`extra` extra items,
+/// at least 1) at `rows` rows.
+fn workgroup_bytes(rows: u32, post_len: u32, extra: u32) -> u64 {
+    4 * u64::from(rows) * u64::from(post_len + extra.max(1))
+}
+
+/// A flag of a settled shape's name: said where it is on, or off where on is the default, so
+/// that the name, parsed again, gives the same plan.
+fn said(on: bool, default: bool) -> Option<bool> {
+    (on || default).then_some(on)
+}
+
 /// Threads per workgroup (when not forced): the most the device allows up to 1024, but 768 at 8
 /// rows or more, where each thread holds 3 × rows values of state: an SM's registers then give a
 /// thread about 85 rather than 64. On the H100 (2026-11-27c) 768 threads made a step 3 to 5%
@@ -272,11 +294,6 @@ fn auto_parts(layers: &[(u32, u32)], rows: usize) -> u32 {
     if layers.len() < 2 || rows > AUTO_PARTS_MAX_ROWS {
         return 1;
     }
-    let weights = |l: &[(u32, u32)]| {
-        l.iter()
-            .map(|&(n, k)| u64::from(n) * u64::from(k))
-            .sum::<u64>()
-    };
     let (lowest, rest) = (weights(&layers[..1]), weights(&layers[1..]).max(1));
     let lower = (lowest as f64 / rest as f64).round() as u32;
     if lower < 1 {
@@ -318,9 +335,7 @@ impl ResidentPlan {
             }
             t => t,
         };
-        // Bytes of workgroup memory for post and partial (`extra` extra items) at `rows` rows.
-        let bytes_for =
-            |rows: u32, extra: u32| 4 * u64::from(rows) * u64::from(post_len + extra.max(1));
+        let bytes_for = |rows: u32| workgroup_bytes(rows, post_len, 0);
         let auto_parts = auto_parts(&layers, batch * replicas);
         let parts = shape.parts.unwrap_or(auto_parts);
         let rows = match shape.rows {
@@ -339,16 +354,16 @@ impl ResidentPlan {
                 (0..=AUTO_MAX_ROWS.ilog2())
                     .rev()
                     .map(|p| 1 << p)
-                    .find(|&r| blocks(r) >= target && bytes_for(r, 0) <= u64::from(room.1))
+                    .find(|&r| blocks(r) >= target && bytes_for(r) <= u64::from(room.1))
                     .unwrap_or(1)
             }
         };
-        if bytes_for(rows, 0) > u64::from(room.1) {
+        if bytes_for(rows) > u64::from(room.1) {
             return Err(Error::Config(format!(
                 "the resident kernel with {rows} rows per workgroup needs {} bytes of workgroup \
                  memory for the relaxed layers' inputs ({post_len} values per row); the device \
                  allows {}: use fewer rows or the tiled kernel",
-                bytes_for(rows, 0),
+                bytes_for(rows),
                 room.1
             )));
         }
@@ -365,12 +380,15 @@ impl ResidentPlan {
         } else {
             Self::in_parts(&layers, parts, rows, threads, room.1)?
         };
+        // The whole model's, whatever the parts.
         plan.n_cols = n_cols;
+        plan.weights = weights(&layers);
+        plan.lowest_k = layers[0].1;
         plan.auto_parts = auto_parts;
         plan.zigzag = shape.zigzag.unwrap_or(rows <= AUTO_ZIGZAG_MAX_ROWS);
         let longest = plan.layers.iter().map(|l| l.slice_len).max().unwrap_or(0);
         let can_cache = plan.items <= 1 && longest <= MAX_CACHE;
-        // By default with parts, where it was measured (see AUTO_CACHE).
+        // By default with parts, where it was measured (see the `cache` field).
         plan.auto_cache = can_cache && plan.parts > 1;
         if shape.cache == Some(true) && !can_cache {
             return Err(Error::Config(format!(
@@ -402,11 +420,12 @@ impl ResidentPlan {
                  have {n_cols} units for {threads} threads per workgroup (use the tiled kernel)"
             )));
         }
-        let bytes = |extra: u32| 4 * u64::from(rows) * u64::from(post_len + extra.max(1));
         let mut best: Option<ResidentPlan> = None;
         for slice_len in candidate_slices(layers) {
             let plan = Self::split(layers, slice_len, rows, threads, post_len, n_cols);
-            if plan.items > MAX_ITEMS || bytes(plan.n_extra) > u64::from(room_bytes) {
+            if plan.items > MAX_ITEMS
+                || workgroup_bytes(rows, post_len, plan.n_extra) > u64::from(room_bytes)
+            {
                 continue;
             }
             let better = best
@@ -474,11 +493,6 @@ impl ResidentPlan {
             whole.busiest_loads = whole.busiest_loads.max(plan.busiest_loads);
         }
         whole.parts = parts;
-        whole.lowest_k = k0;
-        whole.weights = layers
-            .iter()
-            .map(|&(n, k)| u64::from(n) * u64::from(k))
-            .sum();
         Ok(whole)
     }
 
@@ -543,15 +557,12 @@ impl ResidentPlan {
             items: (n_cols + n_extra).div_ceil(threads),
             post_len,
             busiest_loads: load.into_iter().max().unwrap_or(0),
-            weights: layers
-                .iter()
-                .map(|&(n, k)| u64::from(n) * u64::from(k))
-                .sum(),
+            weights: weights(layers),
             loads: 8,
             zigzag: false,
             cache: 0,
             auto_cache: false,
-            lowest_k: layers[0].1,
+            lowest_k: 0,
             auto_parts: 1,
         }
     }
@@ -583,7 +594,7 @@ impl ResidentPlan {
 
     /// Bytes of workgroup memory the kernel declares.
     pub fn workgroup_bytes(&self) -> u32 {
-        4 * self.rows * (self.post_len + self.n_extra.max(1))
+        workgroup_bytes(self.rows, self.post_len, self.n_extra) as u32
     }
 
     /// "r4-t1024": the shape this plan settled on.
@@ -594,18 +605,8 @@ impl ResidentPlan {
             loads: Some(self.loads),
             // Said where there are several (and where one is not the default).
             parts: (self.parts > 1 || self.parts != self.auto_parts).then_some(self.parts),
-            cache: match (self.cache > 0, self.auto_cache) {
-                (true, _) => Some(true),
-                (false, true) => Some(false),
-                (false, false) => None,
-            },
-            // Said only where it is not what these rows get by default, so that the name,
-            // parsed again, gives this plan.
-            zigzag: match (self.zigzag, self.rows <= AUTO_ZIGZAG_MAX_ROWS) {
-                (true, _) => Some(true),
-                (false, true) => Some(false),
-                (false, false) => None,
-            },
+            cache: said(self.cache > 0, self.auto_cache),
+            zigzag: said(self.zigzag, self.rows <= AUTO_ZIGZAG_MAX_ROWS),
         }
     }
 
