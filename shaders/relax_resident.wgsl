@@ -12,10 +12,15 @@
 // (engine/resident.rs, `ResidentPlan`) to spread the loads evenly over the workgroup.
 //
 // Host-generated constants (see ResidentPlan::constants): R rows per workgroup, kept as RB = R / RV
-// values of type RowVec (f32, vec2 or vec4: RV rows each), T threads, OWN columns and ITEMS
+// values of type RowVec (f32, vec2 or vec4: RV rows each), T threads, OWN units and ITEMS
 // work items per thread at most, POST_LEN = sum of the relaxed layers' K, EXTRA_LEN extra items
 // (at least 1), EXTRA_ITEMS = ITEMS - OWN, and rv_at / rv_with to read and replace one row of
 // a RowVec.
+//
+// Units (CW, host-generated, `wN` in a shape): a thread's item covers CW adjacent columns, so
+// that each input value it reads from `post` feeds CW products, not one (RBW = RB * CW
+// accumulators, OWNW = OWN * CW owned columns). A layer's last unit may be narrower (`m`
+// columns); its missing columns read a real column's weights and are never stored.
 //
 // Parts (PARTS > 1, host-generated): a row block's work is split among PARTS workgroups, so each
 // streams only part of W every step. Part 0 (the upper part) relaxes every relaxed layer but the
@@ -57,33 +62,35 @@ struct ResidentPass {
 struct Role {
     layer0: u32,    // its first relaxed layer (0: the lowest)
     count: u32,     // relaxed layers
-    n_cols: u32,    // columns of those layers that are its own
+    n_units: u32,   // units (CW columns) of those layers that are its own
     n_extra: u32,   // extra items (K slices after the first)
     plan_base: u32, // its first entry of `plan`
-    col0: u32,      // its first column of its first layer
+    col0: u32,      // its first column of its first layer (a multiple of CW)
     publish: u32,   // 1: posts its first layer's r * f' (the upper part)
     consume: u32,   // 1: its input comes from `posted` (a lower part)
 }
 
 // One relaxed layer's share of the work.
 struct PlanLayer {
-    col_base: u32,   // its first column among all relaxed layers' columns
+    unit_base: u32,  // its first unit among all relaxed layers' units
     extra_base: u32, // its first extra item
-    slices: u32,     // K slices per column
+    slices: u32,     // K slices per unit
     slice_len: u32,
     post_base: u32,  // its product's input r_{l+1} * f'_l in `post`, in rows of RB values
-    cols: u32,       // the part's columns of the layer
-    pad1: u32,
-    pad2: u32,
+    units: u32,      // the part's units of the layer
+    width: u32,      // the part's columns of the layer
+    pad: u32,
 }
 
-// One work item: the slice [k0, k1) of column j of a relaxed layer's product.
+// One work item: the slice [k0, k1) of columns j ... j + m - 1 (a unit) of a relaxed layer's
+// product.
 struct Item {
     w: u32,  // W_l[0, j] in `weights`
     n: u32,  // W_l's row stride (n_in)
     k0: u32,
     k1: u32,
     p: u32,  // the layer's input in `post`
+    m: u32,  // columns in the unit (1 to CW)
 }
 
 // CACHE and WC (host-generated): with CACHE 1 every thread has one item of at most WC weights,
@@ -113,8 +120,8 @@ var<private> role: Role;
 
 // r_{l+1} * f'_l of every relaxed layer l for this workgroup's rows: [POST_LEN][RB].
 var<workgroup> post: array<RowVec, POST_LEN * RB>;
-// The sums of the extra items: [EXTRA_LEN][RB].
-var<workgroup> partial: array<RowVec, EXTRA_LEN * RB>;
+// The sums of the extra items: [EXTRA_LEN][CW][RB].
+var<workgroup> partial: array<RowVec, EXTRA_LEN * RBW>;
 
 fn read_r(which: u32, i: u32) -> f32 {
     if (which == 0u) {
@@ -141,11 +148,11 @@ fn part_layer(i: u32) -> PlanLayer {
     return plan[role.plan_base + i];
 }
 
-// The relaxed layer that column c (or, with `extra`, extra item c) belongs to.
+// The relaxed layer that unit c (or, with `extra`, extra item c) belongs to.
 fn layer_of(c: u32, extra: bool) -> u32 {
     var i = 0u;
     for (; i + 1u < role.count; i++) {
-        let next = select(part_layer(i + 1u).col_base, part_layer(i + 1u).extra_base, extra);
+        let next = select(part_layer(i + 1u).unit_base, part_layer(i + 1u).extra_base, extra);
         if (c < next) {
             break;
         }
@@ -153,75 +160,99 @@ fn layer_of(c: u32, extra: bool) -> u32 {
     return i;
 }
 
-// The relaxed layer and column of column index c (c < n_cols).
-fn column(c: u32) -> vec2<u32> {
+// The relaxed layer and unit of unit index c (c < n_units).
+fn unit(c: u32) -> vec2<u32> {
     let i = layer_of(c, false);
-    return vec2<u32>(i, c - part_layer(i).col_base);
+    return vec2<u32>(i, c - part_layer(i).unit_base);
 }
 
-// Work item g: columns first (K slice 0, done by the column's owner), then the extra items.
+// Columns in unit u of the part's relaxed layer i.
+fn unit_width(i: u32, u: u32) -> u32 {
+    return min(CW, part_layer(i).width - u * CW);
+}
+
+// Work item g: units first (K slice 0, done by the unit's owner), then the extra items.
 // Past the last item: an empty slice.
 fn decode(g: u32, replica: u32) -> Item {
-    var it = Item(0u, 0u, 0u, 0u, 0u);
-    if (g < role.n_cols) {
-        let c = column(g);
+    var it = Item(0u, 0u, 0u, 0u, 0u, 1u);
+    if (g < role.n_units) {
+        let c = unit(g);
         let P = part_layer(c.x);
         let L = entry(c.x, replica);
-        it = Item(L.w + role.col0 + c.y, L.n_in, 0u, min(P.slice_len, L.n_out), P.post_base);
-    } else if (g < role.n_cols + role.n_extra) {
-        let e = g - role.n_cols;
+        it = Item(L.w + role.col0 + c.y * CW, L.n_in, 0u, min(P.slice_len, L.n_out), P.post_base,
+                  unit_width(c.x, c.y));
+    } else if (g < role.n_units + role.n_extra) {
+        let e = g - role.n_units;
         let i = layer_of(e, true);
         let P = part_layer(i);
         let L = entry(i, replica);
         let t = e - P.extra_base;
-        let k0 = (1u + t / P.cols) * P.slice_len;
-        it = Item(L.w + role.col0 + t % P.cols, L.n_in, k0, min(k0 + P.slice_len, L.n_out),
-                  P.post_base);
+        let u = t % P.units;
+        let k0 = (1u + t / P.units) * P.slice_len;
+        it = Item(L.w + role.col0 + u * CW, L.n_in, k0, min(k0 + P.slice_len, L.n_out),
+                  P.post_base, unit_width(i, u));
     }
     return it;
 }
 
-// sum over k in [k0, k1) of post[p + k] * W[k, j], for every row of the block; `down` walks
-// the chunks of U from the top (see ZIGZAG).
-fn product(it: Item, down: bool) -> array<RowVec, RB> {
-    var acc: array<RowVec, RB>;
+// sum over k in [k0, k1) of post[p + k] * W[k, j + x], for every row of the block and every
+// column x < CW of the unit (accumulator x * RB + b); `down` walks the chunks of U from the top
+// (see ZIGZAG). A column past the unit's m reads column m - 1's weights (never stored).
+fn product(it: Item, down: bool) -> array<RowVec, RBW> {
+    var acc: array<RowVec, RBW>;
     let full = (it.k1 - it.k0) / U;
     let tail = it.k0 + full * U;
+    let last = it.m - 1u;
     if (down) {
         for (var k = it.k1; k > tail; k--) {
-            let w = weights[it.w + (k - 1u) * it.n];
+            var w: array<f32, CW>;
+//!unroll x < CW
+            w[{x}] = weights[it.w + min({x}, last) + (k - 1u) * it.n];
+//!end
+//!unroll x < CW
 //!unroll b < RB
-            acc[{b}] = fma(post[(it.p + k - 1u) * RB + {b}], RowVec(w), acc[{b}]);
+            acc[{x} * RB + {b}] = fma(post[(it.p + k - 1u) * RB + {b}], RowVec(w[{x}]), acc[{x} * RB + {b}]);
+//!end
 //!end
         }
     }
     for (var c = 0u; c < full; c++) {
         let k = it.k0 + select(c, full - 1u - c, down) * U;
-        var w: array<f32, U>;
+        var w: array<f32, UW>;
 //!unroll u < U
-        w[{u}] = weights[it.w + (k + {u}) * it.n];
+//!unroll x < CW
+        w[{u} * CW + {x}] = weights[it.w + min({x}, last) + (k + {u}) * it.n];
+//!end
 //!end
 //!unroll u < U
+//!unroll x < CW
 //!unroll b < RB
-        acc[{b}] = fma(post[(it.p + k + {u}) * RB + {b}], RowVec(w[{u}]), acc[{b}]);
+        acc[{x} * RB + {b}] = fma(post[(it.p + k + {u}) * RB + {b}], RowVec(w[{u} * CW + {x}]), acc[{x} * RB + {b}]);
+//!end
 //!end
 //!end
     }
     if (!down) {
         for (var k = tail; k < it.k1; k++) {
-            let w = weights[it.w + k * it.n];
+            var w: array<f32, CW>;
+//!unroll x < CW
+            w[{x}] = weights[it.w + min({x}, last) + k * it.n];
+//!end
+//!unroll x < CW
 //!unroll b < RB
-            acc[{b}] = fma(post[(it.p + k) * RB + {b}], RowVec(w), acc[{b}]);
+            acc[{x} * RB + {b}] = fma(post[(it.p + k) * RB + {b}], RowVec(w[{x}]), acc[{x} * RB + {b}]);
+//!end
 //!end
         }
     }
     return acc;
 }
 
-// product() from weights kept in registers (CACHE == 1, host-generated: every thread has one
-// item of at most WC weights, `wc`, zero past its slice; the input index is kept in `post`).
-fn product_cached(it: Item, wc: array<f32, WC>) -> array<RowVec, RB> {
-    var acc: array<RowVec, RB>;
+// product() from weights kept in registers (CACHE == 1, host-generated, only with CW == 1: every
+// thread has one item of at most WC weights, `wc`, zero past its slice; the input index is
+// kept in `post`).
+fn product_cached(it: Item, wc: array<f32, WC>) -> array<RowVec, RBW> {
+    var acc: array<RowVec, RBW>;
     let last = POST_LEN - 1u;
 //!unroll k < WC
 //!unroll b < RB
@@ -231,9 +262,9 @@ fn product_cached(it: Item, wc: array<f32, WC>) -> array<RowVec, RB> {
     return acc;
 }
 
-fn store_partial(e: u32, acc: array<RowVec, RB>) {
-//!unroll b < RB
-    partial[e * RB + {b}] = acc[{b}];
+fn store_partial(e: u32, acc: array<RowVec, RBW>) {
+//!unroll x < RBW
+    partial[e * RBW + {x}] = acc[{x}];
 //!end
 }
 
@@ -322,8 +353,8 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let eta = pass_.rate;
     let deriv = (pass_.flags & FLAG_NO_RELAX_DERIV) == 0u;
     let src = pass_.src;
-    let n_cols = role.n_cols;
-    let n_items = n_cols + role.n_extra;
+    let n_units = role.n_units;
+    let n_items = n_units + role.n_extra;
     let steps = pass_.steps;
     let poller = lid == T - 1u;
 
@@ -343,42 +374,49 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 //!end
     }
 
-    // The owned columns' state, and f'_{l-1} there (what turns r_l into the input of the
-    // product of the layer below; zero for the lowest relaxed layer, which feeds none here).
-    var own: array<vec2<u32>, OWN>;
-    var r_own: array<array<RowVec, RB>, OWN>;
-    var f_own: array<array<RowVec, RB>, OWN>;
-    var s_own: array<array<RowVec, RB>, OWN>;
+    // The owned units: (layer, unit, columns), their columns' state, and f'_{l-1} there (what
+    // turns r_l into the input of the product of the layer below; zero for the lowest relaxed
+    // layer, which feeds none here). Column x of owned unit q is entry q * CW + x.
+    var own: array<vec3<u32>, OWN>;
+    var r_own: array<array<RowVec, RB>, OWNW>;
+    var f_own: array<array<RowVec, RB>, OWNW>;
+    var s_own: array<array<RowVec, RBW>, OWN>;
 //!unroll q < OWN
-    if (lid + {q} * T < n_cols) {
-        let c = column(lid + {q} * T);
-        own[{q}] = c;
+    if (lid + {q} * T < n_units) {
+        let c = unit(lid + {q} * T);
+        own[{q}] = vec3<u32>(c.x, c.y, unit_width(c.x, c.y));
         let L = entry(c.x, replica);
         // Feeds a layer below: in this part, or (the upper part's first) in the lower parts.
         let feeds = c.x > 0u || role.publish == 1u;
         let below = layers[(pass_.first + role.layer0 + c.x - select(0u, 1u, feeds)) * pass_.replicas + replica];
+//!unroll x < CW
+        if ({x} < own[{q}].z) {
+            let col = c.y * CW + {x};
+            let j = role.col0 + col;
 //!unroll row < R
-        if ({row} < rows) {
-            let r = read_r(src, L.r_in + (row0 + {row}) * L.n_in + role.col0 + c.y);
-            r_own[{q}][{row} / RV] = rv_with(r_own[{q}][{row} / RV], {row} % RV, r);
-            if (feeds) {
-                var f = 1.0;
-                if (deriv) {
-                    f = fprime[below.fp + (row0 + {row}) * below.n_out + role.col0 + c.y];
+            if ({row} < rows) {
+                let r = read_r(src, L.r_in + (row0 + {row}) * L.n_in + j);
+                r_own[{q} * CW + {x}][{row} / RV] = rv_with(r_own[{q} * CW + {x}][{row} / RV], {row} % RV, r);
+                if (feeds) {
+                    var f = 1.0;
+                    if (deriv) {
+                        f = fprime[below.fp + (row0 + {row}) * below.n_out + j];
+                    }
+                    f_own[{q} * CW + {x}][{row} / RV] = rv_with(f_own[{q} * CW + {x}][{row} / RV], {row} % RV, f);
                 }
-                f_own[{q}][{row} / RV] = rv_with(f_own[{q}][{row} / RV], {row} % RV, f);
+            }
+//!end
+            if (c.x > 0u) {
+                let pb = part_layer(c.x - 1u).post_base;
+//!unroll b < RB
+                post[(pb + col) * RB + {b}] = r_own[{q} * CW + {x}][{b}] * f_own[{q} * CW + {x}][{b}];
+//!end
+            } else if (role.publish == 1u) {
+                // Step 0's input of the lower parts.
+                publish(0u, replica, row0, rows, col, r_own[{q} * CW + {x}], f_own[{q} * CW + {x}]);
             }
         }
 //!end
-        if (c.x > 0u) {
-            let pb = part_layer(c.x - 1u).post_base;
-//!unroll b < RB
-            post[(pb + c.y) * RB + {b}] = r_own[{q}][{b}] * f_own[{q}][{b}];
-//!end
-        } else if (role.publish == 1u) {
-            // Step 0's input of the lower parts.
-            publish(0u, replica, row0, rows, c.y, r_own[{q}], f_own[{q}]);
-        }
     }
 //!end
     // The top layer's input (the clamped output, or a layer this dispatch does not relax)
@@ -437,16 +475,16 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 //!unroll q < OWN
         {
             let g = lid + {q} * T;
-            var acc: array<RowVec, RB>;
+            var acc: array<RowVec, RBW>;
             if (CACHE == 1u) {
                 acc = product_cached(items[{q}], wc);
             } else {
                 acc = product(items[{q}], down);
             }
-            if (g < n_cols) {
+            if (g < n_units) {
                 s_own[{q}] = acc;
             } else if (g < n_items) {
-                store_partial(g - n_cols, acc);
+                store_partial(g - n_units, acc);
             }
         }
 //!end
@@ -454,34 +492,39 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         {
             let g = lid + (OWN + {q}) * T;
             if (g < n_items) {
-                store_partial(g - n_cols, product(items[OWN + {q}], down));
+                store_partial(g - n_units, product(items[OWN + {q}], down));
             }
         }
 //!end
         workgroupBarrier();
-        // Each owner adds its column's other slices, updates its state and posts it below.
+        // Each owner adds its unit's other slices, updates its columns and posts them below.
 //!unroll q < OWN
-        if (lid + {q} * T < n_cols) {
+        if (lid + {q} * T < n_units) {
             let c = own[{q}];
             let P = part_layer(c.x);
             var sum = s_own[{q}];
             for (var sl = 1u; sl < P.slices; sl++) {
-                let e = P.extra_base + (sl - 1u) * P.cols + c.y;
-//!unroll b < RB
-                sum[{b}] += partial[e * RB + {b}];
+                let e = P.extra_base + (sl - 1u) * P.units + c.y;
+//!unroll x < RBW
+                sum[{x}] += partial[e * RBW + {x}];
 //!end
             }
+//!unroll x < CW
+            if ({x} < c.z) {
+                let col = c.y * CW + {x};
 //!unroll b < RB
-            r_own[{q}][{b}] = (1.0 - eta) * r_own[{q}][{b}] + eta * sum[{b}];
+                r_own[{q} * CW + {x}][{b}] = (1.0 - eta) * r_own[{q} * CW + {x}][{b}] + eta * sum[{x} * RB + {b}];
 //!end
-            if (c.x > 0u) {
-                let pb = part_layer(c.x - 1u).post_base;
+                if (c.x > 0u) {
+                    let pb = part_layer(c.x - 1u).post_base;
 //!unroll b < RB
-                post[(pb + c.y) * RB + {b}] = r_own[{q}][{b}] * f_own[{q}][{b}];
+                    post[(pb + col) * RB + {b}] = r_own[{q} * CW + {x}][{b}] * f_own[{q} * CW + {x}][{b}];
 //!end
-            } else if (role.publish == 1u && s + 1u < steps) {
-                publish(s + 1u, replica, row0, rows, c.y, r_own[{q}], f_own[{q}]);
+                } else if (role.publish == 1u && s + 1u < steps) {
+                    publish(s + 1u, replica, row0, rows, col, r_own[{q} * CW + {x}], f_own[{q} * CW + {x}]);
+                }
             }
+//!end
         }
 //!end
         // A lower part's next input, now that every product has read this one.
@@ -499,13 +542,18 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 
     let dst = (src + steps) % 2u;
 //!unroll q < OWN
-    if (lid + {q} * T < n_cols) {
+    if (lid + {q} * T < n_units) {
         let c = own[{q}];
         let L = entry(c.x, replica);
+//!unroll x < CW
+        if ({x} < c.z) {
+            let j = role.col0 + c.y * CW + {x};
 //!unroll row < R
-        if ({row} < rows) {
-            let v = rv_at(r_own[{q}][{row} / RV], {row} % RV);
-            write_r(dst, L.r_in + (row0 + {row}) * L.n_in + role.col0 + c.y, v);
+            if ({row} < rows) {
+                let v = rv_at(r_own[{q} * CW + {x}][{row} / RV], {row} % RV);
+                write_r(dst, L.r_in + (row0 + {row}) * L.n_in + j, v);
+            }
+//!end
         }
 //!end
     }

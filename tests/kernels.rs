@@ -432,7 +432,8 @@ fn unrolled_and_rolled_tiles_agree_bit_for_bit() {
 /// several columns and runs several K slices; 4 to 32 loads in flight per thread; K walked
 /// upwards every step, or down on odd steps (zigzag); in one workgroup per row block, or in
 /// parts (an upper part posting the lowest layer's input every step for the lower ones); with
-/// weights loaded every step, or kept in registers (c).
+/// weights loaded every step, or kept in registers (c); with units of 1 to 4 columns (w), the last
+/// of a layer narrower.
 #[test]
 fn resident_relaxation_equals_t_jacobi_steps() {
     for shape in [
@@ -445,6 +446,10 @@ fn resident_relaxation_equals_t_jacobi_steps() {
         "r2-t128-p4-z",
         "r4-t96-u4-p3",
         "r2-t512-p4-c",
+        "r4-t96-w2",
+        "r8-t64-u4-w3-z",
+        "r1-t256-w4",
+        "r2-t128-p3-w2-z",
     ] {
         resident_relaxation_cases(shape.parse().unwrap());
     }

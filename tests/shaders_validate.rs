@@ -139,6 +139,8 @@ fn the_resident_kernel_validates_for_every_row_layout() {
                     loads: Some([4, 8, 16, 32][rows.ilog2() as usize % 4]),
                     // One workgroup per row block, or parts (the default at this batch).
                     parts: (rows % 4 == 1).then_some(1),
+                    // Units of 1, 2 and 4 columns.
+                    wide: Some([1, 2, 4][(rows.ilog2() + threads / 512) as usize % 3]),
                     zigzag: Some((rows + threads / 256) % 2 == 1),
                     cache: None,
                 };

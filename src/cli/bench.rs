@@ -8,7 +8,7 @@ use crate::bench::{self, BenchOptions, BenchResult, saved};
 use crate::engine::RelaxKernel;
 use crate::engine::net::Model;
 use crate::gpu::Needs;
-use crate::gpu::resident::{MAX_LOADS, MAX_PARTS, MAX_ROWS, ResidentShape};
+use crate::gpu::resident::{MAX_LOADS, MAX_PARTS, MAX_ROWS, MAX_WIDE, ResidentShape};
 use crate::gpu::tile::TileChoice;
 use crate::graph::Graph;
 use crate::model::{Activation, Loss, ModelSpec};
@@ -46,10 +46,11 @@ pub struct Args {
     /// comma-separated [default: tiled,resident for an MLP with a hidden layer, else tiled].
     #[arg(long)]
     relax_kernel: Option<String>,
-    /// The resident kernel's shape: auto (chosen per batch size and device) or rR-tT-uU-pP-c-z,
-    /// each part optional (rows and threads per workgroup, loads in flight per thread,
-    /// workgroups per row block, weights kept in registers: c or c0, K walked down on odd steps:
-    /// z or z0), e.g. r2-p4; a comma-separated list measures each.
+    /// The resident kernel's shape: auto (chosen per batch size and device) or
+    /// rR-tT-uU-pP-wN-c-z, each part optional (rows and threads per workgroup, loads in flight
+    /// per thread, workgroups per row block, columns per work item, weights kept in registers: c
+    /// or c0, K walked down on odd steps: z or z0), e.g. r2-p4; a comma-separated list measures
+    /// each.
     #[arg(long, default_value = "auto")]
     resident: String,
     /// The cooperative kernel's workgroups per dispatch at most [default: 256 on a GPU, 1 on a
@@ -198,6 +199,7 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
             threads: Some(1024),
             loads: Some(MAX_LOADS),
             parts: Some(MAX_PARTS),
+            wide: Some(MAX_WIDE),
             zigzag: Some(false),
             cache: Some(false),
         };

@@ -21,8 +21,11 @@ pub const MAX_PARTS: u32 = 16;
 pub const MAX_ROWS: u32 = 64;
 /// Most weight loads in flight per thread (each is a register).
 pub const MAX_LOADS: u32 = 64;
+/// Most columns per work item (`wN`): each item's state and sums are N times a column's.
+pub const MAX_WIDE: u32 = 4;
 /// The loads in flight per thread chosen (when not forced): a power of two, about enough for this
-/// many on the whole workgroup (64 KiB of weights), within 8 to 32 per thread.
+/// many on the whole workgroup (64 KiB of weights), within 8 to 32 k's per thread (each of a
+/// unit's columns).
 const AUTO_WORKGROUP_LOADS: u32 = 16384;
 /// A work item's fixed cost, in weight loads, when balancing (decode, sum, store).
 const ITEM_OVERHEAD: u64 = 8;
@@ -41,8 +44,9 @@ const AUTO_ZIGZAG_MAX_ROWS: u32 = 2;
 const AUTO_768_MIN_ROWS: u32 = 8;
 
 /// Rows and threads per workgroup, weight loads in flight per thread, workgroups per row block,
-/// whether each thread keeps its weights in registers, and whether odd steps walk K downwards
-/// (`zigzag`, see the kernel's ZIGZAG); None: chosen by [`ResidentPlan::new`].
+/// columns per work item, whether each thread keeps its weights in registers, and whether odd
+/// steps walk K downwards (`zigzag`, see the kernel's ZIGZAG); None: chosen by
+/// [`ResidentPlan::new`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ResidentShape {
     pub rows: Option<u32>,
@@ -50,6 +54,10 @@ pub struct ResidentShape {
     pub loads: Option<u32>,
     /// Workgroups per row block (see [`ResidentPlan`]).
     pub parts: Option<u32>,
+    /// Adjacent columns per work item (a unit, `wN`): every input value a thread reads from
+    /// workgroup memory then feeds N products instead of one. 1 unless forced: not yet measured
+    /// on a GPU.
+    pub wide: Option<u32>,
     pub zigzag: Option<bool>,
     /// Each thread keeps its weights in registers for every step instead of loading them
     /// (`c`; possible where every thread has one K slice of at most [`MAX_CACHE`] weights).
@@ -64,6 +72,7 @@ impl std::fmt::Display for ResidentShape {
             ("t", self.threads),
             ("u", self.loads),
             ("p", self.parts),
+            ("w", self.wide),
         ] {
             if let Some(v) = v {
                 parts.push(format!("{tag}{v}"));
@@ -88,10 +97,10 @@ impl std::fmt::Display for ResidentShape {
 
 impl std::str::FromStr for ResidentShape {
     type Err = String;
-    /// `auto`, or any of `rR`, `tT`, `uU`, `pP`, `c` or `c0` and `z` or `z0` joined by `-`, in
-    /// that order (rows R, threads T, U loads in flight per thread, P workgroups per row block,
-    /// weights in registers on or off, zigzag on or off): `r4`, `r4-t256`, `r8-u16-z`, `r2-p4-c`,
-    /// `r1-z0`.
+    /// `auto`, or any of `rR`, `tT`, `uU`, `pP`, `wN`, `c` or `c0` and `z` or `z0` joined by `-`,
+    /// in that order (rows R, threads T, U loads in flight per thread, P workgroups per row
+    /// block, N columns per work item, weights in registers on or off, zigzag on or off): `r4`,
+    /// `r4-t256`, `r8-u16-z`, `r2-p4-c`, `r16-t384-w2`, `r1-z0`.
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let s = s.trim();
         let mut shape = Self::default();
@@ -99,9 +108,12 @@ impl std::str::FromStr for ResidentShape {
             return Ok(shape);
         }
         let bad = || {
-            format!("'{s}' is not a resident shape (auto, or e.g. r4, t256, r4-t256, r2-p4-c-z)")
+            format!(
+                "'{s}' is not a resident shape (auto, or e.g. r4, t256, r4-t256, r2-p4-c-z, \
+                 r16-t384-w2)"
+            )
         };
-        // Each part's place in the order r, t, u, p, c, z; a part may not repeat or come back.
+        // Each part's place in the order r, t, u, p, w, c, z; a part may not repeat or come back.
         let mut next = 0;
         for part in s.split('-') {
             let (place, flag, digits) = match part.split_at_checked(1) {
@@ -109,10 +121,11 @@ impl std::str::FromStr for ResidentShape {
                 Some(("t", d)) => (1, None, d),
                 Some(("u", d)) => (2, None, d),
                 Some(("p", d)) => (3, None, d),
-                Some(("c", "")) => (4, Some(true), ""),
-                Some(("c", "0")) => (4, Some(false), ""),
-                Some(("z", "")) => (5, Some(true), ""),
-                Some(("z", "0")) => (5, Some(false), ""),
+                Some(("w", d)) => (4, None, d),
+                Some(("c", "")) => (5, Some(true), ""),
+                Some(("c", "0")) => (5, Some(false), ""),
+                Some(("z", "")) => (6, Some(true), ""),
+                Some(("z", "0")) => (6, Some(false), ""),
                 _ => return Err(bad()),
             };
             if place < next {
@@ -120,7 +133,7 @@ impl std::str::FromStr for ResidentShape {
             }
             next = place + 1;
             if flag.is_some() {
-                *[&mut shape.cache, &mut shape.zigzag][place - 4] = flag;
+                *[&mut shape.cache, &mut shape.zigzag][place - 5] = flag;
                 continue;
             }
             let v: u32 = digits.parse().map_err(|_| bad())?;
@@ -129,6 +142,7 @@ impl std::str::FromStr for ResidentShape {
                 &mut shape.threads,
                 &mut shape.loads,
                 &mut shape.parts,
+                &mut shape.wide,
             ][place] = Some(v);
         }
         if let Some(r) = shape.rows {
@@ -139,6 +153,13 @@ impl std::str::FromStr for ResidentShape {
         {
             return Err(format!(
                 "'{s}': the resident kernel's parts per row block are 1 to {MAX_PARTS}, not {p}"
+            ));
+        }
+        if let Some(w) = shape.wide
+            && !(1..=MAX_WIDE).contains(&w)
+        {
+            return Err(format!(
+                "'{s}': the resident kernel's columns per work item are 1 to {MAX_WIDE}, not {w}"
             ));
         }
         if shape.threads == Some(0) {
@@ -171,14 +192,16 @@ fn check_rows(r: u32) -> std::result::Result<(), String> {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct PlanLayer {
-    pub col_base: u32,
+    /// Its first unit (of [`ResidentPlan::wide`] columns) among the part's.
+    pub unit_base: u32,
     pub extra_base: u32,
     pub slices: u32,
     pub slice_len: u32,
     pub post_base: u32,
-    /// The part's columns of the layer (all of them without parts).
-    pub cols: u32,
-    pub pad: [u32; 2],
+    /// The part's units and columns of the layer (all of them without parts).
+    pub units: u32,
+    pub width: u32,
+    pub pad: u32,
 }
 
 /// Mirror of `Role` in the shader: what one part of a row block relaxes (see [`ResidentPlan`]).
@@ -188,11 +211,12 @@ pub struct Role {
     /// Its first relaxed layer (0: the lowest) and how many.
     pub layer0: u32,
     pub count: u32,
-    pub n_cols: u32,
+    /// Its units (see [`ResidentPlan::wide`]) and extra items.
+    pub n_units: u32,
     pub n_extra: u32,
     /// Its first entry of [`ResidentPlan::layers`].
     pub plan_base: u32,
-    /// Its first column of its first layer.
+    /// Its first column of its first layer (a multiple of [`ResidentPlan::wide`]).
     pub col0: u32,
     /// 1 for the upper part, which posts the lowest layer's input every step.
     pub publish: u32,
@@ -216,11 +240,14 @@ pub struct ResidentPlan {
     pub roles: Vec<Role>,
     /// Each part's entries, one per relaxed layer it relaxes (layers 1 … L−1 of the model).
     pub layers: Vec<PlanLayer>,
-    /// Columns of all relaxed layers (each a thread's first item and its state).
+    /// Columns of all relaxed layers.
     pub n_cols: u32,
-    /// Extra items: K slices after a column's first.
+    /// Adjacent columns per unit: a unit's first K slice is its owner thread's first item, and
+    /// the owner keeps the unit's state.
+    pub wide: u32,
+    /// Extra items: K slices after a unit's first.
     pub n_extra: u32,
-    /// Columns and items per thread at most.
+    /// Units and items per thread at most.
     pub own: u32,
     pub items: u32,
     /// Sum of the relaxed layers' K (the rows of `post`).
@@ -230,7 +257,8 @@ pub struct ResidentPlan {
     /// Weights each row block reads per step: the relaxed layers' W, once (shared among its
     /// parts).
     pub weights: u64,
-    /// Weight loads in flight per thread (U in the kernel).
+    /// Weight loads in flight per thread (U in the kernel): k's, each one load per column of
+    /// the unit.
     pub loads: u32,
     /// Odd steps walk K downwards.
     pub zigzag: bool,
@@ -261,10 +289,10 @@ fn weights(layers: &[(u32, u32)]) -> u64 {
         .sum()
 }
 
-/// Bytes of workgroup memory for `post` (`post_len` inputs) and `partial` (`extra` extra items,
-/// at least 1) at `rows` rows.
-fn workgroup_bytes(rows: u32, post_len: u32, extra: u32) -> u64 {
-    4 * u64::from(rows) * u64::from(post_len + extra.max(1))
+/// Bytes of workgroup memory for `post` (`post_len` inputs) and `partial` (`extra` extra items
+/// of `wide` columns, at least 1) at `rows` rows.
+fn workgroup_bytes(rows: u32, post_len: u32, extra: u32, wide: u32) -> u64 {
+    4 * u64::from(rows) * u64::from(post_len + extra.max(1) * wide)
 }
 
 /// A flag of a settled shape's name: said where it is on, or off where on is the default, so
@@ -335,7 +363,8 @@ impl ResidentPlan {
             }
             t => t,
         };
-        let bytes_for = |rows: u32| workgroup_bytes(rows, post_len, 0);
+        let wide = shape.wide.unwrap_or(1);
+        let bytes_for = |rows: u32| workgroup_bytes(rows, post_len, 0, wide);
         let auto_parts = auto_parts(&layers, batch * replicas);
         let parts = shape.parts.unwrap_or(auto_parts);
         let rows = match shape.rows {
@@ -369,16 +398,16 @@ impl ResidentPlan {
         }
         let threads = forced_threads.unwrap_or_else(|| auto_threads(rows, room.0));
         let mut plan = if parts == 1 {
-            let mut plan = Self::balance(&layers, rows, threads, room.1)?;
+            let mut plan = Self::balance(&layers, rows, threads, wide, room.1)?;
             plan.roles = vec![Role {
                 count: layers.len() as u32,
-                n_cols: plan.n_cols,
+                n_units: plan.roles[0].n_units,
                 n_extra: plan.n_extra,
                 ..Role::default()
             }];
             plan
         } else {
-            Self::in_parts(&layers, parts, rows, threads, room.1)?
+            Self::in_parts(&layers, parts, rows, threads, wide, room.1)?
         };
         // The whole model's, whatever the parts.
         plan.n_cols = n_cols;
@@ -387,14 +416,14 @@ impl ResidentPlan {
         plan.auto_parts = auto_parts;
         plan.zigzag = shape.zigzag.unwrap_or(rows <= AUTO_ZIGZAG_MAX_ROWS);
         let longest = plan.layers.iter().map(|l| l.slice_len).max().unwrap_or(0);
-        let can_cache = plan.items <= 1 && longest <= MAX_CACHE;
+        let can_cache = plan.items <= 1 && longest <= MAX_CACHE && wide == 1;
         // By default with parts, where it was measured (see the `cache` field).
         plan.auto_cache = can_cache && plan.parts > 1;
         if shape.cache == Some(true) && !can_cache {
             return Err(Error::Config(format!(
                 "the resident kernel keeps weights in registers (c) only where every thread has \
-                 one K slice of at most {MAX_CACHE} weights; this shape gives {} items per thread \
-                 and slices of up to {longest}",
+                 one K slice of at most {MAX_CACHE} weights of one column; this shape gives {} \
+                 items per thread, slices of up to {longest} and {wide} columns per item",
                 plan.items
             )));
         }
@@ -402,29 +431,39 @@ impl ResidentPlan {
             plan.cache = longest;
         }
         plan.loads = shape.loads.unwrap_or_else(|| {
-            // Rounded down: at 768 threads 16 beat 32 by 5% on the H100 (2026-11-27c).
-            1 << (AUTO_WORKGROUP_LOADS / threads).clamp(8, 32).ilog2()
+            // Rounded down: at 768 threads 16 beat 32 by 5% on the H100 (2026-11-27c). A unit
+            // of N columns loads N weights per k: U k's hold U N registers.
+            1 << (AUTO_WORKGROUP_LOADS / (threads * wide))
+                .clamp(8, 32)
+                .ilog2()
         });
         Ok(plan)
     }
 
-    /// The split of `layers` (columns, K) among one workgroup's threads that loads the busiest
-    /// thread least.
-    fn balance(layers: &[(u32, u32)], rows: u32, threads: u32, room_bytes: u32) -> Result<Self> {
+    /// The split of `layers` (columns, K) among one workgroup's threads, in units of `wide`
+    /// columns, that loads the busiest thread least.
+    fn balance(
+        layers: &[(u32, u32)],
+        rows: u32,
+        threads: u32,
+        wide: u32,
+        room_bytes: u32,
+    ) -> Result<Self> {
         let post_len: u32 = layers.iter().map(|l| l.1).sum();
-        let n_cols: u32 = layers.iter().map(|l| l.0).sum();
-        let own = n_cols.div_ceil(threads);
+        let n_units: u32 = layers.iter().map(|l| l.0.div_ceil(wide)).sum();
+        let own = n_units.div_ceil(threads);
         if own > MAX_OWN {
             return Err(Error::Config(format!(
                 "the resident kernel keeps at most {MAX_OWN} units per thread: the relaxed layers \
-                 have {n_cols} units for {threads} threads per workgroup (use the tiled kernel)"
+                 have {n_units} units of {wide} columns for {threads} threads per workgroup (use \
+                 more threads, wider units or the tiled kernel)"
             )));
         }
         let mut best: Option<ResidentPlan> = None;
         for slice_len in candidate_slices(layers) {
-            let plan = Self::split(layers, slice_len, rows, threads, post_len, n_cols);
+            let plan = Self::split(layers, slice_len, rows, threads, wide, post_len);
             if plan.items > MAX_ITEMS
-                || workgroup_bytes(rows, post_len, plan.n_extra) > u64::from(room_bytes)
+                || workgroup_bytes(rows, post_len, plan.n_extra, wide) > u64::from(room_bytes)
             {
                 continue;
             }
@@ -445,20 +484,23 @@ impl ResidentPlan {
         parts: u32,
         rows: u32,
         threads: u32,
+        wide: u32,
         room_bytes: u32,
     ) -> Result<Self> {
         let upper = u32::from(layers.len() > 1);
         let lower = parts - upper;
         let (n0, k0) = layers[0];
-        if lower == 0 || lower > n0 {
+        let units0 = n0.div_ceil(wide);
+        if lower == 0 || lower > units0 {
             return Err(Error::Config(format!(
                 "the resident kernel's {parts} parts per row block: the lowest relaxed layer's \
-                 {n0} columns are shared among {lower} of them (at least 1, at most {n0})"
+                 {units0} units of {wide} columns are shared among {lower} of them (at least 1, \
+                 at most {units0})"
             )));
         }
         let mut pieces = Vec::new();
         if upper == 1 {
-            let plan = Self::balance(&layers[1..], rows, threads, room_bytes)?;
+            let plan = Self::balance(&layers[1..], rows, threads, wide, room_bytes)?;
             let role = Role {
                 layer0: 1,
                 count: layers.len() as u32 - 1,
@@ -468,8 +510,10 @@ impl ResidentPlan {
             pieces.push((role, plan));
         }
         for p in 0..lower {
-            let (c0, c1) = (p * n0 / lower, (p + 1) * n0 / lower);
-            let plan = Self::balance(&[(c1 - c0, k0)], rows, threads, room_bytes)?;
+            // An even share of whole units.
+            let (u0, u1) = (p * units0 / lower, (p + 1) * units0 / lower);
+            let (c0, c1) = (u0 * wide, (u1 * wide).min(n0));
+            let plan = Self::balance(&[(c1 - c0, k0)], rows, threads, wide, room_bytes)?;
             let role = Role {
                 count: 1,
                 col0: c0,
@@ -480,8 +524,9 @@ impl ResidentPlan {
         }
         let mut whole = pieces[0].1.clone();
         whole.layers.clear();
+        whole.roles.clear();
         for (mut role, plan) in pieces {
-            role.n_cols = plan.n_cols;
+            role.n_units = plan.roles[0].n_units;
             role.n_extra = plan.n_extra;
             role.plan_base = whole.layers.len() as u32;
             whole.layers.extend(&plan.layers);
@@ -496,51 +541,53 @@ impl ResidentPlan {
         Ok(whole)
     }
 
-    /// The plan that cuts every column into slices of about `slice_len` (balanced per layer).
+    /// The plan that cuts every unit into K slices of about `slice_len` (balanced per layer).
     fn split(
         layers: &[(u32, u32)],
         slice_len: u32,
         rows: u32,
         threads: u32,
+        wide: u32,
         post_len: u32,
-        n_cols: u32,
     ) -> Self {
         let mut plan = Vec::with_capacity(layers.len());
-        let (mut col_base, mut extra_base, mut post_base) = (0, 0, 0);
+        let (mut unit_base, mut extra_base, mut post_base) = (0, 0, 0);
         for &(n, k) in layers {
             let slices = k.div_ceil(slice_len.min(k).max(1));
             let len = k.div_ceil(slices).max(1);
             let slices = k.div_ceil(len).max(1);
+            let units = n.div_ceil(wide);
             plan.push(PlanLayer {
-                col_base,
+                unit_base,
                 extra_base,
                 slices,
                 slice_len: len,
                 post_base,
-                cols: n,
-                pad: [0; 2],
+                units,
+                width: n,
+                pad: 0,
             });
-            col_base += n;
-            extra_base += (slices - 1) * n;
+            unit_base += units;
+            extra_base += (slices - 1) * units;
             post_base += k;
         }
-        let n_extra = extra_base;
-        // Loads per thread: item g runs on thread g mod threads.
+        let (n_units, n_extra) = (unit_base, extra_base);
+        // Loads per thread: item g runs on thread g mod threads, and loads `wide` weights per k.
         let mut load = vec![0u64; threads as usize];
         let mut g = 0usize;
         let mut add = |len: u32| {
-            load[g % threads as usize] += u64::from(len) + ITEM_OVERHEAD;
+            load[g % threads as usize] += u64::from(len * wide) + ITEM_OVERHEAD;
             g += 1;
         };
-        for (p, &(n, k)) in plan.iter().zip(layers) {
-            for _ in 0..n {
+        for (p, &(_, k)) in plan.iter().zip(layers) {
+            for _ in 0..p.units {
                 add(p.slice_len.min(k));
             }
         }
-        for (p, &(n, k)) in plan.iter().zip(layers) {
+        for (p, &(_, k)) in plan.iter().zip(layers) {
             for s in 1..p.slices {
                 let len = p.slice_len.min(k - s * p.slice_len);
-                for _ in 0..n {
+                for _ in 0..p.units {
                     add(len);
                 }
             }
@@ -549,12 +596,17 @@ impl ResidentPlan {
             rows,
             threads,
             parts: 1,
-            roles: Vec::new(),
+            roles: vec![Role {
+                n_units,
+                n_extra,
+                ..Role::default()
+            }],
             layers: plan,
-            n_cols,
+            n_cols: layers.iter().map(|l| l.0).sum(),
+            wide,
             n_extra,
-            own: n_cols.div_ceil(threads),
-            items: (n_cols + n_extra).div_ceil(threads),
+            own: n_units.div_ceil(threads),
+            items: (n_units + n_extra).div_ceil(threads),
             post_len,
             busiest_loads: load.into_iter().max().unwrap_or(0),
             weights: weights(layers),
@@ -575,6 +627,7 @@ impl ResidentPlan {
             threads: Some(256),
             loads: None,
             parts: None,
+            wide: None,
             zigzag: None,
             cache: None,
         };
@@ -594,7 +647,7 @@ impl ResidentPlan {
 
     /// Bytes of workgroup memory the kernel declares.
     pub fn workgroup_bytes(&self) -> u32 {
-        workgroup_bytes(self.rows, self.post_len, self.n_extra) as u32
+        workgroup_bytes(self.rows, self.post_len, self.n_extra, self.wide) as u32
     }
 
     /// "r4-t1024": the shape this plan settled on.
@@ -605,6 +658,7 @@ impl ResidentPlan {
             loads: Some(self.loads),
             // Said where there are several (and where one is not the default).
             parts: (self.parts > 1 || self.parts != self.auto_parts).then_some(self.parts),
+            wide: (self.wide > 1).then_some(self.wide),
             cache: said(self.cache > 0, self.auto_cache),
             zigzag: said(self.zigzag, self.rows <= AUTO_ZIGZAG_MAX_ROWS),
         }
@@ -632,6 +686,10 @@ impl ResidentPlan {
             ("RB", self.rows / rv),
             ("T", self.threads),
             ("OWN", self.own),
+            ("CW", self.wide),
+            ("OWNW", self.own * self.wide),
+            ("RBW", self.rows / rv * self.wide),
+            ("UW", self.loads * self.wide),
             ("ITEMS", self.items),
             ("EXTRA_ITEMS", self.items - self.own),
             ("POST_LEN", self.post_len),
@@ -700,13 +758,20 @@ mod tests {
                 let p = plan.layers[role.plan_base as usize + i];
                 let layer = role.layer0 as usize + i;
                 let k = layers[layer].1;
-                let n = p.cols;
-                for j in 0..n {
-                    cover(layer, role.col0 + j, 0, p.slice_len.min(k));
+                let (n, w) = (p.units, plan.wide);
+                assert_eq!(n, p.width.div_ceil(w));
+                // Unit u's columns: col0 + u w + x, for x below w and the part's width.
+                let mut unit = |u: u32, k0: u32, k1: u32| {
+                    for x in 0..w.min(p.width - u * w) {
+                        cover(layer, role.col0 + u * w + x, k0, k1);
+                    }
+                };
+                for u in 0..n {
+                    unit(u, 0, p.slice_len.min(k));
                 }
                 for t in 0..(p.slices - 1) * n {
                     let k0 = (1 + t / n) * p.slice_len;
-                    cover(layer, role.col0 + t % n, k0, (k0 + p.slice_len).min(k));
+                    unit(t % n, k0, (k0 + p.slice_len).min(k));
                 }
                 assert_eq!(p.extra_base, extras);
                 extras += (p.slices - 1) * n;
@@ -729,9 +794,10 @@ mod tests {
             &[3, 1, 1, 2],
         ];
         for widths in models {
-            for (threads, rows, parts) in (0..5 * 4 * 4).map(|i| {
-                let t = [1, 7, 64, 256, 1024][i / 16];
-                (t, [1, 2, 4, 8][i / 4 % 4], [1, 2, 3, 4][i % 4])
+            for (threads, rows, parts, wide) in (0..5 * 4 * 4 * 3).map(|i| {
+                let t = [1, 7, 64, 256, 1024][i / 48];
+                let w = [1, 2, 3][i / 16 % 3];
+                (t, [1, 2, 4, 8][i / 4 % 4], [1, 2, 3, 4][i % 4], w)
             }) {
                 {
                     let shape = ResidentShape {
@@ -739,6 +805,7 @@ mod tests {
                         threads: Some(threads),
                         loads: None,
                         parts: Some(parts),
+                        wide: Some(wide),
                         zigzag: None,
                         cache: None,
                     };
@@ -765,6 +832,7 @@ mod tests {
             threads: Some(1024),
             loads: None,
             parts: Some(1),
+            wide: None,
             zigzag: None,
             cache: None,
         };
@@ -812,7 +880,7 @@ mod tests {
         assert_eq!((p(512).parts, p(1024).parts), (1, 1));
         // With parts, each thread's weights stay in registers (one K slice of 34 or fewer).
         assert_eq!((p(64).cache, p(256).cache, p(1024).cache), (34, 50, 0));
-        let cols: Vec<u32> = p(64).roles.iter().map(|r| r.n_cols).collect();
+        let cols: Vec<u32> = p(64).roles.iter().map(|r| r.n_units).collect();
         assert_eq!(cols, [400, 100, 100, 100]);
     }
 
@@ -848,6 +916,8 @@ mod tests {
             (1024, "z"),
             (1024, "p3"),
             (8, "r4"),
+            (4096, "r16-t384-w2"),
+            (64, "r2-p4-w2"),
         ] {
             let room = (1024, 49152);
             let plan = ResidentPlan::new(&PAPER, batch, 1, forced.parse().unwrap(), room).unwrap();
@@ -859,6 +929,7 @@ mod tests {
             );
             assert_eq!(again.zigzag, plan.zigzag, "{forced} settled as {name}");
             assert_eq!(again.cache, plan.cache, "{forced} settled as {name}");
+            assert_eq!(again.wide, plan.wide, "{forced} settled as {name}");
         }
     }
 
@@ -872,6 +943,7 @@ mod tests {
         assert!(try_shape("t2048", (1024, 49152)).contains("device allows 1 to 1024"));
         assert!(try_shape("r16", (256, 16384)).contains("bytes of workgroup memory"));
         assert!(try_shape("t64-p1", (1024, 49152)).contains("units per thread"));
+        assert!(try_shape("r2-p4-w2-c", (1024, 49152)).contains("columns per item"));
     }
 
     #[test]
@@ -889,12 +961,15 @@ mod tests {
             "r8-u16-z",
             "r2-p4-c-z",
             "c0",
+            "r16-t384-w2",
+            "r2-p4-w4-c0-z",
         ] {
             assert_eq!(s.parse::<ResidentShape>().unwrap().to_string(), s);
         }
         for s in [
             "", "r", "x4", "r4-r8", "r4t2", "4", "z-r4", "r4-z-z", "r3", "r0", "t0", "u0", "u65",
-            "u8-r1", "t4-t4", "z4", "z1", "z0-z", "p0", "p17", "z-p2", "z-c", "c1", "c-c",
+            "u8-r1", "t4-t4", "z4", "z1", "z0-z", "p0", "p17", "z-p2", "z-c", "c1", "c-c", "w0",
+            "w5", "w", "w2-p2", "c-w2",
         ] {
             assert!(s.parse::<ResidentShape>().is_err(), "{s}");
         }
