@@ -29,6 +29,12 @@
 // columns, taking their input from there. The dependency is one way, from the upper part down, and the upper
 // parts have the lower workgroup indices, so a lower part only ever waits for a workgroup that
 // started before it. Which part does what is the `roles` table (one entry per part).
+//
+// Which thread runs which item: round robin (item g on thread g % T), or with PACKED
+// (host-generated, `b` in a shape) the host's table `roles.slot` (per part, per slot q < ITEMS,
+// per thread; past the last item for none), which keeps every unit with its owner (unit g in
+// slot g / T of thread g % T) and packs the extra items, 32 adjacent ones at a time, onto the
+// least-loaded warps (see ResidentPlan's `packed`).
 // Crossing workgroups goes through atomics (relaxed loads and stores of the f32 bits, which read
 // the device's coherent level): the upper part stores a step's inputs, passes a storage barrier
 // (device-scope acquire-release on Vulkan) and then stores the count of steps posted
@@ -91,6 +97,13 @@ struct Item {
     k1: u32,
     p: u32,  // the layer's input in `post`
     m: u32,  // columns in the unit (1 to CW)
+    g: u32,  // its index: units, then extra items, then none
+}
+
+// The parts' roles, then (with PACKED) each part's items per thread: [part][q][lid].
+struct Roles {
+    part: array<Role, PARTS>,
+    slot: array<u32>,
 }
 
 // CACHE and WC (host-generated): with CACHE 1 every thread has one item of at most WC weights,
@@ -114,7 +127,7 @@ struct Item {
 // allows 8 storage buffers per kernel.)
 @group(0) @binding(6) var<storage, read_write> flag: array<atomic<u32>>;
 @group(0) @binding(7) var<storage, read> plan: array<PlanLayer>;
-@group(0) @binding(8) var<storage, read> roles: array<Role>;
+@group(0) @binding(8) var<storage, read> roles: Roles;
 
 var<private> role: Role;
 
@@ -171,16 +184,24 @@ fn unit_width(i: u32, u: u32) -> u32 {
     return min(CW, part_layer(i).width - u * CW);
 }
 
+// The item in slot q of thread lid of `part` (see PACKED).
+fn item_index(part: u32, lid: u32, q: u32) -> u32 {
+    if (PACKED == 1u) {
+        return roles.slot[(part * ITEMS + q) * T + lid];
+    }
+    return lid + q * T;
+}
+
 // Work item g: units first (K slice 0, done by the unit's owner), then the extra items.
 // Past the last item: an empty slice.
 fn decode(g: u32, replica: u32) -> Item {
-    var it = Item(0u, 0u, 0u, 0u, 0u, 1u);
+    var it = Item(0u, 0u, 0u, 0u, 0u, 1u, g);
     if (g < role.n_units) {
         let c = unit(g);
         let P = part_layer(c.x);
         let L = entry(c.x, replica);
         it = Item(L.w + role.col0 + c.y * CW, L.n_in, 0u, min(P.slice_len, L.n_out), P.post_base,
-                  unit_width(c.x, c.y));
+                  unit_width(c.x, c.y), g);
     } else if (g < role.n_units + role.n_extra) {
         let e = g - role.n_units;
         let i = layer_of(e, true);
@@ -190,7 +211,7 @@ fn decode(g: u32, replica: u32) -> Item {
         let u = t % P.units;
         let k0 = (1u + t / P.units) * P.slice_len;
         it = Item(L.w + role.col0 + u * CW, L.n_in, k0, min(k0 + P.slice_len, L.n_out),
-                  P.post_base, unit_width(i, u));
+                  P.post_base, unit_width(i, u), g);
     }
     return it;
 }
@@ -345,9 +366,9 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     if (part >= pass_.part_end) {
         return;
     }
-    role = roles[part];
+    role = roles.part[part];
     // Workgroup-uniform (a read-only load at a uniform index): only the upper part fences.
-    let publishes = roles[part].publish == 1u;
+    let publishes = roles.part[part].publish == 1u;
     let row0 = (block % per_replica) * R;
     let rows = min(R, pass_.batch - row0);
     let eta = pass_.rate;
@@ -358,10 +379,10 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let steps = pass_.steps;
     let poller = lid == T - 1u;
 
-    // This thread's items (lid, lid + T, ...), decoded once for every step.
+    // This thread's items, decoded once for every step.
     var items: array<Item, ITEMS>;
 //!unroll q < ITEMS
-    items[{q}] = decode(lid + {q} * T, replica);
+    items[{q}] = decode(item_index(part, lid, {q}), replica);
 //!end
     // With CACHE, its weights, loaded once for every step.
     var wc: array<f32, WC>;
@@ -474,7 +495,7 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         let down = ZIGZAG == 1u && (s & 1u) == 1u;
 //!unroll q < OWN
         {
-            let g = lid + {q} * T;
+            let g = items[{q}].g;
             var acc: array<RowVec, RBW>;
             if (CACHE == 1u) {
                 acc = product_cached(items[{q}], wc);
@@ -490,7 +511,7 @@ fn relax_resident(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 //!end
 //!unroll q < EXTRA_ITEMS
         {
-            let g = lid + (OWN + {q}) * T;
+            let g = items[OWN + {q}].g;
             if (g < n_items) {
                 store_partial(g - n_units, product(items[OWN + {q}], down));
             }

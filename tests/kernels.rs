@@ -433,7 +433,7 @@ fn unrolled_and_rolled_tiles_agree_bit_for_bit() {
 /// upwards every step, or down on odd steps (zigzag); in one workgroup per row block, or in
 /// parts (an upper part posting the lowest layer's input every step for the lower ones); with
 /// weights loaded every step, or kept in registers (c); with units of 1 to 4 columns (w), the last
-/// of a layer narrower.
+/// of a layer narrower; with extra items dealt round robin or packed by the host (b).
 #[test]
 fn resident_relaxation_equals_t_jacobi_steps() {
     for shape in [
@@ -450,6 +450,8 @@ fn resident_relaxation_equals_t_jacobi_steps() {
         "r8-t64-u4-w3-z",
         "r1-t256-w4",
         "r2-t128-p3-w2-z",
+        "r4-t64-b",
+        "r2-t96-p3-w2-b-z",
     ] {
         resident_relaxation_cases(shape.parse().unwrap());
     }

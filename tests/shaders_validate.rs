@@ -141,6 +141,8 @@ fn the_resident_kernel_validates_for_every_row_layout() {
                     parts: (rows % 4 == 1).then_some(1),
                     // Units of 1, 2 and 4 columns.
                     wide: Some([1, 2, 4][(rows.ilog2() + threads / 512) as usize % 3]),
+                    // Extra items dealt round robin or packed.
+                    packed: Some(rows % 8 == 0),
                     zigzag: Some((rows + threads / 256) % 2 == 1),
                     cache: None,
                 };

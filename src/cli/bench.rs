@@ -47,10 +47,10 @@ pub struct Args {
     #[arg(long)]
     relax_kernel: Option<String>,
     /// The resident kernel's shape: auto (chosen per batch size and device) or
-    /// rR-tT-uU-pP-wN-c-z, each part optional (rows and threads per workgroup, loads in flight
-    /// per thread, workgroups per row block, columns per work item, weights kept in registers: c
-    /// or c0, K walked down on odd steps: z or z0), e.g. r2-p4; a comma-separated list measures
-    /// each.
+    /// rR-tT-uU-pP-wN-b-c-z, each part optional (rows and threads per workgroup, loads in
+    /// flight per thread, workgroups per row block, columns per work item, extra items packed by
+    /// the host: b or b0, weights kept in registers: c or c0, K walked down on odd steps: z or
+    /// z0), e.g. r2-p4; a comma-separated list measures each.
     #[arg(long, default_value = "auto")]
     resident: String,
     /// The cooperative kernel's workgroups per dispatch at most [default: 256 on a GPU, 1 on a
@@ -200,6 +200,7 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
             loads: Some(MAX_LOADS),
             parts: Some(MAX_PARTS),
             wide: Some(MAX_WIDE),
+            packed: Some(false),
             zigzag: Some(false),
             cache: Some(false),
         };

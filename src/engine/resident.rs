@@ -186,7 +186,11 @@ impl Resident {
             "resident relax flag, counts and posts",
             1 + 2 * blocks + posted_len,
         );
-        let roles = crate::gpu::buffers::storage_init(device, "resident relax roles", &plan.roles);
+        let roles = crate::gpu::buffers::storage_init(
+            device,
+            "resident relax roles and items",
+            &plan.roles_words(),
+        );
         let plan_buffer =
             crate::gpu::buffers::storage_init(device, "resident relax plan", &plan.layers);
         let bind = kernel.bind_windowed(

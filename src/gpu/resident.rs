@@ -58,6 +58,9 @@ pub struct ResidentShape {
     /// workgroup memory then feeds N products instead of one. 1 unless forced: not yet measured
     /// on a GPU.
     pub wide: Option<u32>,
+    /// Extra items packed onto the least-loaded warps (`b`) rather than dealt round robin (see
+    /// [`ResidentPlan::packed`]). Off unless forced: not yet measured on a GPU.
+    pub packed: Option<bool>,
     pub zigzag: Option<bool>,
     /// Each thread keeps its weights in registers for every step instead of loading them
     /// (`c`; possible where every thread has one K slice of at most [`MAX_CACHE`] weights).
@@ -78,15 +81,12 @@ impl std::fmt::Display for ResidentShape {
                 parts.push(format!("{tag}{v}"));
             }
         }
-        match self.cache {
-            Some(true) => parts.push("c".into()),
-            Some(false) => parts.push("c0".into()),
-            None => {}
-        }
-        match self.zigzag {
-            Some(true) => parts.push("z".into()),
-            Some(false) => parts.push("z0".into()),
-            None => {}
+        for (tag, v) in [("b", self.packed), ("c", self.cache), ("z", self.zigzag)] {
+            match v {
+                Some(true) => parts.push(tag.into()),
+                Some(false) => parts.push(format!("{tag}0")),
+                None => {}
+            }
         }
         if parts.is_empty() {
             return f.write_str("auto");
@@ -97,10 +97,11 @@ impl std::fmt::Display for ResidentShape {
 
 impl std::str::FromStr for ResidentShape {
     type Err = String;
-    /// `auto`, or any of `rR`, `tT`, `uU`, `pP`, `wN`, `c` or `c0` and `z` or `z0` joined by `-`,
-    /// in that order (rows R, threads T, U loads in flight per thread, P workgroups per row
-    /// block, N columns per work item, weights in registers on or off, zigzag on or off): `r4`,
-    /// `r4-t256`, `r8-u16-z`, `r2-p4-c`, `r16-t384-w2`, `r1-z0`.
+    /// `auto`, or any of `rR`, `tT`, `uU`, `pP`, `wN`, `b` or `b0`, `c` or `c0` and `z` or `z0`
+    /// joined by `-`, in that order (rows R, threads T, U loads in flight per thread, P
+    /// workgroups per row block, N columns per work item, extra items packed or dealt round
+    /// robin, weights in registers on or off, zigzag on or off): `r4`, `r4-t256`, `r8-u16-z`,
+    /// `r2-p4-c`, `r16-t384-w2-b`, `r1-z0`.
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let s = s.trim();
         let mut shape = Self::default();
@@ -113,7 +114,8 @@ impl std::str::FromStr for ResidentShape {
                  r16-t384-w2)"
             )
         };
-        // Each part's place in the order r, t, u, p, w, c, z; a part may not repeat or come back.
+        // Each part's place in the order r, t, u, p, w, b, c, z; a part may not repeat or come
+        // back.
         let mut next = 0;
         for part in s.split('-') {
             let (place, flag, digits) = match part.split_at_checked(1) {
@@ -122,10 +124,12 @@ impl std::str::FromStr for ResidentShape {
                 Some(("u", d)) => (2, None, d),
                 Some(("p", d)) => (3, None, d),
                 Some(("w", d)) => (4, None, d),
-                Some(("c", "")) => (5, Some(true), ""),
-                Some(("c", "0")) => (5, Some(false), ""),
-                Some(("z", "")) => (6, Some(true), ""),
-                Some(("z", "0")) => (6, Some(false), ""),
+                Some(("b", "")) => (5, Some(true), ""),
+                Some(("b", "0")) => (5, Some(false), ""),
+                Some(("c", "")) => (6, Some(true), ""),
+                Some(("c", "0")) => (6, Some(false), ""),
+                Some(("z", "")) => (7, Some(true), ""),
+                Some(("z", "0")) => (7, Some(false), ""),
                 _ => return Err(bad()),
             };
             if place < next {
@@ -133,7 +137,7 @@ impl std::str::FromStr for ResidentShape {
             }
             next = place + 1;
             if flag.is_some() {
-                *[&mut shape.cache, &mut shape.zigzag][place - 5] = flag;
+                *[&mut shape.packed, &mut shape.cache, &mut shape.zigzag][place - 5] = flag;
                 continue;
             }
             let v: u32 = digits.parse().map_err(|_| bad())?;
@@ -252,8 +256,17 @@ pub struct ResidentPlan {
     pub items: u32,
     /// Sum of the relaxed layers' K (the rows of `post`).
     pub post_len: u32,
-    /// Weight loads of the busiest thread per step (what the split minimised).
+    /// Weight loads of the busiest thread per step (what the split minimised; packed: of the
+    /// busiest warp, a slot counting as its longest item).
     pub busiest_loads: u64,
+    /// Extra items packed onto warps by the host (`b`) rather than dealt round robin: units stay
+    /// with their owners (unit g in slot g / T of thread g mod T), and the extra items go, up to
+    /// 32 adjacent ones at a time (a warp's loads stay adjacent), each onto the warp whose loads
+    /// they add least to, the longest first. Round robin puts the extras after the units, so for
+    /// the paper's MLP they land on the owners of the widest product's columns again.
+    pub packed: bool,
+    /// With `packed`: per part, per thread, its items by slot (u32::MAX: none).
+    pub assign: Vec<Vec<Vec<u32>>>,
     /// Weights each row block reads per step: the relaxed layers' W, once (shared among its
     /// parts).
     pub weights: u64,
@@ -397,8 +410,14 @@ impl ResidentPlan {
             )));
         }
         let threads = forced_threads.unwrap_or_else(|| auto_threads(rows, room.0));
+        let frame = Frame {
+            rows,
+            threads,
+            wide,
+            packed: shape.packed.unwrap_or(false),
+        };
         let mut plan = if parts == 1 {
-            let mut plan = Self::balance(&layers, rows, threads, wide, room.1)?;
+            let mut plan = Self::balance(&layers, frame, room.1)?;
             plan.roles = vec![Role {
                 count: layers.len() as u32,
                 n_units: plan.roles[0].n_units,
@@ -407,7 +426,7 @@ impl ResidentPlan {
             }];
             plan
         } else {
-            Self::in_parts(&layers, parts, rows, threads, wide, room.1)?
+            Self::in_parts(&layers, parts, frame, room.1)?
         };
         // The whole model's, whatever the parts.
         plan.n_cols = n_cols;
@@ -442,13 +461,13 @@ impl ResidentPlan {
 
     /// The split of `layers` (columns, K) among one workgroup's threads, in units of `wide`
     /// columns, that loads the busiest thread least.
-    fn balance(
-        layers: &[(u32, u32)],
-        rows: u32,
-        threads: u32,
-        wide: u32,
-        room_bytes: u32,
-    ) -> Result<Self> {
+    fn balance(layers: &[(u32, u32)], frame: Frame, room_bytes: u32) -> Result<Self> {
+        let Frame {
+            rows,
+            threads,
+            wide,
+            ..
+        } = frame;
         let post_len: u32 = layers.iter().map(|l| l.1).sum();
         let n_units: u32 = layers.iter().map(|l| l.0.div_ceil(wide)).sum();
         let own = n_units.div_ceil(threads);
@@ -461,7 +480,7 @@ impl ResidentPlan {
         }
         let mut best: Option<ResidentPlan> = None;
         for slice_len in candidate_slices(layers) {
-            let plan = Self::split(layers, slice_len, rows, threads, wide, post_len);
+            let plan = Self::split(layers, slice_len, frame, post_len);
             if plan.items > MAX_ITEMS
                 || workgroup_bytes(rows, post_len, plan.n_extra, wide) > u64::from(room_bytes)
             {
@@ -479,14 +498,8 @@ impl ResidentPlan {
     }
 
     /// The plan with `parts` workgroups per row block (see [`ResidentPlan`]).
-    fn in_parts(
-        layers: &[(u32, u32)],
-        parts: u32,
-        rows: u32,
-        threads: u32,
-        wide: u32,
-        room_bytes: u32,
-    ) -> Result<Self> {
+    fn in_parts(layers: &[(u32, u32)], parts: u32, frame: Frame, room_bytes: u32) -> Result<Self> {
+        let wide = frame.wide;
         let upper = u32::from(layers.len() > 1);
         let lower = parts - upper;
         let (n0, k0) = layers[0];
@@ -500,7 +513,7 @@ impl ResidentPlan {
         }
         let mut pieces = Vec::new();
         if upper == 1 {
-            let plan = Self::balance(&layers[1..], rows, threads, wide, room_bytes)?;
+            let plan = Self::balance(&layers[1..], frame, room_bytes)?;
             let role = Role {
                 layer0: 1,
                 count: layers.len() as u32 - 1,
@@ -513,7 +526,7 @@ impl ResidentPlan {
             // An even share of whole units.
             let (u0, u1) = (p * units0 / lower, (p + 1) * units0 / lower);
             let (c0, c1) = (u0 * wide, (u1 * wide).min(n0));
-            let plan = Self::balance(&[(c1 - c0, k0)], rows, threads, wide, room_bytes)?;
+            let plan = Self::balance(&[(c1 - c0, k0)], frame, room_bytes)?;
             let role = Role {
                 count: 1,
                 col0: c0,
@@ -525,8 +538,10 @@ impl ResidentPlan {
         let mut whole = pieces[0].1.clone();
         whole.layers.clear();
         whole.roles.clear();
+        whole.assign.clear();
         for (mut role, plan) in pieces {
             role.n_units = plan.roles[0].n_units;
+            whole.assign.extend(plan.assign.iter().cloned());
             role.n_extra = plan.n_extra;
             role.plan_base = whole.layers.len() as u32;
             whole.layers.extend(&plan.layers);
@@ -542,14 +557,13 @@ impl ResidentPlan {
     }
 
     /// The plan that cuts every unit into K slices of about `slice_len` (balanced per layer).
-    fn split(
-        layers: &[(u32, u32)],
-        slice_len: u32,
-        rows: u32,
-        threads: u32,
-        wide: u32,
-        post_len: u32,
-    ) -> Self {
+    fn split(layers: &[(u32, u32)], slice_len: u32, frame: Frame, post_len: u32) -> Self {
+        let Frame {
+            rows,
+            threads,
+            wide,
+            packed,
+        } = frame;
         let mut plan = Vec::with_capacity(layers.len());
         let (mut unit_base, mut extra_base, mut post_base) = (0, 0, 0);
         for &(n, k) in layers {
@@ -572,26 +586,41 @@ impl ResidentPlan {
             post_base += k;
         }
         let (n_units, n_extra) = (unit_base, extra_base);
-        // Loads per thread: item g runs on thread g mod threads, and loads `wide` weights per k.
-        let mut load = vec![0u64; threads as usize];
-        let mut g = 0usize;
-        let mut add = |len: u32| {
-            load[g % threads as usize] += u64::from(len * wide) + ITEM_OVERHEAD;
-            g += 1;
-        };
-        for (p, &(_, k)) in plan.iter().zip(layers) {
-            for _ in 0..p.units {
-                add(p.slice_len.min(k));
-            }
+        // Each item's loads: a unit loads `wide` weights per k.
+        let cost = |len: u32| u64::from(len * wide) + ITEM_OVERHEAD;
+        // Each item's loads, and which (layer, K slice) it is of (runs of packed items stay in
+        // one).
+        let mut item_loads = Vec::with_capacity((n_units + n_extra) as usize);
+        let mut item_group = Vec::with_capacity(item_loads.capacity());
+        for (i, (p, &(_, k))) in plan.iter().zip(layers).enumerate() {
+            item_loads.extend((0..p.units).map(|_| cost(p.slice_len.min(k))));
+            item_group.extend((0..p.units).map(|_| (i, 0)));
         }
-        for (p, &(_, k)) in plan.iter().zip(layers) {
+        for (i, (p, &(_, k))) in plan.iter().zip(layers).enumerate() {
             for s in 1..p.slices {
                 let len = p.slice_len.min(k - s * p.slice_len);
-                for _ in 0..p.units {
-                    add(len);
-                }
+                item_loads.extend((0..p.units).map(|_| cost(len)));
+                item_group.extend((0..p.units).map(|_| (i, s)));
             }
         }
+        let (assign, busiest, items) = if packed {
+            match pack(&item_loads, &item_group, n_units, threads) {
+                Some((lists, busiest)) => {
+                    let items = lists.iter().map(|l| l.len() as u32).max().unwrap_or(0);
+                    (lists, busiest, items)
+                }
+                // A thread would run more than MAX_ITEMS: `balance` rules this split out.
+                None => (Vec::new(), u64::MAX, MAX_ITEMS + 1),
+            }
+        } else {
+            // Item g runs on thread g mod threads.
+            let mut load = vec![0u64; threads as usize];
+            for (g, l) in item_loads.iter().enumerate() {
+                load[g % threads as usize] += l;
+            }
+            let items = (n_units + n_extra).div_ceil(threads);
+            (Vec::new(), load.into_iter().max().unwrap_or(0), items)
+        };
         Self {
             rows,
             threads,
@@ -606,9 +635,11 @@ impl ResidentPlan {
             wide,
             n_extra,
             own: n_units.div_ceil(threads),
-            items: (n_units + n_extra).div_ceil(threads),
+            items,
             post_len,
-            busiest_loads: load.into_iter().max().unwrap_or(0),
+            busiest_loads: busiest,
+            packed,
+            assign: vec![assign],
             weights: weights(layers),
             loads: 8,
             zigzag: false,
@@ -628,6 +659,7 @@ impl ResidentPlan {
             loads: None,
             parts: None,
             wide: None,
+            packed: None,
             zigzag: None,
             cache: None,
         };
@@ -645,6 +677,22 @@ impl ResidentPlan {
         self.blocks(batch, replicas) * self.parts as usize
     }
 
+    /// The kernel's `roles` buffer: every part's [`Role`], then with `packed` each part's items
+    /// per slot per thread, [part][slot][thread] (u32::MAX: none; one word when not packed).
+    pub fn roles_words(&self) -> Vec<u32> {
+        let mut words: Vec<u32> = bytemuck::cast_slice(&self.roles).to_vec();
+        if !self.packed {
+            words.push(0);
+            return words;
+        }
+        for lists in &self.assign {
+            for q in 0..self.items as usize {
+                words.extend(lists.iter().map(|l| l.get(q).copied().unwrap_or(u32::MAX)));
+            }
+        }
+        words
+    }
+
     /// Bytes of workgroup memory the kernel declares.
     pub fn workgroup_bytes(&self) -> u32 {
         workgroup_bytes(self.rows, self.post_len, self.n_extra, self.wide) as u32
@@ -659,6 +707,7 @@ impl ResidentPlan {
             // Said where there are several (and where one is not the default).
             parts: (self.parts > 1 || self.parts != self.auto_parts).then_some(self.parts),
             wide: (self.wide > 1).then_some(self.wide),
+            packed: self.packed.then_some(true),
             cache: said(self.cache > 0, self.auto_cache),
             zigzag: said(self.zigzag, self.rows <= AUTO_ZIGZAG_MAX_ROWS),
         }
@@ -687,6 +736,7 @@ impl ResidentPlan {
             ("T", self.threads),
             ("OWN", self.own),
             ("CW", self.wide),
+            ("PACKED", u32::from(self.packed)),
             ("OWNW", self.own * self.wide),
             ("RBW", self.rows / rv * self.wide),
             ("UW", self.loads * self.wide),
@@ -717,6 +767,86 @@ impl ResidentPlan {
         ));
         s
     }
+}
+
+/// What every part's split of the work shares: rows and threads per workgroup, columns per unit,
+/// and whether the extra items are packed.
+#[derive(Clone, Copy, Debug)]
+struct Frame {
+    rows: u32,
+    threads: u32,
+    wide: u32,
+    packed: bool,
+}
+
+/// Lanes that run in step (a warp on NVIDIA; the packing's unit of adjacent items).
+const PACK_LANES: usize = 32;
+
+/// Items by slot for each of `threads` threads (u32::MAX: none), and the busiest warp's loads
+/// (a slot costing its longest item), for items of `loads` (units first, `n_units` of them, then
+/// the extras) in `groups` (their layer and K slice): unit g in slot g / T of thread g mod T,
+/// then runs of up to 32 adjacent extras of one group, the heaviest first, each in a new slot of
+/// the warp they add least to, lane i taking the run's i-th. None if a thread would need more
+/// than [`MAX_ITEMS`] slots.
+fn pack(
+    loads: &[u64],
+    groups: &[(usize, u32)],
+    n_units: u32,
+    threads: u32,
+) -> Option<(Vec<Vec<u32>>, u64)> {
+    let t = threads as usize;
+    let mut lists: Vec<Vec<u32>> = vec![Vec::new(); t];
+    for g in 0..n_units {
+        lists[g as usize % t].push(g);
+    }
+    let warps = t.div_ceil(PACK_LANES);
+    let lanes = |w: usize| PACK_LANES.min(t - w * PACK_LANES);
+    let slot_load = |lists: &[Vec<u32>], w: usize, q: usize| {
+        (0..lanes(w))
+            .filter_map(|i| lists[w * PACK_LANES + i].get(q))
+            .map(|&g| loads[g as usize])
+            .max()
+            .unwrap_or(0)
+    };
+    let mut next: Vec<usize> = (0..warps)
+        .map(|w| {
+            (0..lanes(w))
+                .map(|i| lists[w * PACK_LANES + i].len())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut warp_load: Vec<u64> = (0..warps)
+        .map(|w| (0..next[w]).map(|q| slot_load(&lists, w, q)).sum())
+        .collect();
+    // Runs of adjacent extras of one group, at most a warp wide.
+    let mut runs: Vec<(u32, usize)> = Vec::new();
+    let mut g = n_units as usize;
+    while g < loads.len() {
+        let mut n = 1;
+        while n < lanes(0) && g + n < loads.len() && groups[g + n] == groups[g] {
+            n += 1;
+        }
+        runs.push((g as u32, n));
+        g += n;
+    }
+    // Heaviest first; ties in order.
+    runs.sort_by_key(|&(g, _)| std::cmp::Reverse(loads[g as usize]));
+    for (g0, n) in runs {
+        let w = (0..warps)
+            .filter(|&w| lanes(w) >= n && next[w] < MAX_ITEMS as usize)
+            .min_by_key(|&w| (warp_load[w], w))?;
+        let q = next[w];
+        for i in 0..n {
+            let list = &mut lists[w * PACK_LANES + i];
+            list.resize(q, u32::MAX);
+            list.push(g0 + i as u32);
+        }
+        next[w] += 1;
+        warp_load[w] += loads[g0 as usize];
+    }
+    let busiest = warp_load.into_iter().max().unwrap_or(0);
+    Some((lists, busiest))
 }
 
 /// Slice lengths worth trying: each layer's K cut into 1 to 64 even pieces.
@@ -782,6 +912,32 @@ mod tests {
             assert!(s.iter().all(|&c| c == 1), "layer {i}: {widths:?} {plan:?}");
         }
         assert_eq!(plan.roles.len() as u32, plan.parts);
+        // Packed: every item on one thread once, each unit with its owner, in at most `items`
+        // slots.
+        if plan.packed {
+            assert_eq!(plan.assign.len(), plan.roles.len());
+            for (role, lists) in plan.roles.iter().zip(&plan.assign) {
+                let t = plan.threads as usize;
+                assert_eq!(lists.len(), t);
+                let mut count = vec![0; (role.n_units + role.n_extra) as usize];
+                for (lid, list) in lists.iter().enumerate() {
+                    assert!(list.len() <= plan.items as usize);
+                    for (q, &g) in list.iter().enumerate() {
+                        if g == u32::MAX {
+                            continue;
+                        }
+                        count[g as usize] += 1;
+                        if g < role.n_units {
+                            assert_eq!((lid, q), (g as usize % t, g as usize / t));
+                        }
+                    }
+                }
+                assert!(count.iter().all(|&c| c == 1), "{widths:?} {plan:?}");
+            }
+            let words = plan.roles_words();
+            let n = plan.roles.len() * (8 + (plan.items * plan.threads) as usize);
+            assert_eq!(words.len(), n);
+        }
     }
 
     #[test]
@@ -794,10 +950,16 @@ mod tests {
             &[3, 1, 1, 2],
         ];
         for widths in models {
-            for (threads, rows, parts, wide) in (0..5 * 4 * 4 * 3).map(|i| {
-                let t = [1, 7, 64, 256, 1024][i / 48];
-                let w = [1, 2, 3][i / 16 % 3];
-                (t, [1, 2, 4, 8][i / 4 % 4], [1, 2, 3, 4][i % 4], w)
+            for (threads, rows, parts, wide, packed) in (0..5 * 4 * 4 * 3 * 2).map(|i| {
+                let t = [1, 7, 64, 256, 1024][i / 96];
+                let w = [1, 2, 3][i / 32 % 3];
+                (
+                    t,
+                    [1, 2, 4, 8][i / 8 % 4],
+                    [1, 2, 3, 4][i / 2 % 4],
+                    w,
+                    i % 2 == 1,
+                )
             }) {
                 {
                     let shape = ResidentShape {
@@ -806,6 +968,7 @@ mod tests {
                         loads: None,
                         parts: Some(parts),
                         wide: Some(wide),
+                        packed: Some(packed),
                         zigzag: None,
                         cache: None,
                     };
@@ -833,6 +996,7 @@ mod tests {
             loads: None,
             parts: Some(1),
             wide: None,
+            packed: None,
             zigzag: None,
             cache: None,
         };
@@ -843,6 +1007,21 @@ mod tests {
         assert_eq!(plan.weights, 121_000);
         assert!(plan.layers[0].slices >= 2, "{plan:?}");
         assert!(plan.busiest_loads < 300, "{plan:?}");
+    }
+
+    /// Round robin puts the paper's MLP's extra items back on the owners of W₂'s columns; packed,
+    /// they go to the light warps (the figures README quotes).
+    #[test]
+    fn packing_lightens_the_busiest_thread_at_batch_4096() {
+        let busiest = |s: &str| {
+            let plan = ResidentPlan::new(&PAPER, 4096, 1, s.parse().unwrap(), (1024, 49152));
+            plan.unwrap().busiest_loads
+        };
+        assert_eq!((busiest("r16-t768"), busiest("r16-t768-b")), (308, 266));
+        assert_eq!(
+            (busiest("r16-t384-w2"), busiest("r16-t384-w2-b")),
+            (608, 516)
+        );
     }
 
     #[test]
@@ -918,6 +1097,8 @@ mod tests {
             (8, "r4"),
             (4096, "r16-t384-w2"),
             (64, "r2-p4-w2"),
+            (1024, "r8-t384-w2-b"),
+            (64, "b"),
         ] {
             let room = (1024, 49152);
             let plan = ResidentPlan::new(&PAPER, batch, 1, forced.parse().unwrap(), room).unwrap();
@@ -930,6 +1111,7 @@ mod tests {
             assert_eq!(again.zigzag, plan.zigzag, "{forced} settled as {name}");
             assert_eq!(again.cache, plan.cache, "{forced} settled as {name}");
             assert_eq!(again.wide, plan.wide, "{forced} settled as {name}");
+            assert_eq!(again.packed, plan.packed, "{forced} settled as {name}");
         }
     }
 
@@ -963,13 +1145,15 @@ mod tests {
             "c0",
             "r16-t384-w2",
             "r2-p4-w4-c0-z",
+            "r8-t384-w2-b",
+            "b0-c",
         ] {
             assert_eq!(s.parse::<ResidentShape>().unwrap().to_string(), s);
         }
         for s in [
             "", "r", "x4", "r4-r8", "r4t2", "4", "z-r4", "r4-z-z", "r3", "r0", "t0", "u0", "u65",
             "u8-r1", "t4-t4", "z4", "z1", "z0-z", "p0", "p17", "z-p2", "z-c", "c1", "c-c", "w0",
-            "w5", "w", "w2-p2", "c-w2",
+            "w5", "w", "w2-p2", "c-w2", "b1", "c-b", "b-b0",
         ] {
             assert!(s.parse::<ResidentShape>().is_err(), "{s}");
         }

@@ -565,10 +565,11 @@ pub struct Overrides {
     /// barrier gave up.
     #[arg(long)]
     pub cooperative_groups: Option<usize>,
-    /// The resident kernel's shape: rR-tT-uU-pP-wN-c-z, each part optional (rows and threads
+    /// The resident kernel's shape: rR-tT-uU-pP-wN-b-c-z, each part optional (rows and threads
     /// per workgroup, loads in flight per thread, workgroups per row block, columns per work
-    /// item, weights kept in registers: c or c0, K walked down on odd steps: z or z0), e.g.
-    /// r2-p4 [default: chosen from the batch size and the device].
+    /// item, extra items packed by the host: b or b0, weights kept in registers: c or c0, K
+    /// walked down on odd steps: z or z0), e.g. r2-p4 [default: chosen from the batch size and
+    /// the device].
     #[arg(long)]
     pub resident_shape: Option<String>,
     /// f' in the relaxation at the frozen forward pass or the current state: frozen or current
