@@ -3,7 +3,8 @@
 //! ARELAX_BENCH_STEPS to measure other shapes (e.g. the paper's MLP on a real GPU), and
 //! ARELAX_BENCH_TILES (e.g. `auto,32x32,64x64`) to compare tile shapes, ARELAX_BENCH_KERNELS
 //! (e.g. `tiled,cooperative`) to compare relaxation kernels, ARELAX_BENCH_RESIDENT (e.g.
-//! `r1,r4-t256`) for the resident kernel's shape.
+//! `r1,r4-t256`) for the resident kernel's shape, ARELAX_BENCH_GRAD_SPLIT (e.g. `4`) for the weight
+//! gradients' K chunks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,9 @@ fn main() -> Result<(), arelax::Error> {
     let resident = env_or("ARELAX_BENCH_RESIDENT", "auto")
         .parse()
         .map_err(arelax::Error::Config)?;
+    let grad_split = env_or("ARELAX_BENCH_GRAD_SPLIT", "1")
+        .parse()
+        .map_err(|_| arelax::Error::Config("ARELAX_BENCH_GRAD_SPLIT: a number of chunks".into()))?;
     for (kernel, tile) in kernels
         .iter()
         .flat_map(|&k| tiles.iter().map(move |&t| (k, t)))
@@ -62,6 +66,7 @@ fn main() -> Result<(), arelax::Error> {
             kernel_times: false,
             cooperative_groups: None,
             resident,
+            grad_split,
         };
         run(ctx.clone(), &opts, &mut report)?;
     }

@@ -9,8 +9,9 @@
 #                `tiles` sweeps the named tile shapes against full specs only; `throughput`
 #                benches the paper's MLP with bench's defaults (tiled and resident), times an
 #                epoch tiled, resident and auto, sweeps the resident shapes of
-#                scripts/resident-shapes.txt, and times an epoch with the one fastest at batch
-#                64; no experiment: about 3 minutes)
+#                scripts/resident-shapes.txt and the weight gradients' K chunks, and times an
+#                epoch with the resident shape fastest at batch 64; no experiment: about 4
+#                minutes)
 #
 # Order: the short benches first (the paper's MLP with the tiled and the cooperative kernel at
 # the automatic tile, a relaxation step's floor, the CNN per kernel kind, one timed epoch with
@@ -27,6 +28,7 @@
 #                     tiled and cooperative: one JSON object per configuration
 #   bench-tiles.jsonl the tile sweep (field "tile"; field "unrolled" false for rolled loops)
 #   bench-resident.jsonl  the resident kernel's shapes (rows and threads per workgroup)
+#   bench-grad.jsonl  the weight gradients split into K chunks (throughput mode)
 #   runs.tgz          the experiments' run directories without checkpoints (results.md,
 #                     metrics.csv, state.json, config.toml, plots), to unpack into results/
 set -uo pipefail
@@ -121,6 +123,12 @@ if [ "$mode" = throughput ]; then
             >> "$out/bench-resident.jsonl"
     done
     $bin bench --from "$out/bench-resident.jsonl"
+    # The weight gradients split into K chunks (not yet measured), resident at its automatic
+    # shapes.
+    mark "bench: weight gradients in 1, 2, 4 and 8 K chunks at 1024 and 4096 (JSON)"
+    timeout $(( $(left) - 50 )) $bin bench --json --batch-sizes 1024,4096 --relax-steps 100 \
+        --relax-kernel resident --grad-split 1,2,4,8 >> "$out/bench-grad.jsonl"
+    $bin bench --from "$out/bench-grad.jsonl"
     # The epoch (batch 64) again with the shape that relaxed fastest at batch 64 in the sweep.
     best=$(python3 -c '
 import json, sys

@@ -26,9 +26,10 @@ struct Pass {
                  // bit 2: adaptive relaxation (convergence tracked in `conv`),
                  // bit 3: forward.wgsl computes f' only, from the relaxation state
     rate: f32,   // relaxation rate eta (relax only)
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
+    split: u32,  // grad only: K chunks per output tile (0 or 1: none), each leaving its partial
+                 // sums part_len floats after the chunk before (grad_sum.wgsl adds them)
+    part_len: u32,
+    pad: u32,
 }
 
 const FLAG_NO_RELAX_DERIV: u32 = 1u;

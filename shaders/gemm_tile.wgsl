@@ -40,7 +40,8 @@ struct Tile {
     n0: u32,
     m: u32,
     n: u32,
-    k: u32,
+    k: u32,  // the end of its K range
+    kb: u32, // the start (0 but for a chunk of a split product, see grad.wgsl)
 }
 
 // The split-K reduction parks partial tiles of TILE_VECS vec4s in the staging memory, read as
@@ -110,12 +111,12 @@ fn gemm_tile(t: Tile, lid: u32) -> array<array<vec4<f32>, CN>, RM> {
     let ga = group * SA * KT;
     let gb = group * SB * KT;
 //!unroll s < LOADS_A
-    next_a[{s}] = fetch_a(t, ko, tl, {s});
+    next_a[{s}] = fetch_a(t, t.kb + ko, tl, {s});
 //!end
 //!unroll s < LOADS_B
-    next_b[{s}] = fetch_b(t, ko, tl, {s});
+    next_b[{s}] = fetch_b(t, t.kb + ko, tl, {s});
 //!end
-    for (var k0 = 0u; k0 < t.k; k0 += KT * KS) {
+    for (var k0 = t.kb; k0 < t.k; k0 += KT * KS) {
 //!unroll s < LOADS_A
         {
             let c = a_coords(tl + {s} * TT);
@@ -203,7 +204,7 @@ fn out_col(lid: u32, j: u32) -> u32 {
 // order, each contributing ceil(M/TM) * ceil(N/TN) tiles; dims(l) gives (M, N, K) for layer l.
 fn locate_tile(first: u32, count: u32, group: u32) -> Tile {
     var start = 0u;
-    var t = Tile(first + count, 0u, 0u, 0u, 0u, 0u);
+    var t = Tile(first + count, 0u, 0u, 0u, 0u, 0u, 0u);
     for (var i = 0u; i < count; i++) {
         let l = first + i;
         let d = dims(l);
@@ -211,7 +212,7 @@ fn locate_tile(first: u32, count: u32, group: u32) -> Tile {
         let tiles = ((d.x + TM - 1u) / TM) * tiles_n;
         if (group < start + tiles) {
             let local = group - start;
-            t = Tile(l, (local / tiles_n) * TM, (local % tiles_n) * TN, d.x, d.y, d.z);
+            t = Tile(l, (local / tiles_n) * TM, (local % tiles_n) * TN, d.x, d.y, d.z, 0u);
             break;
         }
         start += tiles;

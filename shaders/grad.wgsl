@@ -5,6 +5,11 @@
 // M = n_out, N = n_in + 1, K = B. The column of ones makes the bias gradient the product's last
 // output column, so it comes from the same tiles as G (split over the batch like them) instead
 // of a serial sum over the batch per unit.
+//
+// Split (Pass.split = S > 1): K = B is long and the output small, so few workgroups would each
+// walk all of K. Then workgroup g computes K chunk c = g % S of tile g / S and writes its partial
+// sums c * part_len floats on (`grads` is then the partials buffer); grad_sum.wgsl adds the S
+// chunks in order.
 
 //!include common.wgsl
 
@@ -49,10 +54,18 @@ fn load_b(l: u32, k: u32, n: u32) -> f32 {
 @compute @workgroup_size(THREADS)
 fn param_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
-    let t = locate_tile(pass_.first, pass_.count, linear_group(wid, nwg));
+    let split = max(pass_.split, 1u);
+    let wg = linear_group(wid, nwg);
+    var t = locate_tile(pass_.first, pass_.count, wg / split);
     if (t.layer >= pass_.first + pass_.count) {
         return;
     }
+    // K chunk g % split: whole rounds of the K groups' slices (the last chunks may be empty).
+    let round = KT * KS;
+    let chunk = ((t.k + round - 1u) / round + split - 1u) / split * round;
+    t.kb = (wg % split) * chunk;
+    t.k = min(t.k, t.kb + chunk);
+    let out = (wg % split) * pass_.part_len;
     let acc = gemm_tile(t, lid);
     let L = layers[t.layer];
 //!unroll i < RM
@@ -64,9 +77,9 @@ fn param_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
             if (owns_output(lid) && m < t.m && n < t.n) {
                 let g = acc[{i}][{j} / 4u][{j} % 4u];
                 if (n < L.n_in) {
-                    grads[L.w + m * L.n_in + n] = g;
+                    grads[out + L.w + m * L.n_in + n] = g;
                 } else {
-                    grads[L.b + m] = g;
+                    grads[out + L.b + m] = g;
                 }
             }
         }

@@ -144,6 +144,53 @@ fn local_gradients_match_reference() {
     }
 }
 
+/// Weight gradients split into K chunks (the batch cut among workgroups, their partial sums added
+/// by a second dispatch) match the CPU twin: for AR and backprop, with the adapter's tile and
+/// with 32x32 (whose K groups make a chunk 32 long), with chunks that do not divide the batch and
+/// more chunks than there are slices of it (the last ones empty); and a training step through
+/// them moves the weights by −lr·G.
+#[test]
+fn split_weight_gradients_match_reference() {
+    use arelax::gpu::tile::{TileChoice, TileShape};
+    let s = spec(&ODD, Activation::Tanh, Loss::Ce);
+    for tile in [TileChoice::Auto, TileChoice::Fixed(TileShape::T32)] {
+        for split in [2, 3, 40] {
+            let what = format!("{tile:?}, {split} chunks");
+            let mut opts = EngineOptions::new(ODD_BATCH);
+            opts.tile = tile;
+            opts.grad_split = split;
+            let mut p = problem(&s, opts, Init::FanIn, 6);
+            let w = Params64::from(&p.params);
+            let fwd = cpu::forward(&s, &w, &to64(&p.input), ODD_BATCH);
+            let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
+            let mut r = cpu::relax_start(&s, &fwd, &out.g, true);
+            for _ in 0..9 {
+                r = cpu::relax_step(&s, &w, &fwd, &r, 0.1, true);
+            }
+            let g = cpu::gradients(&s, &fwd, &r, true);
+            let g_gpu = p.engine.ar_gradients(9).unwrap();
+            assert_grads_close(&g_gpu, &g, 1e-4, &format!("{what}: AR"));
+            let g_gpu = p.engine.bp_gradients().unwrap();
+            let g = cpu::gradients(&s, &fwd, &cpu::backprop(&s, &w, &fwd, &out.g), true);
+            assert_grads_close(&g_gpu, &g, 1e-5, &format!("{what}: backprop"));
+            // A backprop step: the update reads the chunks' sum.
+            p.engine.set_lr(0.05);
+            p.engine.train_step(arelax::engine::Algorithm::Bp, 0);
+            p.engine.finish().unwrap();
+            let after = p.engine.params().unwrap();
+            for l in 0..s.depth() {
+                let step: Vec<f32> = after.weights[l]
+                    .iter()
+                    .zip(&p.params.weights[l])
+                    .map(|(a, b)| (b - a) / 0.05)
+                    .collect();
+                let e = rel_err(&step, &g.weights[l]);
+                assert!(e < 1e-3, "{what}: SGD step of W_{l}, rel. error {e}");
+            }
+        }
+    }
+}
+
 #[test]
 fn gpu_backprop_matches_cpu_backprop() {
     for (act, loss) in [
@@ -263,6 +310,14 @@ fn impossible_settings_are_rejected() {
             .err()
             .expect("should be rejected");
         assert!(matches!(err, arelax::Error::Config(_)), "{err}");
+    } // The weight gradients' K chunks: 1 to 64.
+    for split in [0, 65] {
+        let mut o = EngineOptions::new(4);
+        o.grad_split = split;
+        let err = arelax::engine::Engine::new(ctx(), &s, o)
+            .err()
+            .expect("should be rejected");
+        assert!(err.to_string().contains("grad split"), "{err}");
     }
 }
 

@@ -39,6 +39,8 @@ pub struct BenchOptions {
     pub cooperative_groups: Option<usize>,
     /// The resident kernel's shape (unset parts: chosen per batch size and device).
     pub resident: ResidentShape,
+    /// K chunks of the weight-gradient product (see `EngineOptions::grad_split`).
+    pub grad_split: usize,
 }
 
 /// Median, min and max of a set of timings, in milliseconds.
@@ -153,6 +155,14 @@ pub struct BenchResult {
     /// leaves them as loops).
     #[serde(default)]
     pub unrolled: bool,
+    /// K chunks of the weight-gradient product (1: not split, as every result before the
+    /// option).
+    #[serde(default = "one")]
+    pub grad_split: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 struct Timing {
@@ -265,6 +275,7 @@ pub fn run(
         eo.replicas = opts.replicas;
         eo.cooperative_groups = opts.cooperative_groups;
         eo.resident = opts.resident;
+        eo.grad_split = opts.grad_split;
         let mut engine = Net::new(ctx.clone(), model, eo)?;
         let timed = engine.enable_profiling();
         engine.initialise(Init::FanIn, Init::FanIn, 1)?;
@@ -361,6 +372,7 @@ pub fn run(
             resident_choice: (opts.relax_kernel == RelaxKernel::Resident)
                 .then(|| opts.resident.to_string()),
             unrolled: ctx.unroll,
+            grad_split: opts.grad_split,
         };
         report(&r);
         out.push(r);

@@ -55,8 +55,8 @@ fn bp_step_ms(r: &BenchResult) -> f64 {
 }
 
 /// How a configuration reads in the figure's legend: "tiled 32x32", "cooperative auto",
-/// "resident" (or "resident r4-t1024" for a forced shape), then ", rolled loops" and
-/// ", 5 replicas" where they apply.
+/// "resident" (or "resident r4-t1024" for a forced shape), then ", rolled loops", ", 5 replicas"
+/// and ", gradients in 4 chunks" where they apply.
 pub fn configuration(r: &BenchResult) -> String {
     let mut s = match (r.relax_kernel.as_str(), &r.resident_choice) {
         ("resident", Some(choice)) => format!("resident {choice}"),
@@ -68,6 +68,9 @@ pub fn configuration(r: &BenchResult) -> String {
     }
     if r.replicas > 1 {
         s.push_str(&format!(", {} replicas", r.replicas));
+    }
+    if r.grad_split > 1 {
+        s.push_str(&format!(", gradients in {} chunks", r.grad_split));
     }
     s
 }

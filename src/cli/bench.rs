@@ -53,6 +53,11 @@ pub struct Args {
     /// z0), e.g. r2-p4; a comma-separated list measures each.
     #[arg(long, default_value = "auto")]
     resident: String,
+    /// K chunks of the weight-gradient product (K is the batch): each output tile is computed
+    /// by this many workgroups and their partial sums added by a second dispatch; 1 is no split
+    /// (not yet measured on a GPU); a comma-separated list measures each. MLPs only.
+    #[arg(long, default_value = "1")]
+    grad_split: String,
     /// The cooperative kernel's workgroups per dispatch at most [default: 256 on a GPU, 1 on a
     /// CPU adapter].
     #[arg(long)]
@@ -79,6 +84,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE.jsonl", num_args = 1.., conflicts_with_all = [
         "layers", "model", "batch_sizes", "relax_steps", "samples", "warmup_ms", "tile",
         "relax_kernel", "resident", "cooperative_groups", "replicas", "kernel_times", "adapter",
+        "grad_split",
     ])]
     from: Vec<std::path::PathBuf>,
     #[command(flatten)]
@@ -190,6 +196,15 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
         args.relax_kernel.as_deref().unwrap_or(default_kernels),
     )?;
     let residents: Vec<ResidentShape> = parse_list("--resident", &args.resident)?;
+    let splits: Vec<usize> = args
+        .grad_split
+        .split(',')
+        .map(|s| {
+            s.trim().parse().map_err(|_| {
+                Error::Config(format!("--grad-split: '{s}' is not a number of chunks"))
+            })
+        })
+        .collect::<Result<_>>()?;
     // Room for a forced shape's name with the cooperative prefix and the rolled-loops mark, and
     // for the resident kernel's settled shapes (every part given, at most this long).
     let mut names: Vec<String> = tiles.iter().map(|t| format!("c{t} rolled")).collect();
@@ -205,6 +220,14 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
             cache: Some(false),
         };
         names.push(format!("resident {widest} rolled"));
+    }
+    if splits.iter().any(|&s| s > 1) {
+        let longest = names.iter().map(String::len).max().unwrap_or(0);
+        names.push(format!(
+            "{:longest$} g{}",
+            "",
+            splits.iter().max().unwrap_or(&1)
+        ));
     }
     let w = tile_width(names.iter().map(String::as_str));
     if args.resident != "auto" && !kernels.contains(&RelaxKernel::Resident) {
@@ -242,6 +265,7 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
         kernel_times: args.kernel_times,
         cooperative_groups: args.cooperative_groups,
         resident: ResidentShape::default(),
+        grad_split: 1,
     };
     if !args.json {
         println!("adapter: {}", ctx.describe());
@@ -282,16 +306,36 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
         println!();
         print_columns(w);
     }
+    let mut results = Vec::new();
+    for &split in &splits {
+        opts.grad_split = split;
+        results.extend(measure_kernels(
+            &ctx, args, &kernels, &tiles, &residents, &mut opts, w,
+        )?);
+    }
+    Ok(results)
+}
+
+/// Every kernel at every tile (tiled, cooperative) or shape (resident) of `opts`.
+fn measure_kernels(
+    ctx: &std::sync::Arc<crate::gpu::GpuContext>,
+    args: &Args,
+    kernels: &[RelaxKernel],
+    tiles: &[TileChoice],
+    residents: &[ResidentShape],
+    opts: &mut BenchOptions,
+    w: usize,
+) -> Result<Vec<BenchResult>> {
     let json = args.json;
     let mut results = Vec::new();
-    for kernel in kernels {
+    for &kernel in kernels {
         opts.relax_kernel = kernel;
         // The resident kernel has no tiles but shapes of its own; the others, the tiles.
         if kernel == RelaxKernel::Resident {
             opts.tile = tiles[0];
-            for &shape in &residents {
+            for &shape in residents {
                 opts.resident = shape;
-                match bench::run(ctx.clone(), &opts, &mut report(json, w)) {
+                match bench::run(ctx.clone(), opts, &mut report(json, w)) {
                     Ok(r) => results.extend(r),
                     // Asked for by default only: a model it cannot hold is measured tiled.
                     Err(Error::Config(e)) if args.relax_kernel.is_none() => {
@@ -303,9 +347,9 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
             }
             continue;
         }
-        for &tile in &tiles {
+        for &tile in tiles {
             opts.tile = tile;
-            results.extend(bench::run(ctx.clone(), &opts, &mut report(json, w))?);
+            results.extend(bench::run(ctx.clone(), opts, &mut report(json, w))?);
         }
     }
     Ok(results)
@@ -440,6 +484,9 @@ fn tile_label(r: &BenchResult) -> String {
     };
     if !r.unrolled {
         s.push_str(" rolled");
+    }
+    if r.grad_split > 1 {
+        s.push_str(&format!(" g{}", r.grad_split));
     }
     s
 }

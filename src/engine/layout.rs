@@ -35,7 +35,11 @@ pub struct PassUniform {
     pub batch: u32,
     pub flags: u32,
     pub rate: f32,
-    pub pad: [u32; 3],
+    /// The weight gradients' K chunks (grad.wgsl; 0 or 1: none), and the floats between two
+    /// chunks' partial sums.
+    pub split: u32,
+    pub part_len: u32,
+    pub pad: u32,
 }
 
 pub const FLAG_NO_RELAX_DERIV: u32 = 1;

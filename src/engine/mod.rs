@@ -47,6 +47,15 @@ pub(crate) struct LossUniform {
     pub(crate) pad: [u32; 2],
 }
 
+/// Mirror of `SumPass` in `shaders/grad_sum.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+struct GradSumUniform {
+    count: u32,
+    split: u32,
+    pad: [u32; 2],
+}
+
 /// Mirror of `CheckPass` in `shaders/relax_check.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
@@ -75,6 +84,8 @@ struct Kernels {
     param_grad: TiledKernel,
     loss: Kernel,
     sgd: Kernel,
+    /// Adds a split weight-gradient product's K chunks (see `EngineOptions::grad_split`).
+    grad_sum: Kernel,
 }
 
 impl Kernels {
@@ -83,6 +94,7 @@ impl Kernels {
         let check = shader::module(ctx, "relax_check.wgsl");
         let loss = shader::module(ctx, "loss.wgsl");
         let sgd = shader::module(ctx, "sgd.wgsl");
+        let grad_sum = shader::module(ctx, "grad_sum.wgsl");
         Self {
             // Also f' at the current state (FLAG_FPRIME_ONLY), with its own shape.
             forward: TiledKernel::new(
@@ -114,6 +126,7 @@ impl Kernels {
                 &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
             ),
             sgd: Kernel::new(ctx, &sgd, "sgd", &[Uniform, Read, ReadWrite]),
+            grad_sum: Kernel::new(ctx, &grad_sum, "grad_sum", &[Uniform, Read, ReadWrite]),
         }
     }
 }
@@ -130,6 +143,8 @@ pub struct Buffers {
     pub target: wgpu::Buffer,
     pub stats: wgpu::Buffer,
     pub grads: wgpu::Buffer,
+    /// The K chunks' partial weight gradients, `[grad_split][params_len]`, when split.
+    pub grad_parts: Option<wgpu::Buffer>,
     /// Adaptive relaxation's flags and counters (see `shaders/relax.wgsl`).
     pub conv: wgpu::Buffer,
     /// f' at the current relaxing state (the "no frozen forward pass" options).
@@ -155,6 +170,8 @@ struct Binds {
     param_grad: [wgpu::BindGroup; 2],
     /// Exact backprop's gradients always use the derivative, whatever the variant.
     param_grad_exact: wgpu::BindGroup,
+    /// With split gradients: adds the chunks into `grads`.
+    grad_sum: Option<wgpu::BindGroup>,
     sgd_params: wgpu::BindGroup,
     sgd_feedback: Option<wgpu::BindGroup>,
 }
@@ -188,6 +205,9 @@ pub fn needs(spec: &ModelSpec, batch: usize, replicas: usize) -> Needs {
         ..Needs::default()
     }
 }
+
+/// Most K chunks of the weight-gradient product.
+pub const MAX_GRAD_SPLIT: usize = 64;
 
 pub(crate) fn check_options(opts: &EngineOptions) -> Result<()> {
     if opts.batch == 0 {
@@ -227,6 +247,12 @@ pub(crate) fn check_options(opts: &EngineOptions) -> Result<()> {
             "adaptive relaxation (relax_tol) needs the parallel schedule, not sweep".into(),
         ));
     }
+    if !(1..=MAX_GRAD_SPLIT).contains(&opts.grad_split) {
+        return Err(Error::Config(format!(
+            "the weight gradients' K chunks (grad split) are 1 to {MAX_GRAD_SPLIT}, not {}",
+            opts.grad_split
+        )));
+    }
     if !opts.feedback_decay.is_finite() || opts.feedback_decay < 0.0 {
         return Err(Error::Config(format!(
             "feedback decay {} must be finite and non-negative",
@@ -264,6 +290,16 @@ impl Engine {
         if u32::try_from(layout.x_len.max(layout.params_len)).is_err() {
             return Err(Error::Config("model too large for 32-bit offsets".into()));
         }
+        let parts_bytes = (opts.grad_split * layout.params_len * 4) as u64;
+        if opts.grad_split > 1 && parts_bytes > limit {
+            return Err(Error::Config(format!(
+                "{} K chunks of the weight gradients need a {} MiB buffer; the device allows {} \
+                 MiB per binding: use fewer chunks (grad split)",
+                opts.grad_split,
+                parts_bytes.div_ceil(1 << 20),
+                limit >> 20
+            )));
+        }
         check_resident(&opts)?;
         let device = &ctx.device;
         let shapes = Shapes::new(&layout, opts.tile.for_adapter(ctx.info.device_type));
@@ -285,6 +321,13 @@ impl Engine {
             target: buffers::storage(device, "target", rows * n_out),
             stats: buffers::storage(device, "stats", 2 * rows),
             grads: buffers::storage(device, "grads", layout.params_len),
+            grad_parts: (opts.grad_split > 1).then(|| {
+                buffers::storage(
+                    device,
+                    "weight-gradient chunks",
+                    opts.grad_split * layout.params_len,
+                )
+            }),
             conv: buffers::storage(
                 device,
                 "relaxation convergence",
@@ -306,7 +349,9 @@ impl Engine {
             batch: b as u32,
             flags,
             rate,
-            pad: [0; 3],
+            split: 0,
+            part_len: 0,
+            pad: 0,
         };
         let k = &kernels;
         let forward = (0..depth)
@@ -446,15 +491,22 @@ impl Engine {
                 })
             })
             .collect();
-        let grad_u = buffers::uniform(device, "grad pass", &pass(0, depth, 0.0, flags));
-        let exact_u = buffers::uniform(device, "exact grad pass", &pass(0, depth, 0.0, 0));
+        // With a split, K chunks of every tile, into the chunks' buffer.
+        let grad_pass = |flags: u32| PassUniform {
+            split: opts.grad_split as u32,
+            part_len: layout.params_len as u32,
+            ..pass(0, depth, 0.0, flags)
+        };
+        let grad_u = buffers::uniform(device, "grad pass", &grad_pass(flags));
+        let exact_u = buffers::uniform(device, "exact grad pass", &grad_pass(0));
+        let grad_out = bufs.grad_parts.as_ref().unwrap_or(&bufs.grads);
         let update_fp = if opts.update_fprime_current {
             &bufs.fp_cur
         } else {
             &bufs.fprime
         };
         let grad_bind = |u: &wgpu::Buffer, fp: &wgpu::Buffer, src: usize| {
-            let b = [u, &bufs.table, &bufs.x, fp, &bufs.r[src], &bufs.grads];
+            let b = [u, &bufs.table, &bufs.x, fp, &bufs.r[src], grad_out];
             k.param_grad.bind(device, &b)
         };
         let sgd_uniform = buffers::uniform(
@@ -492,6 +544,18 @@ impl Engine {
                 grad_bind(&grad_u, update_fp, 1),
             ],
             param_grad_exact: grad_bind(&exact_u, &bufs.fprime, 0),
+            grad_sum: bufs.grad_parts.as_ref().map(|parts| {
+                let u = buffers::uniform(
+                    device,
+                    "grad sum",
+                    &GradSumUniform {
+                        count: layout.params_len as u32,
+                        split: opts.grad_split as u32,
+                        pad: [0; 2],
+                    },
+                );
+                k.grad_sum.bind(device, &[&u, parts, &bufs.grads])
+            }),
             sgd_params: k
                 .sgd
                 .bind(device, &[&sgd_uniform, &bufs.grads, &bufs.params]),
@@ -639,7 +703,9 @@ impl Engine {
             batch: self.opts.batch as u32,
             flags,
             rate,
-            pad: [0; 3],
+            split: 0,
+            part_len: 0,
+            pad: 0,
         };
         let q = &self.ctx.queue;
         let adaptive = if self.opts.relax_tol.is_some() {
@@ -975,14 +1041,25 @@ impl Engine {
 
     fn encode_grads_with(&self, enc: &mut wgpu::CommandEncoder, bind: &wgpu::BindGroup) {
         let mut pass = self.begin(enc, "gradients");
+        let tiles = layout::groups(self.shapes.grad, &self.layout.grad_products());
         record(
             &mut pass,
             Dispatch {
                 kernel: self.kernels.param_grad.get(self.shapes.grad),
                 bind,
-                groups: layout::groups(self.shapes.grad, &self.layout.grad_products()),
+                groups: tiles * self.opts.grad_split as u32,
             },
         );
+        if let Some(bind) = &self.binds.grad_sum {
+            record(
+                &mut pass,
+                Dispatch {
+                    kernel: &self.kernels.grad_sum,
+                    bind,
+                    groups: self.layout.params_len.div_ceil(256) as u32,
+                },
+            );
+        }
     }
 
     /// Exact backprop's gradients (always with the derivative), from buffer 0.

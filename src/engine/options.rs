@@ -65,6 +65,10 @@ pub struct EngineOptions {
     /// The cooperative relaxation kernel's workgroups per dispatch at most (None: see
     /// [`super::cooperative::group_cap`]).
     pub cooperative_groups: Option<usize>,
+    /// K chunks of the weight-gradient product (K is the batch): each output tile is computed
+    /// by this many workgroups, whose partial sums a second dispatch adds (`shaders/grad.wgsl`,
+    /// `grad_sum.wgsl`). 1 (no split) unless asked for: not yet measured on a GPU. MLPs only.
+    pub grad_split: usize,
 }
 
 impl EngineOptions {
@@ -102,6 +106,7 @@ impl EngineOptions {
             resident: ResidentShape::default(),
             replicas: 1,
             cooperative_groups: None,
+            grad_split: 1,
         }
     }
 }

@@ -678,7 +678,7 @@ impl ResidentPlan {
     }
 
     /// The kernel's `roles` buffer: every part's [`Role`], then with `packed` each part's items
-    /// per slot per thread, [part][slot][thread] (u32::MAX: none; one word when not packed).
+    /// per slot per thread, `[part][slot][thread]` (u32::MAX: none; one word when not packed).
     pub fn roles_words(&self) -> Vec<u32> {
         let mut words: Vec<u32> = bytemuck::cast_slice(&self.roles).to_vec();
         if !self.packed {

@@ -32,6 +32,7 @@ pub const SOURCES: &[(&str, &str)] = shaders![
     "relax_check.wgsl",
     "grad.wgsl",
     "sgd.wgsl",
+    "grad_sum.wgsl",
     "batch.wgsl",
     "gather.wgsl",
     "accumulate.wgsl",

@@ -107,6 +107,10 @@ pub struct TrainConfig {
     /// chosen from the batch size and the device).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resident_shape: Option<String>,
+    /// K chunks of the weight-gradient product (unset: 1, no split; see
+    /// `EngineOptions::grad_split`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_split: Option<usize>,
     /// Where f' in the relaxation is evaluated: at the frozen forward pass or the current state.
     pub relax_fprime: FprimeAt,
     /// Where f' in the weight update is evaluated.
@@ -152,6 +156,7 @@ impl Default for TrainConfig {
             relax_kernel: KernelChoice::Tiled,
             cooperative_groups: None,
             resident_shape: None,
+            grad_split: None,
             relax_fprime: FprimeAt::Frozen,
             update_fprime: FprimeAt::Frozen,
             update_input: UpdateInput::Frozen,
@@ -277,6 +282,14 @@ impl TrainConfig {
         {
             return bad("resident_shape", e);
         }
+        if let Some(g) = self.grad_split
+            && !(1..=crate::engine::MAX_GRAD_SPLIT).contains(&g)
+        {
+            return bad(
+                "grad_split",
+                format!("{g} chunks: 1 to {}", crate::engine::MAX_GRAD_SPLIT),
+            );
+        }
         if !(self.feedback_decay.is_finite() && self.feedback_decay >= 0.0) {
             return bad(
                 "feedback_decay",
@@ -328,6 +341,7 @@ impl TrainConfig {
         o.relax_fprime_current = self.relax_fprime == FprimeAt::Current;
         o.update_fprime_current = self.update_fprime == FprimeAt::Current;
         o.update_input_relaxed = self.update_input == UpdateInput::Relaxed;
+        o.grad_split = self.grad_split.unwrap_or(1);
         o
     }
 
@@ -395,6 +409,9 @@ impl TrainConfig {
         }
         if let Some(r) = &o.resident_shape {
             self.resident_shape = Some(r.clone());
+        }
+        if let Some(g) = o.grad_split {
+            self.grad_split = Some(g);
         }
         if let Some(t) = o.train_limit {
             self.train_limit = Some(t);
@@ -572,6 +589,11 @@ pub struct Overrides {
     /// the device].
     #[arg(long)]
     pub resident_shape: Option<String>,
+    /// K chunks of the weight-gradient product (K is the batch), each output tile computed by
+    /// that many workgroups and their partial sums added by a second dispatch; MLPs only
+    /// [default: 1, no split].
+    #[arg(long)]
+    pub grad_split: Option<usize>,
     /// f' in the relaxation at the frozen forward pass or the current state: frozen or current
     /// [default: frozen].
     #[arg(long)]

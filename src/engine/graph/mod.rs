@@ -164,6 +164,13 @@ pub struct GraphEngine {
 impl GraphEngine {
     pub fn new(ctx: Arc<GpuContext>, graph: &Graph, opts: EngineOptions) -> Result<Self> {
         super::check_options(&opts)?;
+        if opts.grad_split > 1 {
+            return Err(Error::Config(
+                "split weight gradients (grad split) are for MLPs; a graph model's gradients \
+                 are not split"
+                    .into(),
+            ));
+        }
         ctx.check_tiles(opts.tile)?;
         if opts.relax_tol.is_some()
             || opts.sweep
@@ -228,7 +235,9 @@ impl GraphEngine {
                     batch: u(b),
                     flags,
                     rate,
-                    pad: [0; 3],
+                    split: 0,
+                    part_len: 0,
+                    pad: 0,
                 },
             )
         };

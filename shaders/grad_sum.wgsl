@@ -1,0 +1,27 @@
+// The weight gradients of a split product (grad.wgsl with Pass.split = S > 1): each K chunk left
+// its partial sums in `parts`, [S][count]; this adds them, chunk 0 first, into `grads`.
+
+struct SumPass {
+    count: u32,
+    split: u32,
+    pad0: u32,
+    pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> sp: SumPass;
+@group(0) @binding(1) var<storage, read> parts: array<f32>;
+@group(0) @binding(2) var<storage, read_write> grads: array<f32>;
+
+@compute @workgroup_size(256)
+fn grad_sum(@builtin(global_invocation_id) gid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= sp.count) {
+        return;
+    }
+    var s = parts[i];
+    for (var c = 1u; c < sp.split; c++) {
+        s += parts[c * sp.count + i];
+    }
+    grads[i] = s;
+}
