@@ -24,6 +24,24 @@ fn assert_grads_close(gpu: &Params, cpu: &Params64, tol: f64, what: &str) {
     }
 }
 
+/// The CPU twin's forward pass, output error, and the state after `steps` Jacobi steps (η 0.1,
+/// with f', from the forward state) of problem `p` at batch `b`.
+fn reference_relaxation(
+    s: &arelax::model::ModelSpec,
+    p: &Problem,
+    b: usize,
+    steps: usize,
+) -> (cpu::Forward, cpu::OutputError, cpu::State) {
+    let w = Params64::from(&p.params);
+    let fwd = cpu::forward(s, &w, &to64(&p.input), b);
+    let out = cpu::output_error(s, &fwd, &to64(&p.target), Reduction::Sum);
+    let mut r = cpu::relax_start(s, &fwd, &out.g, true);
+    for _ in 0..steps {
+        r = cpu::relax_step(s, &w, &fwd, &r, 0.1, true);
+    }
+    (fwd, out, r)
+}
+
 fn encode(
     engine: &mut arelax::engine::Engine,
     f: impl FnOnce(&mut arelax::engine::Engine, &mut wgpu::CommandEncoder),
@@ -132,13 +150,7 @@ fn local_gradients_match_reference() {
         opts.update_derivative = update_derivative;
         let mut p = problem(&s, opts, Init::FanIn, 6);
         let g_gpu = p.engine.ar_gradients(9).unwrap();
-        let w = Params64::from(&p.params);
-        let fwd = cpu::forward(&s, &w, &to64(&p.input), ODD_BATCH);
-        let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
-        let mut r = cpu::relax_start(&s, &fwd, &out.g, true);
-        for _ in 0..9 {
-            r = cpu::relax_step(&s, &w, &fwd, &r, 0.1, true);
-        }
+        let (fwd, _, r) = reference_relaxation(&s, &p, ODD_BATCH, 9);
         let g = cpu::gradients(&s, &fwd, &r, update_derivative);
         assert_grads_close(&g_gpu, &g, 1e-4, &format!("deriv={update_derivative}"));
     }
@@ -161,12 +173,7 @@ fn split_weight_gradients_match_reference() {
             opts.grad_split = split;
             let mut p = problem(&s, opts, Init::FanIn, 6);
             let w = Params64::from(&p.params);
-            let fwd = cpu::forward(&s, &w, &to64(&p.input), ODD_BATCH);
-            let out = cpu::output_error(&s, &fwd, &to64(&p.target), Reduction::Sum);
-            let mut r = cpu::relax_start(&s, &fwd, &out.g, true);
-            for _ in 0..9 {
-                r = cpu::relax_step(&s, &w, &fwd, &r, 0.1, true);
-            }
+            let (fwd, out, r) = reference_relaxation(&s, &p, ODD_BATCH, 9);
             let g = cpu::gradients(&s, &fwd, &r, true);
             let g_gpu = p.engine.ar_gradients(9).unwrap();
             assert_grads_close(&g_gpu, &g, 1e-4, &format!("{what}: AR"));
