@@ -29,18 +29,18 @@
 // columns, taking their input from there. The dependency is one way, from the upper part down, and the upper
 // parts have the lower workgroup indices, so a lower part only ever waits for a workgroup that
 // started before it. Which part does what is the `roles` table (one entry per part).
-//
-// Which thread runs which item: round robin (item g on thread g % T), or with PACKED
-// (host-generated, `b` in a shape) the host's table `roles.slot` (per part, per slot q < ITEMS,
-// per thread; past the last item for none), which keeps every unit with its owner (unit g in
-// slot g / T of thread g % T) and packs the extra items, 32 adjacent ones at a time, onto the
-// least-loaded warps (see ResidentPlan's `packed`).
 // Crossing workgroups goes through atomics (relaxed loads and stores of the f32 bits, which read
 // the device's coherent level): the upper part stores a step's inputs, passes a storage barrier
 // (device-scope acquire-release on Vulkan) and then stores the count of steps posted
 // (flag[1 + block]); a lower part's poller thread waits for that count before a workgroup barrier
 // lets the others load them (a step ahead: a step's input is loaded while the one before
 // computes). A wait that never ends raises flag[0] (never a hang).
+//
+// Which thread runs which item: round robin (item g on thread g % T), or with PACKED
+// (host-generated, `b` in a shape) the host's table `roles.slot` (per part, per slot q < ITEMS,
+// per thread; past the last item for none), which keeps every unit with its owner (unit g in
+// slot g / T of thread g % T) and packs the extra items, 32 adjacent ones at a time, onto the
+// least-loaded warps (see ResidentPlan's `packed`).
 //
 // State ping-pongs between r_a and r_b like the tiled kernel's: the dispatch reads buffer `src`
 // and leaves the state after `steps` steps in buffer (src + steps) % 2. With replicas (see

@@ -511,9 +511,9 @@ fn resident_relaxation_equals_t_jacobi_steps() {
         "r4-t96-w2",
         "r8-t64-u4-w3-z",
         "r1-t256-w4",
-        "r2-t128-p3-w2-z",
-        "r4-t64-b",
         "r2-t96-p3-w2-b-z",
+        "r2-t256-p1-b-z",
+        "r1-t256-p1-w2-b",
     ] {
         resident_relaxation_cases(shape.parse().unwrap());
     }

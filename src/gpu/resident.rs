@@ -263,7 +263,8 @@ pub struct ResidentPlan {
     /// with their owners (unit g in slot g / T of thread g mod T), and the extra items go, up to
     /// 32 adjacent ones at a time (a warp's loads stay adjacent), each onto the warp whose loads
     /// they add least to, the longest first. Round robin puts the extras after the units, so for
-    /// the paper's MLP they land on the owners of the widest product's columns again.
+    /// the paper's MLP they land on the owners of the widest product's columns again. Where
+    /// round robin loads the busiest warp no more, the table is round robin's.
     pub packed: bool,
     /// With `packed`: per part, per thread, its items by slot (u32::MAX: none).
     pub assign: Vec<Vec<Vec<u32>>>,
@@ -782,12 +783,34 @@ struct Frame {
 /// Lanes that run in step (a warp on NVIDIA; the packing's unit of adjacent items).
 const PACK_LANES: usize = 32;
 
+/// The loads of the busiest warp with items `lists` (per thread, by slot; u32::MAX: none) of
+/// `loads`: a slot costs its longest item, as the warp's lanes run it together.
+fn busiest_warp(lists: &[Vec<u32>], loads: &[u64]) -> u64 {
+    lists
+        .chunks(PACK_LANES)
+        .map(|warp| {
+            let slots = warp.iter().map(Vec::len).max().unwrap_or(0);
+            (0..slots)
+                .map(|q| {
+                    warp.iter()
+                        .filter_map(|l| l.get(q))
+                        .filter(|&&g| g != u32::MAX)
+                        .map(|&g| loads[g as usize])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .sum::<u64>()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Items by slot for each of `threads` threads (u32::MAX: none), and the busiest warp's loads
-/// (a slot costing its longest item), for items of `loads` (units first, `n_units` of them, then
-/// the extras) in `groups` (their layer and K slice): unit g in slot g / T of thread g mod T,
-/// then runs of up to 32 adjacent extras of one group, the heaviest first, each in a new slot of
-/// the warp they add least to, lane i taking the run's i-th. None if a thread would need more
-/// than [`MAX_ITEMS`] slots.
+/// (see [`busiest_warp`]), for items of `loads` (units first, `n_units` of them, then the
+/// extras) in `groups` (their layer and K slice): unit g in slot g / T of thread g mod T, then
+/// runs of up to 32 adjacent extras of one group, the heaviest first, each in a new slot of the
+/// warp they add least to, lane i taking the run's i-th. Round robin instead where that loads
+/// the busiest warp no more. None if a thread would need more than [`MAX_ITEMS`] slots.
 fn pack(
     loads: &[u64],
     groups: &[(usize, u32)],
@@ -801,23 +824,13 @@ fn pack(
     }
     let warps = t.div_ceil(PACK_LANES);
     let lanes = |w: usize| PACK_LANES.min(t - w * PACK_LANES);
-    let slot_load = |lists: &[Vec<u32>], w: usize, q: usize| {
-        (0..lanes(w))
-            .filter_map(|i| lists[w * PACK_LANES + i].get(q))
-            .map(|&g| loads[g as usize])
-            .max()
-            .unwrap_or(0)
-    };
-    let mut next: Vec<usize> = (0..warps)
-        .map(|w| {
-            (0..lanes(w))
-                .map(|i| lists[w * PACK_LANES + i].len())
-                .max()
-                .unwrap_or(0)
-        })
+    let mut next: Vec<usize> = lists
+        .chunks(PACK_LANES)
+        .map(|warp| warp.iter().map(Vec::len).max().unwrap_or(0))
         .collect();
-    let mut warp_load: Vec<u64> = (0..warps)
-        .map(|w| (0..next[w]).map(|q| slot_load(&lists, w, q)).sum())
+    let mut warp_load: Vec<u64> = lists
+        .chunks(PACK_LANES)
+        .map(|warp| busiest_warp(warp, loads))
         .collect();
     // Runs of adjacent extras of one group, at most a warp wide.
     let mut runs: Vec<(u32, usize)> = Vec::new();
@@ -832,10 +845,15 @@ fn pack(
     }
     // Heaviest first; ties in order.
     runs.sort_by_key(|&(g, _)| std::cmp::Reverse(loads[g as usize]));
+    let mut packed = true;
     for (g0, n) in runs {
-        let w = (0..warps)
+        let Some(w) = (0..warps)
             .filter(|&w| lanes(w) >= n && next[w] < MAX_ITEMS as usize)
-            .min_by_key(|&w| (warp_load[w], w))?;
+            .min_by_key(|&w| (warp_load[w], w))
+        else {
+            packed = false;
+            break;
+        };
         let q = next[w];
         for i in 0..n {
             let list = &mut lists[w * PACK_LANES + i];
@@ -846,7 +864,19 @@ fn pack(
         warp_load[w] += loads[g0 as usize];
     }
     let busiest = warp_load.into_iter().max().unwrap_or(0);
-    Some((lists, busiest))
+    // Round robin, by the same measure.
+    let mut dealt: Vec<Vec<u32>> = vec![Vec::new(); t];
+    for g in 0..loads.len() {
+        dealt[g % t].push(g as u32);
+    }
+    let dealt_fits = loads.len().div_ceil(t) <= MAX_ITEMS as usize;
+    let dealt_busiest = busiest_warp(&dealt, loads);
+    match (packed, dealt_fits) {
+        (true, true) if dealt_busiest <= busiest => Some((dealt, dealt_busiest)),
+        (true, _) => Some((lists, busiest)),
+        (false, true) => Some((dealt, dealt_busiest)),
+        (false, false) => None,
+    }
 }
 
 /// Slice lengths worth trying: each layer's K cut into 1 to 64 even pieces.
@@ -1022,6 +1052,31 @@ mod tests {
             (busiest("r16-t384-w2"), busiest("r16-t384-w2-b")),
             (608, 516)
         );
+    }
+
+    /// Where round robin is no worse, `b` keeps it (the paper's MLP at batch 64); the shapes
+    /// `tests/kernels.rs` runs packed on lavapipe do get tables of their own, so the kernel's
+    /// packed path is tested with real packing.
+    #[test]
+    fn packed_tables_are_round_robin_only_where_that_is_no_worse() {
+        let dealt = |plan: &ResidentPlan| {
+            plan.assign.iter().all(|lists| {
+                lists.iter().enumerate().all(|(t, l)| {
+                    let at = |q: usize| t + q * plan.threads as usize;
+                    l.iter()
+                        .enumerate()
+                        .all(|(q, &g)| g == u32::MAX || g as usize == at(q))
+                })
+            })
+        };
+        let plan = |w: &[usize], batch, s: &str| {
+            ResidentPlan::new(w, batch, 1, s.parse().unwrap(), (1024, 49152)).unwrap()
+        };
+        assert!(dealt(&plan(&PAPER, 64, "b")));
+        assert_eq!(plan(&PAPER, 64, "b").cache, plan(&PAPER, 64, "auto").cache);
+        for s in ["r2-t256-p1-b-z", "r1-t256-p1-w2-b"] {
+            assert!(!dealt(&plan(&[20, 300, 270, 7], 9, s)), "{s}");
+        }
     }
 
     #[test]
