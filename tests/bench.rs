@@ -49,6 +49,10 @@ fn bench_json_has_every_field() {
             assert_eq!(choice, if i >= 6 { "r2-t64" } else { "auto" });
             let settled: arelax::gpu::resident::ResidentShape = shape.parse().unwrap();
             assert!(settled.rows.is_some() && settled.threads.is_some(), "{v}");
+            assert!(
+                v["resident_busiest_loads"].as_u64().is_some_and(|b| b > 0),
+                "{v}"
+            );
             if i >= 6 {
                 // 64 threads take 32 loads in flight each, the most the automatic choice gives;
                 // two rows walk K down on odd steps (zigzag); and a batch this small gets parts:
@@ -74,6 +78,8 @@ fn bench_json_has_every_field() {
             assert_eq!(v["grad_tile"], "64x64");
             assert_eq!(v["forward_tiles"].as_array().unwrap().len(), 3);
         }
+        // Weight gradients unsplit unless asked for.
+        assert_eq!(v["grad_split"], 1);
         for key in ["adapter", "backend", "driver", "model", "relax_step_source"] {
             assert!(v[key].as_str().is_some_and(|s| !s.is_empty()), "{key}: {v}");
         }
@@ -279,6 +285,42 @@ fn bench_records_rolled_loops() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["unrolled"], false, "{v}");
+}
+
+/// `--grad-split` measures each number of weight-gradient chunks and records it; a bad value is
+/// refused before anything is measured.
+#[test]
+fn bench_measures_each_gradient_split() {
+    let o = bench(&[
+        "--layers",
+        "6,5,3",
+        "--batch-sizes",
+        "5",
+        "--relax-steps",
+        "2",
+        "--samples",
+        "1",
+        "--warmup-ms",
+        "1",
+        "--relax-kernel",
+        "tiled",
+        "--grad-split",
+        "1,3",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let splits: Vec<u64> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["grad_split"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(splits, [1, 3]);
+    let o = bench(&["--layers", "6,5,3", "--grad-split", "two"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--grad-split"), "{err}");
+    assert!(o.stdout.is_empty(), "nothing measured");
 }
 
 /// `--plot` draws what was measured; `--from` reads `--json` output back without a GPU, prints

@@ -148,6 +148,11 @@ pub struct BenchResult {
     pub resident_groups: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resident_weight_bytes_per_step: Option<f64>,
+    /// The resident plan's weight loads per step of its busiest thread (of its busiest warp,
+    /// packed), counting 8 for each work item's fixed cost: what the plan minimises, to set
+    /// against the measured step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resident_busiest_loads: Option<u64>,
     /// The resident shape asked for: "auto" or a forced one (as `tile_choice` is to the tiles).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resident_choice: Option<String>,
@@ -367,6 +372,7 @@ pub fn run(
             cooperative_groups: engine.cooperative_size().map(|(g, _)| g),
             resident_shape: plan.map(|p| p.shape().to_string()),
             resident_groups: plan.map(|p| p.groups(b, opts.replicas) as u32),
+            resident_busiest_loads: plan.map(|p| p.busiest_loads),
             resident_weight_bytes_per_step: plan
                 .map(|p| (4 * p.weights * p.blocks(b, opts.replicas) as u64) as f64),
             resident_choice: (opts.relax_kernel == RelaxKernel::Resident)

@@ -459,6 +459,13 @@ fn report(json: bool, w: usize) -> impl FnMut(&BenchResult) {
                     bytes / f64::from(g) / 1e3,
                     all / f64::from(g)
                 );
+                if let Some(b) = r.resident_busiest_loads {
+                    println!(
+                        "{:>6}   resident kernel: the plan's busiest thread: {b} weight loads a \
+                         step, counting 8 for each work item's fixed cost",
+                        ""
+                    );
+                }
             }
             if !r.ar_kernels_ms.is_empty() {
                 println!(
