@@ -12,6 +12,20 @@ fn bench(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// [`bench`] of the tiled kernel on a 6-5-3 MLP at `batches`, as briefly as it runs, with `more`.
+fn tiny_bench(batches: &str, more: &[&str]) -> Output {
+    let tiny = ["--layers", "6,5,3", "--relax-steps", "2", "--samples", "1"];
+    let brief = [
+        "--warmup-ms",
+        "1",
+        "--relax-kernel",
+        "tiled",
+        "--batch-sizes",
+        batches,
+    ];
+    bench(&[&tiny[..], &brief, more].concat())
+}
+
 #[test]
 fn bench_json_has_every_field() {
     let o = bench(&[
@@ -291,22 +305,7 @@ fn bench_records_rolled_loops() {
 /// refused before anything is measured.
 #[test]
 fn bench_measures_each_gradient_split() {
-    let o = bench(&[
-        "--layers",
-        "6,5,3",
-        "--batch-sizes",
-        "5",
-        "--relax-steps",
-        "2",
-        "--samples",
-        "1",
-        "--warmup-ms",
-        "1",
-        "--relax-kernel",
-        "tiled",
-        "--grad-split",
-        "1,3",
-    ]);
+    let o = tiny_bench("5", &["--grad-split", "1,3"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let splits: Vec<u64> = String::from_utf8(o.stdout)
         .unwrap()
@@ -330,22 +329,7 @@ fn bench_results_plot_and_read_back() {
     let dir = std::env::temp_dir().join(format!("arelax-bench-plot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let measured = dir.join("measured.png");
-    let o = bench(&[
-        "--layers",
-        "6,5,3",
-        "--batch-sizes",
-        "2,5",
-        "--relax-steps",
-        "2",
-        "--samples",
-        "1",
-        "--warmup-ms",
-        "1",
-        "--relax-kernel",
-        "tiled",
-        "--plot",
-        measured.to_str().unwrap(),
-    ]);
+    let o = tiny_bench("2,5", &["--plot", measured.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(std::fs::metadata(&measured).unwrap().len() > 1000);
     let jsonl = dir.join("bench.jsonl");

@@ -196,15 +196,7 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
         args.relax_kernel.as_deref().unwrap_or(default_kernels),
     )?;
     let residents: Vec<ResidentShape> = parse_list("--resident", &args.resident)?;
-    let splits: Vec<usize> = args
-        .grad_split
-        .split(',')
-        .map(|s| {
-            s.trim().parse().map_err(|_| {
-                Error::Config(format!("--grad-split: '{s}' is not a number of chunks"))
-            })
-        })
-        .collect::<Result<_>>()?;
+    let splits: Vec<usize> = parse_list("--grad-split", &args.grad_split)?;
     // Room for a forced shape's name with the cooperative prefix and the rolled-loops mark, and
     // for the resident kernel's settled shapes (every part given, at most this long).
     let mut names: Vec<String> = tiles.iter().map(|t| format!("c{t} rolled")).collect();
@@ -221,15 +213,14 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
         };
         names.push(format!("resident {widest} rolled"));
     }
-    if splits.iter().any(|&s| s > 1) {
-        let longest = names.iter().map(String::len).max().unwrap_or(0);
-        names.push(format!(
-            "{:longest$} g{}",
-            "",
-            splits.iter().max().unwrap_or(&1)
-        ));
-    }
-    let w = tile_width(names.iter().map(String::as_str));
+    // A split adds " gS" to every name.
+    let most = splits.iter().copied().max().unwrap_or(1);
+    let suffix = if most > 1 {
+        format!(" g{most}").len()
+    } else {
+        0
+    };
+    let w = tile_width(names.iter().map(String::as_str)) + suffix;
     if args.resident != "auto" && !kernels.contains(&RelaxKernel::Resident) {
         return Err(Error::Config(
             "--resident sets the resident kernel's shape; measure that kernel with \
@@ -356,7 +347,11 @@ fn measure_kernels(
 }
 
 /// A comma-separated list of `flag`'s values.
-fn parse_list<T: std::str::FromStr<Err = String>>(flag: &str, list: &str) -> Result<Vec<T>> {
+fn parse_list<T>(flag: &str, list: &str) -> Result<Vec<T>>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
     list.split(',')
         .map(|s| s.parse().map_err(|e| Error::Config(format!("{flag}: {e}"))))
         .collect()
