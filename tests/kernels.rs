@@ -488,7 +488,8 @@ fn unrolled_and_rolled_tiles_agree_bit_for_bit() {
 }
 
 /// The resident kernel (several steps per dispatch, a workgroup per few samples) equals T exact
-/// Jacobi steps, for step counts made of several power-of-two chunks, batches that are not a
+/// Jacobi steps, for step counts of one dispatch and of several (lavapipe runs at most 16 steps
+/// per dispatch, the last one fewer: 100 = 6 × 16 + 4), batches that are not a
 /// multiple of its rows per workgroup, and every way of holding rows (f32, vec2, one and two
 /// vec4s): with threads enough for one column each, and with few threads, so that a thread owns
 /// several columns and runs several K slices; 4 to 32 loads in flight per thread; K walked

@@ -2,7 +2,8 @@
 //! kernel's steps computed by a fixed set of workgroups that meet at a grid-wide barrier instead
 //! of a dispatch boundary, so a relaxation of T steps is a few dispatches, not T.
 //!
-//! As with the resident kernel, T steps are recorded as T's binary digits (see `step_table.rs`).
+//! As with the resident kernel, T steps are as few dispatches as the step cap allows (see
+//! `step_table.rs`).
 //! The barrier needs every workgroup of a dispatch to be running at once; WebGPU does not
 //! promise that, so the workgroup count is capped ([`EngineOptions::cooperative_groups`]), and
 //! a barrier that waits too long raises a flag that

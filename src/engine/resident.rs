@@ -74,11 +74,10 @@ struct ResidentUniform {
 /// Polls before a lower part's wait gives up: far beyond any real wait (a step takes
 /// microseconds), and still a bounded time if the upper part never ran.
 const SPIN_LIMIT: u32 = 1 << 20;
-/// At most 2^this steps per dispatch with parts.
-const PARTS_MAX_CHUNK: usize = 6;
 /// The largest buffer of posts (the upper parts' inputs for the lower ones, every step of a
-/// dispatch) the kernel allocates; parts are for small batches.
-const MAX_POSTED_BYTES: u64 = 256 << 20;
+/// dispatch) the kernel allocates; with parts, a dispatch runs as many steps as fit in it (parts
+/// are for small batches: at batch 64 of the paper's MLP, 256 steps post 20 MB).
+const MAX_POSTED_BYTES: u64 = 64 << 20;
 
 /// The resident and cooperative kernels' limits, checked before anything is built.
 pub(super) fn check_resident(opts: &EngineOptions) -> Result<()> {
@@ -139,31 +138,33 @@ impl Resident {
         };
         let device = &ctx.device;
         let mut table = StepTable::new(ctx, "resident relax passes", part_ranges.len());
-        if plan.parts > 1 {
-            // At most 64 steps per dispatch: the posts hold every step of one.
-            table = table.cap(PARTS_MAX_CHUNK);
-        }
-        let blocks = plan.blocks(layout.batch, layout.replicas);
-        // Every step's input of the lowest relaxed layer, for every row (only with parts).
-        let posted_len = if plan.parts > 1 {
-            table.max_steps() * layout.replicas * layout.batch * plan.lowest_k as usize
+        // With parts, each step's input of the lowest relaxed layer, for every row: the posts
+        // hold every step of a dispatch, so their room caps its steps.
+        let posted_per_step = if plan.parts > 1 {
+            layout.replicas * layout.batch * plan.lowest_k as usize
         } else {
             0
         };
-        let limit = device
-            .limits()
-            .max_storage_buffer_binding_size
-            .min(MAX_POSTED_BYTES);
-        if 4 * posted_len as u64 > limit {
-            return Err(Error::Config(format!(
-                "the resident kernel with {} parts per row block posts {} MB per dispatch at \
-                 this batch size, more than the {} MB it allows: use one part (p1) or a smaller \
-                 batch",
-                plan.parts,
-                (4 * posted_len as u64) >> 20,
-                limit >> 20
-            )));
+        if posted_per_step > 0 {
+            let limit = device
+                .limits()
+                .max_storage_buffer_binding_size
+                .min(MAX_POSTED_BYTES);
+            let fit = (limit / (4 * posted_per_step as u64)) as usize;
+            if fit == 0 {
+                return Err(Error::Config(format!(
+                    "the resident kernel with {} parts per row block posts {:.1} MB per \
+                     relaxation step at this batch size, more than the {} MB it allows: use \
+                     one part (p1) or a smaller batch",
+                    plan.parts,
+                    (4 * posted_per_step) as f64 / (1 << 20) as f64,
+                    limit >> 20
+                )));
+            }
+            table = table.cap(fit);
         }
+        let blocks = plan.blocks(layout.batch, layout.replicas);
+        let posted_len = table.max_steps() * posted_per_step;
         let kernel = Kernel::new(
             ctx,
             &shader::module_prefixed(ctx, "relax_resident.wgsl", &plan.constants()),
