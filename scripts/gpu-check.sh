@@ -29,6 +29,7 @@
 #   bench-tiles.jsonl the tile sweep (field "tile"; field "unrolled" false for rolled loops)
 #   bench-resident.jsonl  the resident kernel's shapes (rows and threads per workgroup)
 #   bench-grad.jsonl  the weight gradients split into K chunks (throughput mode)
+#   bench-wait.jsonl  the resident kernel with waits that poll before blocking (throughput mode)
 #   runs.tgz          the experiments' run directories without checkpoints (results.md,
 #                     metrics.csv, state.json, config.toml, plots), to unpack into results/
 set -uo pipefail
@@ -72,10 +73,11 @@ experiment() {
     fi
 }
 # The paper's MLP with bench's defaults (tiled and resident at their automatic shapes) at four
-# batch sizes, within $1 seconds: JSON, then its table.
+# batch sizes, within $1 seconds, with GPU time per kernel (each forward layer on its own): JSON,
+# then its table.
 bench_mlp() {
     timeout "$1" $bin bench --json --batch-sizes 64,256,1024,4096 --relax-steps 100 \
-        > "$out/bench.jsonl"
+        --kernel-times > "$out/bench.jsonl"
     $bin bench --from "$out/bench.jsonl"
 }
 # Every tile shape, tiled and cooperative, then the tiled sweep with rolled loops, if time allows.
@@ -110,6 +112,12 @@ fi
 if [ "$mode" = throughput ]; then
     mark "bench: the paper's MLP with its defaults (tiled and resident, automatic shapes)"
     bench_mlp 100
+    # Waits that poll for up to 20 ms before blocking (not yet measured): the resident kernel at
+    # its automatic shapes, against the same rows of bench.jsonl.
+    mark "bench: resident, waits polling (ARELAX_WAIT_SPIN_US=20000) (JSON)"
+    ARELAX_WAIT_SPIN_US=20000 timeout 40 $bin bench --json --batch-sizes 64,1024,4096 \
+        --relax-steps 100 --relax-kernel resident > "$out/bench-wait.jsonl"
+    $bin bench --from "$out/bench-wait.jsonl"
     mark "one epoch of the paper's default run: tiled, resident, and auto (timed at the start)"
     timeout 25 $bin train --epochs 1 --out runs/epoch --force
     timeout 25 $bin train --epochs 1 --relax-kernel resident --out runs/epoch-resident --force

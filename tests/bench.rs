@@ -92,8 +92,9 @@ fn bench_json_has_every_field() {
             assert_eq!(v["grad_tile"], "64x64");
             assert_eq!(v["forward_tiles"].as_array().unwrap().len(), 3);
         }
-        // Weight gradients unsplit unless asked for.
+        // Weight gradients unsplit and waits blocking at once unless asked for.
         assert_eq!(v["grad_split"], 1);
+        assert_eq!(v["wait_spin_us"], 0);
         for key in ["adapter", "backend", "driver", "model", "relax_step_source"] {
             assert!(v[key].as_str().is_some_and(|s| !s.is_empty()), "{key}: {v}");
         }
@@ -122,6 +123,24 @@ fn bench_json_has_every_field() {
             assert!(
                 v[key].as_f64().is_some_and(|x| x.is_finite() && x >= 0.0),
                 "{key}: {v}"
+            );
+        }
+        // The submit is part of encoding and submitting.
+        let submit = v["ar_submit_ms"]["median"].as_f64().unwrap();
+        assert!(
+            submit >= 0.0 && submit <= v["ar_encode_ms"]["max"].as_f64().unwrap(),
+            "{v}"
+        );
+        // The wall time with timestamps written exactly where GPU time was measured.
+        let timestamps = v["relax_step_source"].as_str().unwrap().starts_with("gpu");
+        assert_eq!(v["ar_step_gpu_ms"].is_object(), timestamps, "{v}");
+        assert_eq!(v["ar_step_timed_ms"].is_object(), timestamps, "{v}");
+        if timestamps {
+            assert!(
+                v["ar_step_timed_ms"]["median"]
+                    .as_f64()
+                    .is_some_and(|x| x > 0.0),
+                "{v}"
             );
         }
         assert_eq!(v["unrolled"], true, "{v}");
@@ -179,6 +198,23 @@ fn bench_takes_a_model_file() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// The kernels `--kernel-times` timed (name, ms) from `bench`'s JSON, each time finite and not
+/// negative; None on an adapter without timestamp queries (which must then time none).
+fn kernel_times(o: &Output) -> Option<Vec<String>> {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kernels: Vec<(String, f64)> = serde_json::from_value(v["ar_kernels_ms"].clone()).unwrap();
+    if !v["relax_step_source"].as_str().unwrap().starts_with("gpu") {
+        assert!(kernels.is_empty(), "{v}");
+        return None;
+    }
+    assert!(
+        kernels.iter().all(|k| k.1 >= 0.0 && k.1.is_finite()),
+        "{kernels:?}"
+    );
+    Some(kernels.into_iter().map(|k| k.0).collect())
+}
+
 /// `--kernel-times` reports GPU time per kernel kind of a graph (the CNN: every VJP kind, the
 /// combine, and each gradient kernel).
 #[test]
@@ -197,15 +233,9 @@ fn bench_times_each_kernel_of_a_graph() {
         "--warmup-ms",
         "1",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let kernels: Vec<(String, f64)> = serde_json::from_value(v["ar_kernels_ms"].clone()).unwrap();
-    if !v["relax_step_source"].as_str().unwrap().starts_with("gpu") {
-        // An adapter without timestamp queries times no kernel.
-        assert!(kernels.is_empty(), "{v}");
+    let Some(names) = kernel_times(&o) else {
         return;
-    }
-    let names: Vec<&str> = kernels.iter().map(|k| k.0.as_str()).collect();
+    };
     for want in [
         "forward",
         "relax: dense VJPs",
@@ -214,12 +244,45 @@ fn bench_times_each_kernel_of_a_graph() {
         "gradients: conv",
         "update",
     ] {
-        assert!(names.contains(&want), "{want} not in {names:?}");
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
     }
-    assert!(
-        kernels.iter().all(|k| k.1 >= 0.0 && k.1.is_finite()),
-        "{kernels:?}"
-    );
+}
+
+/// `--kernel-times` on an MLP times each forward layer, the output error, the relaxation and
+/// both gradient kernels (products, and the sum of their K chunks when split).
+#[test]
+fn bench_times_each_kernel_of_an_mlp() {
+    let o = bench(&[
+        "--kernel-times",
+        "--layers",
+        "6,5,4,3",
+        "--grad-split",
+        "2",
+        "--relax-kernel",
+        "tiled",
+        "--batch-sizes",
+        "5",
+        "--relax-steps",
+        "2",
+        "--samples",
+        "2",
+        "--warmup-ms",
+        "1",
+    ]);
+    let Some(names) = kernel_times(&o) else {
+        return;
+    };
+    let want = [
+        "forward: layer 1",
+        "forward: layer 2",
+        "forward: layer 3",
+        "forward: output error",
+        "relax",
+        "gradients: products",
+        "gradients: sum of the K chunks",
+        "update",
+    ];
+    assert_eq!(names, want);
 }
 
 /// Without --relax-kernel an MLP with a hidden layer is measured with both kernels (which is
@@ -299,6 +362,39 @@ fn bench_records_rolled_loops() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["unrolled"], false, "{v}");
+}
+
+/// With `ARELAX_WAIT_SPIN_US` every wait polls before it blocks: recorded, the resident
+/// kernel's gradients still the tiled kernel's; a value that is not a number is a clear error.
+#[test]
+fn bench_records_polling_waits() {
+    let run = |spin: &str| {
+        Command::new(env!("CARGO_BIN_EXE_arelax"))
+            .env("ARELAX_WAIT_SPIN_US", spin)
+            .args([
+                "bench",
+                "--json",
+                "--layers",
+                "6,5,4,3",
+                "--batch-sizes",
+                "3",
+            ])
+            .args(["--relax-steps", "5", "--samples", "3", "--warmup-ms", "1"])
+            .args(["--relax-kernel", "resident"])
+            .output()
+            .unwrap()
+    };
+    let o = run("20000");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["wait_spin_us"], 20000, "{v}");
+    assert!(v["vs_tiled_rel_diff"].as_f64().unwrap() < 1e-5, "{v}");
+    let o = run("fast");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("ARELAX_WAIT_SPIN_US"),
+        "{err}"
+    );
 }
 
 /// `--grad-split` measures each number of weight-gradient chunks and records it; a bad value is

@@ -97,8 +97,13 @@ pub struct BenchResult {
     /// 1..L−1 of an MLP) + weight gradients (all layers). See `Model::flops`.
     pub ar_flop: f64,
     pub bp_flop: f64,
-    /// Wall time of one AR training step (submit to completion).
+    /// Wall time of one AR training step (encode and submit to completion), with no timestamps
+    /// written (results before `ar_step_timed_ms` existed wrote them).
     pub ar_step_ms: Stat,
+    /// The same with the timestamp queries of the GPU-time samples (None without them): the
+    /// difference is what timing costs.
+    #[serde(default)]
+    pub ar_step_timed_ms: Option<Stat>,
     /// Wall time per AR step when steps are submitted back to back (five rounds of `samples`
     /// steps, one wait per round): the throughput a training loop sees.
     pub ar_step_pipelined_ms: Stat,
@@ -106,6 +111,9 @@ pub struct BenchResult {
     /// Host time to encode and submit one AR training step (part of `ar_step_ms`; in training
     /// it overlaps the GPU's work on the previous steps).
     pub ar_encode_ms: Stat,
+    /// The submit alone (part of `ar_encode_ms`; None in results from before it was measured).
+    #[serde(default)]
+    pub ar_submit_ms: Option<Stat>,
     /// GPU time of one AR training step from timestamps (None without timestamp queries).
     pub ar_step_gpu_ms: Option<Stat>,
     /// GPU milliseconds per phase of the median AR step (timestamps only).
@@ -164,6 +172,10 @@ pub struct BenchResult {
     /// option).
     #[serde(default = "one")]
     pub grad_split: usize,
+    /// Microseconds each wait polled before blocking (`ARELAX_WAIT_SPIN_US`; 0: blocked at
+    /// once, as every result before the option).
+    #[serde(default)]
+    pub wait_spin_us: u64,
 }
 
 fn one() -> usize {
@@ -171,19 +183,30 @@ fn one() -> usize {
 }
 
 struct Timing {
+    /// Wall time with no timestamps written.
     wall: Stat,
-    /// Host time to encode and submit a step.
+    /// Host time to encode and submit a step (no timestamps).
     encode: Stat,
+    /// The submit alone (part of `encode`).
+    submit: Stat,
+    /// Wall time of the samples that wrote timestamps (None without timestamp queries).
+    wall_timed: Option<Stat>,
     gpu: Option<Stat>,
     phases: Vec<(String, f64)>,
 }
 
+/// Times `steps`-step training steps, each submitted alone and waited for: first with no
+/// timestamps written (wall and host time), then, where the adapter has timestamp queries,
+/// as many again with them (GPU time per phase, and the wall time they cost).
 fn time_steps(
+    ctx: &GpuContext,
     engine: &mut Net,
     alg: Algorithm,
     steps: usize,
     opts: &BenchOptions,
+    timed: bool,
 ) -> Result<Timing> {
+    engine.pause_profiling(true);
     let start = Instant::now();
     loop {
         engine.train_step(alg, steps);
@@ -192,20 +215,37 @@ fn time_steps(
             break;
         }
     }
-    engine.phase_times()?;
-    let (mut wall, mut gpu, mut phases) = (Vec::new(), Vec::new(), Vec::new());
-    let mut encode = Vec::new();
+    let (mut wall, mut encode, mut submit) = (Vec::new(), Vec::new(), Vec::new());
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     for _ in 0..opts.samples.max(1) {
+        // What `train_step` does, with the submit timed on its own.
         let t = Instant::now();
-        engine.train_step(alg, steps);
-        encode.push(t.elapsed().as_secs_f64() * 1e3);
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        engine.encode_train_step(&mut enc, alg, steps);
+        let commands = enc.finish();
+        let encoded = ms(t);
+        ctx.queue.submit([commands]);
+        encode.push(ms(t));
+        submit.push(ms(t) - encoded);
         engine.finish()?;
-        wall.push(t.elapsed().as_secs_f64() * 1e3);
-        let p = engine.phase_times()?;
-        if !p.is_empty() {
-            gpu.push(p.iter().map(|x| x.1).sum::<f64>());
-            phases.push(p);
+        wall.push(ms(t));
+    }
+    let (mut wall_timed, mut gpu, mut phases) = (Vec::new(), Vec::new(), Vec::new());
+    if timed {
+        engine.pause_profiling(false);
+        engine.phase_times()?;
+        for _ in 0..opts.samples.max(1) {
+            let t = Instant::now();
+            engine.train_step(alg, steps);
+            engine.finish()?;
+            wall_timed.push(t.elapsed().as_secs_f64() * 1e3);
+            let p = engine.phase_times()?;
+            if !p.is_empty() {
+                gpu.push(p.iter().map(|x| x.1).sum::<f64>());
+                phases.push(p);
+            }
         }
+        engine.pause_profiling(true);
     }
     // The phases of the sample whose GPU time is the median.
     let median_phases = if gpu.is_empty() {
@@ -221,13 +261,15 @@ fn time_steps(
     Ok(Timing {
         wall: Stat::of(wall),
         encode: Stat::of(encode),
+        submit: Stat::of(submit),
+        wall_timed: (!wall_timed.is_empty()).then(|| Stat::of(wall_timed)),
         gpu: (!gpu.is_empty()).then(|| Stat::of(gpu)),
         phases: median_phases,
     })
 }
 
 /// Wall time per step with steps submitted back to back and one wait at the end (encoding
-/// overlaps the GPU's work, as in training): five rounds of `samples` steps.
+/// overlaps the GPU's work, as in training): five rounds of `samples` steps, no timestamps.
 fn time_pipelined(
     engine: &mut Net,
     alg: Algorithm,
@@ -235,6 +277,7 @@ fn time_pipelined(
     opts: &BenchOptions,
 ) -> Result<Stat> {
     let n = opts.samples.max(1);
+    engine.pause_profiling(true);
     let mut per_step = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
@@ -244,8 +287,6 @@ fn time_pipelined(
         engine.finish()?;
         per_step.push(t.elapsed().as_secs_f64() * 1e3 / n as f64);
     }
-    // Only the last step's timestamps survive; drop them.
-    engine.phase_times()?;
     Ok(Stat::of(per_step))
 }
 
@@ -287,14 +328,15 @@ pub fn run(
         engine.set_random_batch(7)?;
 
         let t = opts.relax_steps;
-        let ar = time_steps(&mut engine, Algorithm::Ar, t, opts)?;
-        let bp = time_steps(&mut engine, Algorithm::Bp, t, opts)?;
-        let ar0 = time_steps(&mut engine, Algorithm::Ar, 0, opts)?;
+        let ar = time_steps(&ctx, &mut engine, Algorithm::Ar, t, opts, timed)?;
+        let bp = time_steps(&ctx, &mut engine, Algorithm::Bp, t, opts, timed)?;
+        // Only for the wall-time estimate of a relaxation step.
+        let ar0 = time_steps(&ctx, &mut engine, Algorithm::Ar, 0, opts, false)?;
         let ar_pipe = time_pipelined(&mut engine, Algorithm::Ar, t, opts)?;
         let bp_pipe = time_pipelined(&mut engine, Algorithm::Bp, t, opts)?;
         let kernels = if opts.kernel_times && timed {
             engine.set_kernel_times(true);
-            let k = time_steps(&mut engine, Algorithm::Ar, t, opts)?;
+            let k = time_steps(&ctx, &mut engine, Algorithm::Ar, t, opts, timed)?;
             engine.set_kernel_times(false);
             k.phases
         } else {
@@ -351,7 +393,9 @@ pub fn run(
             ar_flop,
             bp_flop,
             ar_step_ms: ar.wall,
+            ar_step_timed_ms: ar.wall_timed,
             ar_encode_ms: ar.encode,
+            ar_submit_ms: Some(ar.submit),
             ar_step_pipelined_ms: ar_pipe,
             bp_step_pipelined_ms: bp_pipe,
             ar_step_gpu_ms: ar.gpu,
@@ -379,6 +423,7 @@ pub fn run(
                 .then(|| opts.resident.to_string()),
             unrolled: ctx.unroll,
             grad_split: opts.grad_split,
+            wait_spin_us: ctx.wait_spin.as_micros() as u64,
         };
         report(&r);
         out.push(r);

@@ -56,7 +56,7 @@ fn bp_step_ms(r: &BenchResult) -> f64 {
 
 /// How a configuration reads in the figure's legend: "tiled 32x32", "cooperative auto",
 /// "resident" (or "resident r4-t1024" for a forced shape), then ", rolled loops", ", 5 replicas"
-/// and ", gradients in 4 chunks" where they apply.
+/// ", gradients in 4 chunks" and ", waits poll 20000 µs" where they apply.
 pub fn configuration(r: &BenchResult) -> String {
     let mut s = match (r.relax_kernel.as_str(), &r.resident_choice) {
         ("resident", Some(choice)) => format!("resident {choice}"),
@@ -71,6 +71,9 @@ pub fn configuration(r: &BenchResult) -> String {
     }
     if r.grad_split > 1 {
         s.push_str(&format!(", gradients in {} chunks", r.grad_split));
+    }
+    if r.wait_spin_us > 0 {
+        s.push_str(&format!(", waits poll {} µs", r.wait_spin_us));
     }
     s
 }

@@ -67,7 +67,9 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     replicas: usize,
     /// Also time one AR step with each dispatch in its own timed pass and report GPU time per
-    /// kernel kind (graphs: dense VJPs, combine with the conv and pool VJPs, each gradient kernel).
+    /// kernel kind (MLPs: each forward layer, the output error, the relaxation, the gradient
+    /// products and their chunk sum; graphs: dense VJPs, combine with the conv and pool VJPs,
+    /// each gradient kernel).
     #[arg(long)]
     kernel_times: bool,
     /// Print one JSON object per configuration instead of a table.
@@ -417,11 +419,22 @@ fn report(json: bool, w: usize) -> impl FnMut(&BenchResult) {
                 r.ar_over_bp
             );
             if !r.ar_phases_ms.is_empty() {
+                let submit = r
+                    .ar_submit_ms
+                    .map(|s| format!(" (the submit {:.3} ms)", s.median))
+                    .unwrap_or_default();
                 println!(
-                    "{:>6}   GPU time by phase: {}; host encode + submit {:.3} ms",
+                    "{:>6}   GPU time by phase: {}; host encode + submit {:.3} ms{submit}",
                     "",
                     times(&r.ar_phases_ms),
                     r.ar_encode_ms.median
+                );
+            }
+            if let Some(w) = r.ar_step_timed_ms {
+                println!(
+                    "{:>6}   the AR step with timestamps written (the GPU-time samples): {:.3} ms \
+                     median, against {:.3} ms without",
+                    "", w.median, r.ar_step_ms.median
                 );
             }
             if let Some(d) = r.vs_tiled_rel_diff {
@@ -489,6 +502,9 @@ fn tile_label(r: &BenchResult) -> String {
     }
     if r.grad_split > 1 {
         s.push_str(&format!(" g{}", r.grad_split));
+    }
+    if r.wait_spin_us > 0 {
+        s.push_str(" spin");
     }
     s
 }

@@ -34,6 +34,19 @@ use resident::{Resident, check_resident};
 mod options;
 pub use options::{Algorithm, EngineOptions, Feedback, RelaxStart};
 
+/// The forward pass's labels per layer when each dispatch is timed on its own (`bench
+/// --kernel-times`); layers from the last label on share it.
+const FORWARD_LABELS: [&str; 8] = [
+    "forward: layer 1",
+    "forward: layer 2",
+    "forward: layer 3",
+    "forward: layer 4",
+    "forward: layer 5",
+    "forward: layer 6",
+    "forward: layer 7",
+    "forward: layers 8 and up",
+];
+
 /// Mirror of `LossPass` in `shaders/loss.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
@@ -828,26 +841,25 @@ impl Engine {
 
     /// Forward pass of every layer, then the output error (loss and clamp) from `target`.
     pub fn encode_forward(&self, enc: &mut wgpu::CommandEncoder) {
-        let mut pass = self.begin(enc, "forward");
-        for l in 0..self.spec.depth() {
-            let shape = self.shapes.forward[l];
-            record(
-                &mut pass,
-                Dispatch {
+        let mut dispatches: Vec<_> = (0..self.spec.depth())
+            .map(|l| {
+                let shape = self.shapes.forward[l];
+                let label = FORWARD_LABELS[l.min(FORWARD_LABELS.len() - 1)];
+                let d = Dispatch {
                     kernel: self.kernels.forward.get(shape),
                     bind: &self.binds.forward[l],
                     groups: layout::groups(shape, &self.layout.forward_product(l)),
-                },
-            );
-        }
-        record(
-            &mut pass,
-            Dispatch {
-                kernel: &self.kernels.loss,
-                bind: &self.binds.loss,
-                groups: self.layout.rows().div_ceil(64) as u32,
-            },
-        );
+                };
+                (label, d)
+            })
+            .collect();
+        let loss = Dispatch {
+            kernel: &self.kernels.loss,
+            bind: &self.binds.loss,
+            groups: self.layout.rows().div_ceil(64) as u32,
+        };
+        dispatches.push(("forward: output error", loss));
+        self.timer.record_labelled(enc, "forward", &dispatches);
     }
 
     /// Sets the hidden relaxation state to its start (forward values or zero) in buffer 0.
@@ -1040,26 +1052,22 @@ impl Engine {
     }
 
     fn encode_grads_with(&self, enc: &mut wgpu::CommandEncoder, bind: &wgpu::BindGroup) {
-        let mut pass = self.begin(enc, "gradients");
         let tiles = layout::groups(self.shapes.grad, &self.layout.grad_products());
-        record(
-            &mut pass,
-            Dispatch {
-                kernel: self.kernels.param_grad.get(self.shapes.grad),
-                bind,
-                groups: tiles * self.opts.grad_split as u32,
-            },
-        );
+        let products = Dispatch {
+            kernel: self.kernels.param_grad.get(self.shapes.grad),
+            bind,
+            groups: tiles * self.opts.grad_split as u32,
+        };
+        let mut dispatches = vec![("gradients: products", products)];
         if let Some(bind) = &self.binds.grad_sum {
-            record(
-                &mut pass,
-                Dispatch {
-                    kernel: &self.kernels.grad_sum,
-                    bind,
-                    groups: self.layout.params_len.div_ceil(256) as u32,
-                },
-            );
+            let sum = Dispatch {
+                kernel: &self.kernels.grad_sum,
+                bind,
+                groups: self.layout.params_len.div_ceil(256) as u32,
+            };
+            dispatches.push(("gradients: sum of the K chunks", sum));
         }
+        self.timer.record_labelled(enc, "gradients", &dispatches);
     }
 
     /// Exact backprop's gradients (always with the derivative), from buffer 0.

@@ -449,10 +449,16 @@ impl Net {
         both!(self, e => e.enable_profiling())
     }
 
-    /// Times each dispatch as its own phase where the engine splits them (graphs: one per
-    /// kernel kind of the relaxation and the gradients; an MLP's relaxation is one kernel).
+    /// Times each dispatch as its own phase (graphs: one per kernel kind of the relaxation and
+    /// the gradients; MLPs: each forward layer, the output error and the gradient kernels).
     pub fn set_kernel_times(&mut self, on: bool) {
         both!(self, e => e.set_kernel_times(on))
+    }
+
+    /// With profiling enabled, stops (true) or resumes (false) writing timestamps, so that wall
+    /// time can be measured without them.
+    pub fn pause_profiling(&mut self, paused: bool) {
+        both!(self, e => e.pause_profiling(paused))
     }
 
     /// Milliseconds of GPU time per phase since the last call.

@@ -38,8 +38,14 @@ pub trait Ops {
         self.timer_mut().enable(&ctx)
     }
 
+    /// With profiling enabled, stops (true) or resumes (false) writing timestamps; the passes
+    /// are the same either way.
+    fn pause_profiling(&mut self, paused: bool) {
+        self.timer_mut().paused = paused;
+    }
+
     /// With profiling on, time each dispatch as its own phase where the engine splits them (the
-    /// graph engine's relaxation and gradients); the work done is the same.
+    /// forward layers, the graph engine's relaxation, the gradients); the work done is the same.
     fn set_kernel_times(&mut self, on: bool) {
         self.timer_mut().per_kernel = on;
     }

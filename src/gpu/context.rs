@@ -1,7 +1,7 @@
 //! Adapter selection, device creation with just the limits a model needs, and bounded waits.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
 
@@ -62,6 +62,25 @@ pub struct GpuContext {
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
     pub wait_timeout: Duration,
+    /// How long [`Self::wait`] polls without blocking before it blocks
+    /// (`ARELAX_WAIT_SPIN_US`, microseconds; 0, the default, blocks at once). A blocking wait
+    /// returns only once the thread is woken after the GPU signals; polling sees the signal
+    /// sooner, at the cost of a busy CPU core while it polls.
+    pub wait_spin: Duration,
+}
+
+/// `ARELAX_WAIT_SPIN_US` (unset or empty: 0), or why it is not a number of microseconds.
+fn wait_spin_from_env() -> Result<Duration> {
+    match std::env::var("ARELAX_WAIT_SPIN_US") {
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().map(Duration::from_micros).map_err(|_| {
+                Error::Config(format!(
+                    "ARELAX_WAIT_SPIN_US must be a whole number of microseconds, not '{v}'"
+                ))
+            })
+        }
+        _ => Ok(Duration::ZERO),
+    }
 }
 
 const NO_ADAPTER_HINT: &str = "no GPU adapter found. Install a Vulkan, Metal or DX12 driver; \
@@ -243,6 +262,7 @@ impl GpuContext {
             errors,
             lost,
             wait_timeout: DEFAULT_WAIT,
+            wait_spin: wait_spin_from_env()?,
         })
     }
 
@@ -274,14 +294,30 @@ impl GpuContext {
         Ok(())
     }
 
-    /// Waits for all submitted work, bounded by `wait_timeout`.
+    /// Waits for all submitted work: polls for up to `wait_spin`, then blocks, bounded by
+    /// `wait_timeout`.
     pub fn wait(&self) -> Result<()> {
+        let failed = |e: wgpu::PollError| Error::Device(format!("waiting for the GPU failed: {e}"));
+        if !self.wait_spin.is_zero() {
+            let start = Instant::now();
+            while start.elapsed() < self.wait_spin {
+                if self
+                    .device
+                    .poll(wgpu::PollType::Poll)
+                    .map_err(failed)?
+                    .is_queue_empty()
+                {
+                    return self.check();
+                }
+                std::hint::spin_loop();
+            }
+        }
         self.device
             .poll(wgpu::PollType::Wait {
                 submission_index: None,
                 timeout: Some(self.wait_timeout),
             })
-            .map_err(|e| Error::Device(format!("waiting for the GPU failed: {e}")))?;
+            .map_err(failed)?;
         self.check()
     }
 

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 
 use super::GpuContext;
+use super::buffers::{Dispatch, record};
 use crate::Result;
 
 /// Pairs of timestamps, at most this many passes between two reads.
@@ -88,6 +89,8 @@ impl Profiler {
 pub struct PhaseTimer {
     profiler: Option<Profiler>,
     pub per_kernel: bool,
+    /// Enabled, but writing no timestamps for now.
+    pub paused: bool,
 }
 
 impl PhaseTimer {
@@ -105,6 +108,26 @@ impl PhaseTimer {
         }
     }
 
+    /// Records `dispatches` in one pass labelled `phase`, or, with `per_kernel`, each in its
+    /// own pass under its own label.
+    pub fn record_labelled(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        phase: &'static str,
+        dispatches: &[(&'static str, Dispatch<'_>)],
+    ) {
+        if self.per_kernel {
+            for &(label, d) in dispatches {
+                record(&mut self.begin(enc, label), d);
+            }
+        } else {
+            let mut pass = self.begin(enc, phase);
+            for &(_, d) in dispatches {
+                record(&mut pass, d);
+            }
+        }
+    }
+
     /// A compute pass labelled `phase`, timed when enabled.
     pub fn begin<'e>(
         &self,
@@ -113,7 +136,11 @@ impl PhaseTimer {
     ) -> wgpu::ComputePass<'e> {
         enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(phase),
-            timestamp_writes: self.profiler.as_ref().and_then(|p| p.writes(phase)),
+            timestamp_writes: self
+                .profiler
+                .as_ref()
+                .filter(|_| !self.paused)
+                .and_then(|p| p.writes(phase)),
         })
     }
 }

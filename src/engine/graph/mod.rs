@@ -639,26 +639,6 @@ impl GraphEngine {
         }
     }
 
-    /// Records `dispatches` in one pass labelled `phase`, or, when the timer asks for kernel
-    /// times, each in its own pass under its own label.
-    fn record_labelled(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        phase: &'static str,
-        dispatches: &[(&'static str, Dispatch<'_>)],
-    ) {
-        if self.timer.per_kernel {
-            for &(label, d) in dispatches {
-                record(&mut self.begin(enc, label), d);
-            }
-        } else {
-            let mut pass = self.begin(enc, phase);
-            for &(_, d) in dispatches {
-                record(&mut pass, d);
-            }
-        }
-    }
-
     fn encode_steps(&mut self, enc: &mut wgpu::CommandEncoder, steps: usize, exact: bool) {
         if self.plan.combine.count == 0 || steps == 0 {
             return;
@@ -699,7 +679,8 @@ impl GraphEngine {
             }
             c = 1 - c;
         }
-        self.record_labelled(enc, if exact { "backprop" } else { "relax" }, &dispatches);
+        self.timer
+            .record_labelled(enc, if exact { "backprop" } else { "relax" }, &dispatches);
         self.current = c;
     }
 
@@ -744,7 +725,7 @@ impl GraphEngine {
                 },
             ));
         }
-        self.record_labelled(enc, "gradients", &dispatches);
+        self.timer.record_labelled(enc, "gradients", &dispatches);
     }
 
     pub fn encode_grads(&self, enc: &mut wgpu::CommandEncoder) {
