@@ -496,7 +496,9 @@ fn unrolled_and_rolled_tiles_agree_bit_for_bit() {
 /// upwards every step, or down on odd steps (zigzag); in one workgroup per row block, or in
 /// parts (an upper part posting the lowest layer's input every step for the lower ones); with
 /// weights loaded every step, or kept in registers (c); with units of 1 to 4 columns (w), the last
-/// of a layer narrower; with extra items dealt round robin or packed by the host (b).
+/// of a layer narrower; with extra items dealt round robin or packed by the host (b); with 16 and
+/// 24 rows (4 and 6 vec4s), the latter in parts; with parts each workgroup holds only its own
+/// layers' inputs.
 #[test]
 fn resident_relaxation_equals_t_jacobi_steps() {
     for shape in [
@@ -515,6 +517,8 @@ fn resident_relaxation_equals_t_jacobi_steps() {
         "r2-t96-p3-w2-b-z",
         "r2-t256-p1-b-z",
         "r1-t256-p1-w2-b",
+        "r16-t64-u4-w2",
+        "r24-t128-p3-z",
     ] {
         resident_relaxation_cases(shape.parse().unwrap());
     }

@@ -75,9 +75,10 @@ struct ResidentUniform {
 /// microseconds), and still a bounded time if the upper part never ran.
 const SPIN_LIMIT: u32 = 1 << 20;
 /// The largest buffer of posts (the upper parts' inputs for the lower ones, every step of a
-/// dispatch) the kernel allocates; with parts, a dispatch runs as many steps as fit in it (parts
-/// are for small batches: at batch 64 of the paper's MLP, 256 steps post 20 MB).
-const MAX_POSTED_BYTES: u64 = 64 << 20;
+/// dispatch) the kernel allocates, if the device's binding limit allows it; with parts, a
+/// dispatch runs as many steps as fit (at batch 64 of the paper's MLP, 256 steps post 20 MB; at
+/// 4096, a step posts 4.9 MB).
+const MAX_POSTED_BYTES: u64 = 256 << 20;
 
 /// The resident and cooperative kernels' limits, checked before anything is built.
 pub(super) fn check_resident(opts: &EngineOptions) -> Result<()> {

@@ -378,9 +378,17 @@ impl ResidentPlan {
             t => t,
         };
         let wide = shape.wide.unwrap_or(1);
-        let bytes_for = |rows: u32| workgroup_bytes(rows, post_len, 0, wide);
         let auto_parts = auto_parts(&layers, batch * replicas);
         let parts = shape.parts.unwrap_or(auto_parts);
+        // Each workgroup holds the inputs of the layers it relaxes: with parts, those of the
+        // lowest relaxed layer (a lower part) or of the others (the upper part), not both.
+        let post_len = if parts > 1 {
+            let upper: u32 = layers[1..].iter().map(|l| l.1).sum();
+            layers[0].1.max(upper)
+        } else {
+            post_len
+        };
+        let bytes_for = |rows: u32| workgroup_bytes(rows, post_len, 0, wide);
         let rows = match shape.rows {
             Some(r) => {
                 check_rows(r).map_err(Error::Config)?;
@@ -418,7 +426,7 @@ impl ResidentPlan {
             packed: shape.packed.unwrap_or(false),
         };
         let mut plan = if parts == 1 {
-            let mut plan = Self::balance(&layers, frame, room.1)?;
+            let mut plan = Self::balance(&layers, frame, room.1, post_len)?;
             plan.roles = vec![Role {
                 count: layers.len() as u32,
                 n_units: plan.roles[0].n_units,
@@ -427,7 +435,7 @@ impl ResidentPlan {
             }];
             plan
         } else {
-            Self::in_parts(&layers, parts, frame, room.1)?
+            Self::in_parts(&layers, parts, frame, room.1, post_len)?
         };
         // The whole model's, whatever the parts.
         plan.n_cols = n_cols;
@@ -461,15 +469,21 @@ impl ResidentPlan {
     }
 
     /// The split of `layers` (columns, K) among one workgroup's threads, in units of `wide`
-    /// columns, that loads the busiest thread least.
-    fn balance(layers: &[(u32, u32)], frame: Frame, room_bytes: u32) -> Result<Self> {
+    /// columns, that loads the busiest thread least, beside `post_len` inputs per row in
+    /// workgroup memory (those of `layers`, or with parts the most any part holds: the kernel
+    /// declares one size for all).
+    fn balance(
+        layers: &[(u32, u32)],
+        frame: Frame,
+        room_bytes: u32,
+        post_len: u32,
+    ) -> Result<Self> {
         let Frame {
             rows,
             threads,
             wide,
             ..
         } = frame;
-        let post_len: u32 = layers.iter().map(|l| l.1).sum();
         let n_units: u32 = layers.iter().map(|l| l.0.div_ceil(wide)).sum();
         let own = n_units.div_ceil(threads);
         if own > MAX_OWN {
@@ -499,7 +513,13 @@ impl ResidentPlan {
     }
 
     /// The plan with `parts` workgroups per row block (see [`ResidentPlan`]).
-    fn in_parts(layers: &[(u32, u32)], parts: u32, frame: Frame, room_bytes: u32) -> Result<Self> {
+    fn in_parts(
+        layers: &[(u32, u32)],
+        parts: u32,
+        frame: Frame,
+        room_bytes: u32,
+        post_len: u32,
+    ) -> Result<Self> {
         let wide = frame.wide;
         let upper = u32::from(layers.len() > 1);
         let lower = parts - upper;
@@ -514,7 +534,7 @@ impl ResidentPlan {
         }
         let mut pieces = Vec::new();
         if upper == 1 {
-            let plan = Self::balance(&layers[1..], frame, room_bytes)?;
+            let plan = Self::balance(&layers[1..], frame, room_bytes, post_len)?;
             let role = Role {
                 layer0: 1,
                 count: layers.len() as u32 - 1,
@@ -527,7 +547,7 @@ impl ResidentPlan {
             // An even share of whole units.
             let (u0, u1) = (p * units0 / lower, (p + 1) * units0 / lower);
             let (c0, c1) = (u0 * wide, (u1 * wide).min(n0));
-            let plan = Self::balance(&[(c1 - c0, k0)], frame, room_bytes)?;
+            let plan = Self::balance(&[(c1 - c0, k0)], frame, room_bytes, post_len)?;
             let role = Role {
                 count: 1,
                 col0: c0,
@@ -1116,6 +1136,28 @@ mod tests {
         assert_eq!((p(64).cache, p(256).cache, p(1024).cache), (34, 50, 0));
         let cols: Vec<u32> = p(64).roles.iter().map(|r| r.n_units).collect();
         assert_eq!(cols, [400, 100, 100, 100]);
+    }
+
+    /// Every plan the shapes allow fits the workgroup memory it was made for: with parts, the
+    /// kernel declares the largest part's inputs beside the largest part's extra items.
+    #[test]
+    fn every_plan_fits_its_workgroup_memory() {
+        let room = (1024, 49152);
+        let mut plans = 0;
+        for batch in [64, 1024, 4096] {
+            for rows in [1, 2, 4, 8, 16, 32] {
+                for threads in [256, 512, 768, 1024] {
+                    for parts in 1..=7 {
+                        let shape = format!("r{rows}-t{threads}-p{parts}").parse().unwrap();
+                        if let Ok(plan) = ResidentPlan::new(&PAPER, batch, 1, shape, room) {
+                            assert!(plan.workgroup_bytes() <= room.1, "{}", plan.shape());
+                            plans += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(plans > 300, "{plans} plans");
     }
 
     /// What `scripts/gpu-check.sh throughput` sweeps fits the H100, so no device time is spent
