@@ -3,8 +3,8 @@
 //! ARELAX_BENCH_STEPS to measure other shapes (e.g. the paper's MLP on a real GPU), and
 //! ARELAX_BENCH_TILES (e.g. `auto,32x32,64x64`) to compare tile shapes, ARELAX_BENCH_KERNELS
 //! (e.g. `tiled,cooperative`) to compare relaxation kernels, ARELAX_BENCH_RESIDENT (e.g.
-//! `r1,r4-t256`) for the resident kernel's shape, ARELAX_BENCH_GRAD_SPLIT (e.g. `4`) for the weight
-//! gradients' K chunks.
+//! `r4-t256`, or `tune`) for the resident kernel's shape, ARELAX_BENCH_GRAD_SPLIT (e.g. `4`) for
+//! the weight gradients' K chunks.
 
 use std::sync::Arc;
 use std::time::Duration;

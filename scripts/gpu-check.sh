@@ -30,6 +30,7 @@
 #   bench-resident.jsonl  the resident kernel's shapes (rows and threads per workgroup)
 #   bench-grad.jsonl  the weight gradients split into K chunks (throughput mode)
 #   bench-wait.jsonl  the resident kernel with waits that poll before blocking (throughput mode)
+#   bench-tune.jsonl  the resident kernel with its shape tuned per batch size (throughput mode)
 #   runs.tgz          the experiments' run directories without checkpoints (results.md,
 #                     metrics.csv, state.json, config.toml, plots), to unpack into results/
 set -uo pipefail
@@ -118,10 +119,18 @@ if [ "$mode" = throughput ]; then
     ARELAX_WAIT_SPIN_US=20000 timeout 40 $bin bench --json --batch-sizes 64,1024,4096 \
         --relax-steps 100 --relax-kernel resident > "$out/bench-wait.jsonl"
     $bin bench --from "$out/bench-wait.jsonl"
+    # The resident kernel's shape tuned on the device (a few shapes timed per batch size, the
+    # fastest measured; not yet run on a GPU).
+    mark "bench: resident, shape tuned (JSON)"
+    timeout 60 $bin bench --json --batch-sizes 64,256,1024,4096 --relax-steps 100 \
+        --relax-kernel resident --resident tune > "$out/bench-tune.jsonl"
+    $bin bench --from "$out/bench-tune.jsonl"
     mark "one epoch of the paper's default run: tiled, resident, and auto (timed at the start)"
     timeout 25 $bin train --epochs 1 --out runs/epoch --force
     timeout 25 $bin train --epochs 1 --relax-kernel resident --out runs/epoch-resident --force
     timeout 25 $bin train --epochs 1 --relax-kernel auto --out runs/epoch-auto --force
+    timeout 25 $bin train --epochs 1 --relax-kernel auto --resident-shape tune \
+        --out runs/epoch-tune --force
     # The resident kernel's shapes, a line of scripts/resident-shapes.txt per call.
     grep -v '^#' scripts/resident-shapes.txt | while read -r batches shapes; do
         [ -n "$batches" ] || continue

@@ -2,8 +2,7 @@
 # Files what one `scripts/gpu-check.sh` call on a device machine returned.
 #
 # Usage:  scripts/gpu-unpack.sh FILES_AT NAME
-#   FILES_AT  the folder the device tool copied $OUT to (log.txt, bench.jsonl,
-#             bench-tiles.jsonl, bench-resident.jsonl, runs.tgz)
+#   FILES_AT  the folder the device tool copied $OUT to (log.txt, bench*.jsonl, runs.tgz)
 #   NAME      the results folder for this session's log and bench, e.g. h100-2026-11-28
 #
 # The log and the bench JSON go to results/NAME/; the CNN and residual experiments' run
@@ -16,8 +15,8 @@ from=${1:?usage: scripts/gpu-unpack.sh FILES_AT NAME}
 name=${2:?usage: scripts/gpu-unpack.sh FILES_AT NAME}
 root=$(git rev-parse --show-toplevel)
 mkdir -p "$root/results/$name"
-for f in log.txt bench.jsonl bench-tiles.jsonl bench-resident.jsonl; do
-    if [ -f "$from/$f" ]; then cp "$from/$f" "$root/results/$name/"; fi
+for f in "$from"/log.txt "$from"/bench*.jsonl; do
+    if [ -f "$f" ]; then cp "$f" "$root/results/$name/"; fi
 done
 if [ -f "$from/runs.tgz" ]; then
     tmp=$(mktemp -d)
@@ -35,9 +34,9 @@ for e in cnn-mnist residual-mlp; do
     if [ -f "$root/results/$e/results.md" ]; then cat "$root/results/$e/results.md"; fi
 done
 # The bench sweep at a glance (every configuration's table rows), and its figure beside the JSON.
-for b in bench bench-tiles bench-resident; do
-    if [ -f "$root/results/$name/$b.jsonl" ]; then
-        (cd "$root" && cargo run --release --quiet -- bench --from "results/$name/$b.jsonl" \
-            --plot "results/$name/$b.png")
-    fi
+for f in "$root/results/$name"/bench*.jsonl; do
+    [ -f "$f" ] || continue
+    b=$(basename "$f" .jsonl)
+    (cd "$root" && cargo run --release --quiet -- bench --from "results/$name/$b.jsonl" \
+        --plot "results/$name/$b.png")
 done

@@ -95,6 +95,7 @@ fn bench_json_has_every_field() {
         // Weight gradients unsplit and waits blocking at once unless asked for.
         assert_eq!(v["grad_split"], 1);
         assert_eq!(v["wait_spin_us"], 0);
+        assert_eq!(v["resident_tuned_ms"].as_array().unwrap().len(), 0, "not tuned");
         for key in ["adapter", "backend", "driver", "model", "relax_step_source"] {
             assert!(v[key].as_str().is_some_and(|s| !s.is_empty()), "{key}: {v}");
         }
@@ -362,6 +363,42 @@ fn bench_records_rolled_loops() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["unrolled"], false, "{v}");
+}
+
+/// `--resident tune` times a few shapes per batch size and measures the fastest: recorded with
+/// every shape's time, the one measured the argmin, its gradients the tiled kernel's.
+#[test]
+fn bench_tunes_the_resident_shape() {
+    let o = bench(&[
+        "--layers",
+        "12,40,30,20,4",
+        "--batch-sizes",
+        "3,40",
+        "--relax-steps",
+        "3",
+        "--samples",
+        "2",
+        "--warmup-ms",
+        "1",
+        "--relax-kernel",
+        "resident",
+        "--resident",
+        "tune",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["resident_choice"], "tune", "{v}");
+        let tuned: Vec<(String, f64)> =
+            serde_json::from_value(v["resident_tuned_ms"].clone()).unwrap();
+        assert!(tuned.len() >= 2, "the automatic shape and another: {v}");
+        assert!(tuned.iter().all(|t| t.1 > 0.0 && t.1.is_finite()), "{v}");
+        let fastest = tuned.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+        assert_eq!(v["resident_shape"], fastest.0.as_str(), "{v}");
+        assert!(v["vs_tiled_rel_diff"].as_f64().unwrap() < 1e-5, "{v}");
+    }
 }
 
 /// With `ARELAX_WAIT_SPIN_US` every wait polls before it blocks: recorded, the resident

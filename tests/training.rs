@@ -592,3 +592,59 @@ fn the_auto_kernel_choice_is_recorded_and_kept_on_resume() {
     assert_eq!(chosen(&dir), other.2);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `resident_shape = "tune"` settles on a shape when the run starts (one of those timed) and
+/// records it; a resumed run keeps the recorded one without timing again.
+#[test]
+fn a_tuned_resident_shape_is_recorded_and_kept_on_resume() {
+    let mut cfg = tiny_config(1);
+    cfg.relax_kernel = KernelChoice::Resident;
+    cfg.resident_shape = Some("tune".into());
+    let dir = temp_dir("tuned-shape");
+    let mut notes = Notes::default();
+    arelax::train::run_with(ctx(), &cfg, &dir, Mode::New, &mut notes).unwrap();
+    let shape = |dir: &std::path::Path| {
+        let saved = arelax::train::run_dir::RunDir::saved_config(dir).unwrap();
+        TrainConfig::resolve(Some(&saved), &Overrides::default())
+            .unwrap()
+            .resident_shape
+            .unwrap()
+    };
+    let first = shape(&dir);
+    let timed: Vec<&String> = notes.0.iter().filter(|n| n.contains("measured")).collect();
+    assert_eq!(timed.len(), 1, "{:?}", notes.0);
+    assert!(
+        timed[0].contains(&format!("{first} ")) && timed[0].ends_with(&format!("using {first}")),
+        "{first}: {}",
+        timed[0]
+    );
+    // Resuming keeps the recorded shape (pretend another was chosen) and times nothing.
+    let path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        &format!("resident_shape = \"{first}\""),
+        "resident_shape = \"r2-t64\"",
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut more = cfg.clone();
+    more.epochs = 2;
+    let mut notes = Notes::default();
+    let r = arelax::train::run_with(ctx(), &more, &dir, Mode::Resume, &mut notes).unwrap();
+    assert_eq!(r.metrics.len(), 2);
+    assert_eq!(shape(&dir), "r2-t64");
+    assert!(
+        !notes.0.iter().any(|n| n.contains("measured")),
+        "{:?}",
+        notes.0
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A progress sink that keeps the run's notes.
+#[derive(Default)]
+struct Notes(Vec<String>);
+
+impl arelax::train::Progress for Notes {
+    fn note(&mut self, line: &str) {
+        self.0.push(line.to_string());
+    }
+}

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::engine::net::{Model, Net, ParamGroup};
+use crate::engine::tune::{self, ResidentSetting};
 use crate::engine::{Algorithm, EngineOptions, RelaxKernel};
 use crate::gpu::GpuContext;
-use crate::gpu::resident::ResidentShape;
 use crate::gpu::tile::TileChoice;
 use crate::model::Init;
 
@@ -37,8 +37,9 @@ pub struct BenchOptions {
     pub kernel_times: bool,
     /// The cooperative kernel's workgroup cap (None: the adapter's default).
     pub cooperative_groups: Option<usize>,
-    /// The resident kernel's shape (unset parts: chosen per batch size and device).
-    pub resident: ResidentShape,
+    /// The resident kernel's shape (unset parts: chosen per batch size and device), or `tune`
+    /// (settled per batch size by timing a few shapes, see `engine::tune`).
+    pub resident: ResidentSetting,
     /// K chunks of the weight-gradient product (see `EngineOptions::grad_split`).
     pub grad_split: usize,
 }
@@ -161,9 +162,14 @@ pub struct BenchResult {
     /// against the measured step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resident_busiest_loads: Option<u64>,
-    /// The resident shape asked for: "auto" or a forced one (as `tile_choice` is to the tiles).
+    /// The resident shape asked for: "auto", "tune" or a forced one (as `tile_choice` is to the
+    /// tiles).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resident_choice: Option<String>,
+    /// With "tune": each shape timed (its settled name, wall ms per training step, steps back to
+    /// back), in the order timed; `resident_shape` is the fastest.
+    #[serde(default)]
+    pub resident_tuned_ms: Vec<(String, f64)>,
     /// Whether the tiled products' register loops were unrolled (the default; `ARELAX_UNROLL=0`
     /// leaves them as loops).
     #[serde(default)]
@@ -320,14 +326,30 @@ pub fn run(
         eo.relax_kernel = opts.relax_kernel;
         eo.replicas = opts.replicas;
         eo.cooperative_groups = opts.cooperative_groups;
-        eo.resident = opts.resident;
+        eo.resident = opts.resident.shape();
+        let t = opts.relax_steps;
+        let tuned = if opts.relax_kernel == RelaxKernel::Resident
+            && opts.resident == ResidentSetting::Tune
+        {
+            let tuned = tune::tune(
+                &ctx,
+                model,
+                &eo,
+                (Init::FanIn, Init::FanIn, 1),
+                Algorithm::Ar,
+                t,
+            )?;
+            eo.resident = tuned.shape;
+            Some(tuned)
+        } else {
+            None
+        };
         eo.grad_split = opts.grad_split;
         let mut engine = Net::new(ctx.clone(), model, eo)?;
         let timed = engine.enable_profiling();
         engine.initialise(Init::FanIn, Init::FanIn, 1)?;
         engine.set_random_batch(7)?;
 
-        let t = opts.relax_steps;
         let ar = time_steps(&ctx, &mut engine, Algorithm::Ar, t, opts, timed)?;
         let bp = time_steps(&ctx, &mut engine, Algorithm::Bp, t, opts, timed)?;
         // Only for the wall-time estimate of a relaxation step.
@@ -421,6 +443,14 @@ pub fn run(
                 .map(|p| (4 * p.weights * p.blocks(b, opts.replicas) as u64) as f64),
             resident_choice: (opts.relax_kernel == RelaxKernel::Resident)
                 .then(|| opts.resident.to_string()),
+            resident_tuned_ms: tuned
+                .map(|t| {
+                    t.timings
+                        .iter()
+                        .map(|(s, ms)| (s.to_string(), *ms))
+                        .collect()
+                })
+                .unwrap_or_default(),
             unrolled: ctx.unroll,
             grad_split: opts.grad_split,
             wait_spin_us: ctx.wait_spin.as_micros() as u64,

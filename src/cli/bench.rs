@@ -7,6 +7,7 @@ use super::common::DeviceArgs;
 use crate::bench::{self, BenchOptions, BenchResult, saved};
 use crate::engine::RelaxKernel;
 use crate::engine::net::Model;
+use crate::engine::tune::ResidentSetting;
 use crate::gpu::Needs;
 use crate::gpu::resident::{MAX_LOADS, MAX_PARTS, MAX_ROWS, MAX_WIDE, ResidentShape};
 use crate::gpu::tile::TileChoice;
@@ -46,7 +47,8 @@ pub struct Args {
     /// comma-separated [default: tiled,resident for an MLP with a hidden layer, else tiled].
     #[arg(long)]
     relax_kernel: Option<String>,
-    /// The resident kernel's shape: auto (chosen per batch size and device) or
+    /// The resident kernel's shape: auto (chosen per batch size and device), tune (a few shapes
+    /// around auto timed for a few training steps on this device, the fastest measured), or
     /// rR-tT-uU-pP-wN-b-c-z, each part optional (rows and threads per workgroup, loads in
     /// flight per thread, workgroups per row block, columns per work item, extra items packed by
     /// the host: b or b0, weights kept in registers: c or c0, K walked down on odd steps: z or
@@ -197,7 +199,7 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
         "--relax-kernel",
         args.relax_kernel.as_deref().unwrap_or(default_kernels),
     )?;
-    let residents: Vec<ResidentShape> = parse_list("--resident", &args.resident)?;
+    let residents: Vec<ResidentSetting> = parse_list("--resident", &args.resident)?;
     let splits: Vec<usize> = parse_list("--grad-split", &args.grad_split)?;
     // Room for a forced shape's name with the cooperative prefix and the rolled-loops mark, and
     // for the resident kernel's settled shapes (every part given, at most this long).
@@ -257,7 +259,7 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
         replicas: args.replicas,
         kernel_times: args.kernel_times,
         cooperative_groups: args.cooperative_groups,
-        resident: ResidentShape::default(),
+        resident: ResidentSetting::default(),
         grad_split: 1,
     };
     if !args.json {
@@ -315,7 +317,7 @@ fn measure_kernels(
     args: &Args,
     kernels: &[RelaxKernel],
     tiles: &[TileChoice],
-    residents: &[ResidentShape],
+    residents: &[ResidentSetting],
     opts: &mut BenchOptions,
     w: usize,
 ) -> Result<Vec<BenchResult>> {
@@ -467,6 +469,18 @@ fn report(json: bool, w: usize) -> impl FnMut(&BenchResult) {
                     bytes / f64::from(g) / 1e3,
                     all / f64::from(g)
                 );
+                if !r.resident_tuned_ms.is_empty() {
+                    let timed: Vec<String> = r
+                        .resident_tuned_ms
+                        .iter()
+                        .map(|(s, ms)| format!("{s} {ms:.3} ms"))
+                        .collect();
+                    println!(
+                        "{:>6}   resident kernel tuned (ms per training step, piped): {}",
+                        "",
+                        timed.join(", ")
+                    );
+                }
                 if let Some(b) = r.resident_busiest_loads {
                     println!(
                         "{:>6}   resident kernel: the plan's busiest thread: {b} weight loads a \

@@ -13,6 +13,7 @@ pub mod net;
 pub mod ops;
 pub mod resident;
 mod step_table;
+pub mod tune;
 
 use std::sync::Arc;
 

@@ -103,8 +103,10 @@ pub struct TrainConfig {
     /// The cooperative kernel's workgroups per dispatch at most (unset: the adapter's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooperative_groups: Option<usize>,
-    /// The resident kernel's shape, e.g. "r4-t1024" (see `gpu::resident::ResidentShape`; unset:
-    /// chosen from the batch size and the device).
+    /// The resident kernel's shape, e.g. "r4-t1024" (see `gpu::resident::ResidentShape`), or
+    /// "tune": the fastest of a few shapes timed at the start of a new run (see
+    /// `engine::tune`; a resumed run keeps the shape its directory records). Unset: chosen
+    /// from the batch size and the device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resident_shape: Option<String>,
     /// K chunks of the weight-gradient product (unset: 1, no split; see
@@ -278,7 +280,7 @@ impl TrainConfig {
             return bad("relax_tol", format!("{t} must be positive"));
         }
         if let Some(r) = &self.resident_shape
-            && let Err(e) = r.parse::<crate::gpu::resident::ResidentShape>()
+            && let Err(e) = r.parse::<crate::engine::tune::ResidentSetting>()
         {
             return bad("resident_shape", e);
         }
@@ -333,11 +335,13 @@ impl TrainConfig {
             KernelChoice::Tiled | KernelChoice::Auto => RelaxKernel::Tiled,
         };
         o.cooperative_groups = self.cooperative_groups;
+        // "tune" is settled before an engine is built (train::run_seeds); unsettled, auto.
         o.resident = self
             .resident_shape
             .as_deref()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_default();
+            .and_then(|s| s.parse::<crate::engine::tune::ResidentSetting>().ok())
+            .unwrap_or_default()
+            .shape();
         o.relax_fprime_current = self.relax_fprime == FprimeAt::Current;
         o.update_fprime_current = self.update_fprime == FprimeAt::Current;
         o.update_input_relaxed = self.update_input == UpdateInput::Relaxed;
@@ -585,8 +589,8 @@ pub struct Overrides {
     /// The resident kernel's shape: rR-tT-uU-pP-wN-b-c-z, each part optional (rows and threads
     /// per workgroup, loads in flight per thread, workgroups per row block, columns per work
     /// item, extra items packed by the host: b or b0, weights kept in registers: c or c0, K
-    /// walked down on odd steps: z or z0), e.g. r2-p4 [default: chosen from the batch size and
-    /// the device].
+    /// walked down on odd steps: z or z0), e.g. r2-p4; or tune (a few shapes timed at the
+    /// start, the fastest kept) [default: chosen from the batch size and the device].
     #[arg(long)]
     pub resident_shape: Option<String>,
     /// K chunks of the weight-gradient product (K is the batch), each output tile computed by

@@ -397,24 +397,59 @@ fn time_training_steps(
     replicas: usize,
 ) -> Result<f64> {
     let mut opts = cfg.engine_options();
-    opts.lr = 0.0;
     opts.replicas = replicas;
-    let mut net = Net::new(ctx.clone(), model, opts)?;
-    net.initialise(cfg.init()?, cfg.feedback_init()?, cfg.seed)?;
-    net.set_random_batch(cfg.seed)?;
-    for _ in 0..2 {
-        net.train_step(cfg.algorithm, cfg.relax_steps);
+    let init = (cfg.init()?, cfg.feedback_init()?, cfg.seed);
+    crate::engine::tune::step_ms(ctx, model, &opts, init, cfg.algorithm, cfg.relax_steps)
+}
+
+/// Settles `resident_shape = "tune"` where the resident kernel may run (an AR run of an MLP
+/// with `relax_kernel` resident or auto): a resumed run keeps the shape its directory records;
+/// a new run takes the fastest of the shapes `engine::tune` times, with the run's model, batch
+/// size, step count and seeds side by side.
+fn resolve_resident_shape(
+    ctx: &Arc<GpuContext>,
+    cfg: &TrainConfig,
+    replicas: usize,
+    dir: &RunDir,
+    mode: run_dir::Mode,
+    progress: &mut dyn Progress,
+) -> Result<TrainConfig> {
+    use crate::engine::tune::{self, ResidentSetting};
+    use config::KernelChoice;
+    let mut cfg = cfg.clone();
+    let tune_asked = cfg
+        .resident_shape
+        .as_deref()
+        .is_some_and(|s| s.parse::<ResidentSetting>() == Ok(ResidentSetting::Tune));
+    let model = cfg.model()?;
+    if !tune_asked
+        || !matches!(
+            cfg.relax_kernel,
+            KernelChoice::Resident | KernelChoice::Auto
+        )
+        || cfg.algorithm != Algorithm::Ar
+        || !matches!(model, Model::Mlp(_))
+    {
+        return Ok(cfg);
     }
-    net.finish()?;
-    const STEPS: usize = 5;
-    let t = Instant::now();
-    for _ in 0..STEPS {
-        net.train_step(cfg.algorithm, cfg.relax_steps);
+    if mode == run_dir::Mode::Resume
+        && let Ok(saved) = RunDir::saved_config(&dir.path)
+        && let Ok(base) = TrainConfig::resolve(Some(&saved), &Overrides::default())
+    {
+        cfg.resident_shape = base.resident_shape;
+        return Ok(cfg);
     }
-    net.finish()?;
-    let ms = t.elapsed().as_secs_f64() * 1e3 / STEPS as f64;
-    net.check_relaxation()?;
-    Ok(ms)
+    let mut opts = cfg.engine_options();
+    opts.replicas = replicas;
+    let init = (cfg.init()?, cfg.feedback_init()?, cfg.seed);
+    let tuned = tune::tune(ctx, &model, &opts, init, cfg.algorithm, cfg.relax_steps)?;
+    progress.note(&format!(
+        "resident kernel's shape: measured per training step {}; using {}",
+        tuned.describe(),
+        tuned.shape
+    ));
+    cfg.resident_shape = Some(tuned.shape.to_string());
+    Ok(cfg)
 }
 
 /// [`run`] on an open device (experiments share one).
@@ -461,7 +496,8 @@ pub fn run_seeds(
             dirs.push(RunDir::open(p, mode)?);
             Ok(())
         })
-        .and_then(|()| resolve_relax_kernel(&ctx, cfg, seeds.len(), &dirs[0], mode, progress))
+        .and_then(|()| resolve_resident_shape(&ctx, cfg, seeds.len(), &dirs[0], mode, progress))
+        .and_then(|cfg| resolve_relax_kernel(&ctx, &cfg, seeds.len(), &dirs[0], mode, progress))
         .and_then(|cfg| Ok((Trainer::with_seeds(ctx, &cfg, &data, &seeds)?, cfg)));
     let (mut trainer, cfg) = match setup {
         Ok(v) => v,

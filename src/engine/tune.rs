@@ -1,0 +1,298 @@
+//! The resident kernel's shape settled by measurement (`resident = "tune"`, `--resident tune`):
+//! a few shapes around the automatic one, each timed for a few training steps on this device
+//! with the run's model, batch size and step count; the fastest is used. The automatic choice
+//! is a table measured on one GPU (an H100); other devices, and the shapes not yet measured
+//! there, may do better.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::net::{Model, Net};
+use super::{Algorithm, EngineOptions, RelaxKernel};
+use crate::gpu::GpuContext;
+use crate::gpu::resident::{ResidentPlan, ResidentShape};
+use crate::model::Init;
+use crate::{Error, Result};
+
+/// A resident shape as asked for: a shape (`auto`, or some parts forced), or `tune`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResidentSetting {
+    Shape(ResidentShape),
+    Tune,
+}
+
+impl Default for ResidentSetting {
+    fn default() -> Self {
+        Self::Shape(ResidentShape::default())
+    }
+}
+
+impl ResidentSetting {
+    /// The shape an engine is built with: `tune` must be settled first ([`tune`]); unsettled,
+    /// it is the automatic shape.
+    pub fn shape(&self) -> ResidentShape {
+        match self {
+            Self::Shape(s) => *s,
+            Self::Tune => ResidentShape::default(),
+        }
+    }
+}
+
+impl FromStr for ResidentSetting {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "tune" => Ok(Self::Tune),
+            other => other
+                .parse()
+                .map(Self::Shape)
+                .map_err(|e| format!("{e}; or tune (the fastest of a few, timed here)")),
+        }
+    }
+}
+
+impl fmt::Display for ResidentSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Shape(s) => s.fmt(f),
+            Self::Tune => f.write_str("tune"),
+        }
+    }
+}
+
+/// The shapes `tune` times for `widths` at `batch` × `replicas` rows on a device with `room`
+/// (threads, bytes) per workgroup: the automatic one first, then, where each is a plan and
+/// differs from those before: the extra items packed (where that lightens the busiest thread),
+/// units of two columns on half the threads, the full 1 024 threads, and at large batches four
+/// parts per row block (each thread's weights then fit in registers) at the same and at half
+/// the rows.
+pub fn candidates(
+    widths: &[usize],
+    batch: usize,
+    replicas: usize,
+    room: (u32, u32),
+) -> Vec<ResidentShape> {
+    let plan = |s: ResidentShape| ResidentPlan::new(widths, batch, replicas, s, room).ok();
+    let Some(auto) = plan(ResidentShape::default()) else {
+        return Vec::new();
+    };
+    let (rows, threads) = (auto.rows, auto.threads);
+    let with = |f: &dyn Fn(&mut ResidentShape)| {
+        let mut s = ResidentShape {
+            rows: Some(rows),
+            threads: Some(threads),
+            ..ResidentShape::default()
+        };
+        f(&mut s);
+        s
+    };
+    let mut tries = Vec::new();
+    if let Some(p) = plan(with(&|s| s.packed = Some(true)))
+        && p.busiest_loads < auto.busiest_loads
+    {
+        tries.push(p);
+    }
+    tries.extend(plan(with(&|s| {
+        s.threads = Some((threads / 2).max(32));
+        s.wide = Some(2);
+        s.cache = Some(false);
+    })));
+    if threads < 1024 {
+        tries.extend(plan(with(&|s| s.threads = Some(1024))));
+    }
+    if auto.parts == 1 && rows >= 8 {
+        tries.extend(plan(with(&|s| {
+            s.threads = None;
+            s.parts = Some(4);
+        })));
+        tries.extend(plan(with(&|s| {
+            s.rows = Some(rows / 2);
+            s.threads = None;
+            s.parts = Some(4);
+        })));
+    }
+    let mut shapes = vec![ResidentShape::default()];
+    let mut seen = vec![auto.shape().to_string()];
+    for p in tries {
+        let name = p.shape().to_string();
+        if !seen.contains(&name) {
+            seen.push(name);
+            shapes.push(p.shape());
+        }
+    }
+    shapes
+}
+
+/// Wall milliseconds per training step of `opts` (weights frozen: lr 0; a random batch;
+/// `algorithm` with `steps` relaxation steps), steps submitted back to back as in training,
+/// after a warm-up; an error if the relaxation went wrong.
+pub fn step_ms(
+    ctx: &Arc<GpuContext>,
+    model: &Model,
+    opts: &EngineOptions,
+    init: (Init, Init, u64),
+    algorithm: Algorithm,
+    steps: usize,
+) -> Result<f64> {
+    let mut opts = opts.clone();
+    opts.lr = 0.0;
+    let mut net = Net::new(ctx.clone(), model, opts)?;
+    net.initialise(init.0, init.1, init.2)?;
+    net.set_random_batch(init.2)?;
+    for _ in 0..2 {
+        net.train_step(algorithm, steps);
+    }
+    net.finish()?;
+    const STEPS: usize = 5;
+    let t = Instant::now();
+    for _ in 0..STEPS {
+        net.train_step(algorithm, steps);
+    }
+    net.finish()?;
+    let ms = t.elapsed().as_secs_f64() * 1e3 / STEPS as f64;
+    net.check_relaxation()?;
+    Ok(ms)
+}
+
+/// What [`tune`] chose, and every shape's time per training step (ms), in the order timed.
+#[derive(Clone, Debug)]
+pub struct Tuned {
+    /// The fastest, settled (every part named: building with it again gives the same plan).
+    pub shape: ResidentShape,
+    pub timings: Vec<(ResidentShape, f64)>,
+}
+
+impl Tuned {
+    /// "r16-t768-u16 6.120 ms, r16-t768-u16-p4-c 4.410 ms, ..." for reports.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .timings
+            .iter()
+            .map(|(s, ms)| format!("{s} {ms:.3} ms"))
+            .collect();
+        parts.join(", ")
+    }
+}
+
+/// Times each of [`candidates`] with [`step_ms`] (the resident kernel, `opts` otherwise) and
+/// returns the fastest. A candidate the device cannot run (a clear error when building it, or
+/// a relaxation that went wrong) is left out; the automatic shape must run.
+pub fn tune(
+    ctx: &Arc<GpuContext>,
+    model: &Model,
+    opts: &EngineOptions,
+    init: (Init, Init, u64),
+    algorithm: Algorithm,
+    steps: usize,
+) -> Result<Tuned> {
+    let Model::Mlp(spec) = model else {
+        return Err(Error::Config(
+            "resident = \"tune\" applies to the resident kernel, which relaxes MLPs".into(),
+        ));
+    };
+    let mut opts = opts.clone();
+    opts.relax_kernel = RelaxKernel::Resident;
+    let replicas = opts.replicas.max(1);
+    let room = ctx.workgroup_room();
+    let mut timings = Vec::new();
+    for (i, shape) in candidates(&spec.widths, opts.batch, replicas, room)
+        .into_iter()
+        .enumerate()
+    {
+        opts.resident = shape;
+        match step_ms(ctx, model, &opts, init, algorithm, steps) {
+            Ok(ms) => timings.push((settled(spec, &opts, room)?, ms)),
+            Err(Error::Config(_)) | Err(Error::Gpu(_)) | Err(Error::Device(_)) if i > 0 => {
+                // Errors are recorded on the device; leave them with this candidate.
+                let _ = ctx.check();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let shape = timings
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|t| t.0)
+        .ok_or_else(|| Error::Config("the resident kernel has no shape for this model".into()))?;
+    Ok(Tuned { shape, timings })
+}
+
+/// The settled shape of `opts.resident` (the plan's own name for it).
+fn settled(
+    spec: &crate::model::ModelSpec,
+    opts: &EngineOptions,
+    room: (u32, u32),
+) -> Result<ResidentShape> {
+    let replicas = opts.replicas.max(1);
+    Ok(ResidentPlan::new(&spec.widths, opts.batch, replicas, opts.resident, room)?.shape())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAPER: [usize; 5] = [784, 300, 300, 100, 10];
+    const H100: (u32, u32) = (1024, 49152);
+
+    fn names(batch: usize) -> Vec<String> {
+        candidates(&PAPER, batch, 1, H100)
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn candidates_surround_the_automatic_shape() {
+        // Batch 64 has parts and weights in registers already; packing finds nothing better
+        // there, so only units of two columns (which keep weights in memory) are tried.
+        assert_eq!(names(64), ["auto", "r2-t512-u16-p4-w2-z"]);
+        // Batch 1024: units, 1024 threads, and four parts at 8 and at 4 rows.
+        assert_eq!(
+            names(1024),
+            [
+                "auto",
+                "r8-t384-u16-w2",
+                "r8-t1024-u16",
+                "r8-t768-u16-p4-c",
+                "r4-t1024-u16-p4-c",
+            ]
+        );
+        // Batch 4096: packing as well (it lightens the busiest thread there).
+        assert_eq!(
+            names(4096),
+            [
+                "auto",
+                "r16-t768-u16-b",
+                "r16-t384-u16-w2",
+                "r16-t1024-u16",
+                "r16-t768-u16-p4-c",
+                "r8-t768-u16-p4-c",
+            ]
+        );
+        // Each is a plan, and none twice.
+        for batch in [1, 3, 64, 256, 1024, 4096] {
+            let n = names(batch);
+            let mut d = n.clone();
+            d.sort();
+            d.dedup();
+            assert_eq!(n.len(), d.len(), "batch {batch}: {n:?}");
+            for s in candidates(&PAPER, batch, 1, H100) {
+                ResidentPlan::new(&PAPER, batch, 1, s, H100).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn settings_parse_and_print() {
+        for s in ["tune", "auto", "r4-t256", "r2-p4-c-z"] {
+            assert_eq!(s.parse::<ResidentSetting>().unwrap().to_string(), s);
+        }
+        assert_eq!(
+            "tune".parse::<ResidentSetting>().unwrap().shape(),
+            ResidentShape::default()
+        );
+        assert!("r3".parse::<ResidentSetting>().is_err());
+    }
+}
