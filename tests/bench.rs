@@ -95,7 +95,11 @@ fn bench_json_has_every_field() {
         // Weight gradients unsplit and waits blocking at once unless asked for.
         assert_eq!(v["grad_split"], 1);
         assert_eq!(v["wait_spin_us"], 0);
-        assert_eq!(v["resident_tuned_ms"].as_array().unwrap().len(), 0, "not tuned");
+        assert_eq!(
+            v["resident_tuned_ms"].as_array().unwrap().len(),
+            0,
+            "not tuned"
+        );
         for key in ["adapter", "backend", "driver", "model", "relax_step_source"] {
             assert!(v[key].as_str().is_some_and(|s| !s.is_empty()), "{key}: {v}");
         }
