@@ -284,7 +284,8 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
         );
         println!(
             "AR step: wall time of one step alone (encode, submit, wait); piped: wall time per step \
-             with {} steps submitted back to back, as in training",
+             with {} steps submitted back to back, as in training; both with no timestamps written \
+             (GPU ms comes from as many samples again that write them)",
             args.samples
         );
         if !ctx.unroll {
