@@ -203,6 +203,17 @@ fn bench_takes_a_model_file() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// `--kernel-times` with two brief samples of two relaxation steps.
+const KERNEL_TIMES: [&str; 7] = [
+    "--kernel-times",
+    "--relax-steps",
+    "2",
+    "--samples",
+    "2",
+    "--warmup-ms",
+    "1",
+];
+
 /// The kernels `--kernel-times` timed (name, ms) from `bench`'s JSON, each time finite and not
 /// negative; None on an adapter without timestamp queries (which must then time none).
 fn kernel_times(o: &Output) -> Option<Vec<String>> {
@@ -225,19 +236,7 @@ fn kernel_times(o: &Output) -> Option<Vec<String>> {
 #[test]
 fn bench_times_each_kernel_of_a_graph() {
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cnn.toml");
-    let o = bench(&[
-        "--kernel-times",
-        "--model",
-        model,
-        "--batch-sizes",
-        "2",
-        "--relax-steps",
-        "2",
-        "--samples",
-        "2",
-        "--warmup-ms",
-        "1",
-    ]);
+    let o = bench(&[&["--model", model, "--batch-sizes", "2"][..], &KERNEL_TIMES].concat());
     let Some(names) = kernel_times(&o) else {
         return;
     };
@@ -257,23 +256,15 @@ fn bench_times_each_kernel_of_a_graph() {
 /// both gradient kernels (products, and the sum of their K chunks when split).
 #[test]
 fn bench_times_each_kernel_of_an_mlp() {
-    let o = bench(&[
-        "--kernel-times",
+    let mlp = [
         "--layers",
         "6,5,4,3",
         "--grad-split",
         "2",
         "--relax-kernel",
         "tiled",
-        "--batch-sizes",
-        "5",
-        "--relax-steps",
-        "2",
-        "--samples",
-        "2",
-        "--warmup-ms",
-        "1",
-    ]);
+    ];
+    let o = bench(&[&mlp[..], &["--batch-sizes", "5"], &KERNEL_TIMES].concat());
     let Some(names) = kernel_times(&o) else {
         return;
     };

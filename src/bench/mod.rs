@@ -331,14 +331,14 @@ pub fn run(
         let tuned = if opts.relax_kernel == RelaxKernel::Resident
             && opts.resident == ResidentSetting::Tune
         {
-            let tuned = tune::tune(
-                &ctx,
-                model,
-                &eo,
-                (Init::FanIn, Init::FanIn, 1),
-                Algorithm::Ar,
-                t,
-            )?;
+            let work = tune::Workload {
+                algorithm: Algorithm::Ar,
+                steps: t,
+                init: Init::FanIn,
+                feedback_init: Init::FanIn,
+                seed: 1,
+            };
+            let tuned = tune::tune(&ctx, model, &eo, &work)?;
             eo.resident = tuned.shape;
             Some(tuned)
         } else {

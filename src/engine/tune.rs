@@ -125,30 +125,39 @@ pub fn candidates(
     shapes
 }
 
-/// Wall milliseconds per training step of `opts` (weights frozen: lr 0; a random batch;
-/// `algorithm` with `steps` relaxation steps), steps submitted back to back as in training,
-/// after a warm-up; an error if the relaxation went wrong.
+/// The training step a timing runs: its algorithm and relaxation steps, and the weights'
+/// and feedback's initialisation with its seed (which also draws the random batch).
+#[derive(Clone, Copy, Debug)]
+pub struct Workload {
+    pub algorithm: Algorithm,
+    pub steps: usize,
+    pub init: Init,
+    pub feedback_init: Init,
+    pub seed: u64,
+}
+
+/// Wall milliseconds per training step of `opts` doing `work` (weights frozen: lr 0; a random
+/// batch), steps submitted back to back as in training, after a warm-up; an error if the
+/// relaxation went wrong.
 pub fn step_ms(
     ctx: &Arc<GpuContext>,
     model: &Model,
     opts: &EngineOptions,
-    init: (Init, Init, u64),
-    algorithm: Algorithm,
-    steps: usize,
+    work: &Workload,
 ) -> Result<f64> {
     let mut opts = opts.clone();
     opts.lr = 0.0;
     let mut net = Net::new(ctx.clone(), model, opts)?;
-    net.initialise(init.0, init.1, init.2)?;
-    net.set_random_batch(init.2)?;
+    net.initialise(work.init, work.feedback_init, work.seed)?;
+    net.set_random_batch(work.seed)?;
     for _ in 0..2 {
-        net.train_step(algorithm, steps);
+        net.train_step(work.algorithm, work.steps);
     }
     net.finish()?;
     const STEPS: usize = 5;
     let t = Instant::now();
     for _ in 0..STEPS {
-        net.train_step(algorithm, steps);
+        net.train_step(work.algorithm, work.steps);
     }
     net.finish()?;
     let ms = t.elapsed().as_secs_f64() * 1e3 / STEPS as f64;
@@ -183,9 +192,7 @@ pub fn tune(
     ctx: &Arc<GpuContext>,
     model: &Model,
     opts: &EngineOptions,
-    init: (Init, Init, u64),
-    algorithm: Algorithm,
-    steps: usize,
+    work: &Workload,
 ) -> Result<Tuned> {
     let Model::Mlp(spec) = model else {
         return Err(Error::Config(
@@ -202,7 +209,7 @@ pub fn tune(
         .enumerate()
     {
         opts.resident = shape;
-        match step_ms(ctx, model, &opts, init, algorithm, steps) {
+        match step_ms(ctx, model, &opts, work) {
             Ok(ms) => timings.push((settled(spec, &opts, room)?, ms)),
             Err(Error::Config(_)) | Err(Error::Gpu(_)) | Err(Error::Device(_)) if i > 0 => {
                 // Errors are recorded on the device; leave them with this candidate.

@@ -342,9 +342,7 @@ fn resolve_relax_kernel(
     if cfg.relax_kernel != KernelChoice::Auto {
         return Ok(cfg);
     }
-    if mode == run_dir::Mode::Resume
-        && let Ok(saved) = RunDir::saved_config(&dir.path)
-        && let Ok(base) = TrainConfig::resolve(Some(&saved), &Overrides::default())
+    if let Some(base) = saved_settings(dir, mode)
         && base.relax_kernel != KernelChoice::Auto
     {
         cfg.relax_kernel = base.relax_kernel;
@@ -398,8 +396,27 @@ fn time_training_steps(
 ) -> Result<f64> {
     let mut opts = cfg.engine_options();
     opts.replicas = replicas;
-    let init = (cfg.init()?, cfg.feedback_init()?, cfg.seed);
-    crate::engine::tune::step_ms(ctx, model, &opts, init, cfg.algorithm, cfg.relax_steps)
+    crate::engine::tune::step_ms(ctx, model, &opts, &workload(cfg)?)
+}
+
+/// What timing a training step of `cfg` runs.
+fn workload(cfg: &TrainConfig) -> Result<crate::engine::tune::Workload> {
+    Ok(crate::engine::tune::Workload {
+        algorithm: cfg.algorithm,
+        steps: cfg.relax_steps,
+        init: cfg.init()?,
+        feedback_init: cfg.feedback_init()?,
+        seed: cfg.seed,
+    })
+}
+
+/// The settings a resumed run's directory records (None for a new run, or none readable).
+fn saved_settings(dir: &RunDir, mode: run_dir::Mode) -> Option<TrainConfig> {
+    if mode != run_dir::Mode::Resume {
+        return None;
+    }
+    let saved = RunDir::saved_config(&dir.path).ok()?;
+    TrainConfig::resolve(Some(&saved), &Overrides::default()).ok()
 }
 
 /// Settles `resident_shape = "tune"` where the resident kernel may run (an AR run of an MLP
@@ -432,17 +449,13 @@ fn resolve_resident_shape(
     {
         return Ok(cfg);
     }
-    if mode == run_dir::Mode::Resume
-        && let Ok(saved) = RunDir::saved_config(&dir.path)
-        && let Ok(base) = TrainConfig::resolve(Some(&saved), &Overrides::default())
-    {
+    if let Some(base) = saved_settings(dir, mode) {
         cfg.resident_shape = base.resident_shape;
         return Ok(cfg);
     }
     let mut opts = cfg.engine_options();
     opts.replicas = replicas;
-    let init = (cfg.init()?, cfg.feedback_init()?, cfg.seed);
-    let tuned = tune::tune(ctx, &model, &opts, init, cfg.algorithm, cfg.relax_steps)?;
+    let tuned = tune::tune(ctx, &model, &opts, &workload(&cfg)?)?;
     progress.note(&format!(
         "resident kernel's shape: measured per training step {}; using {}",
         tuned.describe(),
