@@ -648,3 +648,28 @@ impl arelax::train::Progress for Notes {
         self.0.push(line.to_string());
     }
 }
+
+/// A contender that cannot run is ruled out with its error while the others are timed.
+#[test]
+fn a_contest_rules_out_what_cannot_run() {
+    use arelax::engine::RelaxKernel;
+    use arelax::engine::net::Model;
+    use arelax::engine::tune::{Workload, contest};
+    let model = Model::Mlp(spec(&[12, 40, 30, 4], Activation::Tanh, Loss::Mse));
+    let tiled = EngineOptions::new(5);
+    let mut too_big = tiled.clone();
+    too_big.relax_kernel = RelaxKernel::Resident;
+    // 64 rows of 34 inputs each: 8.7 KB of workgroup memory is fine, 3000 threads are not.
+    too_big.resident = "r64-t3000".parse().unwrap();
+    let work = Workload {
+        algorithm: arelax::engine::Algorithm::Ar,
+        steps: 3,
+        init: Init::FanIn,
+        feedback_init: Init::FanIn,
+        seed: 1,
+    };
+    let times = contest(&ctx(), &model, &[tiled, too_big], &work).unwrap();
+    assert!(times[0].as_ref().is_ok_and(|ms| *ms > 0.0), "{times:?}");
+    let err = times[1].as_ref().unwrap_err().to_string();
+    assert!(err.contains("3000 threads"), "{err}");
+}

@@ -136,33 +136,80 @@ pub struct Workload {
     pub seed: u64,
 }
 
-/// Wall milliseconds per training step of `opts` doing `work` (weights frozen: lr 0; a random
-/// batch), steps submitted back to back as in training, after a warm-up; an error if the
-/// relaxation went wrong.
+/// Steps timed per round, rounds, and warm-up steps of [`contest`].
+const STEPS: usize = 5;
+const ROUNDS: usize = 3;
+const WARMUP: usize = 2;
+
+/// Errors that rule one contender out (settings it cannot run, a relaxation gone wrong, an
+/// error the device recorded while it ran) rather than end the contest.
+fn rules_out(e: &Error) -> bool {
+    matches!(e, Error::Config(_) | Error::Gpu(_) | Error::Device(_))
+}
+
+/// Times engines built from `options` against one another, each as in training but frozen
+/// (lr 0; `work`'s initialisation and a random batch): wall milliseconds per training step,
+/// steps submitted back to back after a warm-up. [`ROUNDS`] rounds visit every engine in turn,
+/// and each keeps its least time, so that none is timed only while the GPU's clocks are still
+/// rising. An engine that cannot be built, runs into an error, or whose relaxation went wrong
+/// gets that error instead of a time.
+pub fn contest(
+    ctx: &Arc<GpuContext>,
+    model: &Model,
+    options: &[EngineOptions],
+    work: &Workload,
+) -> Result<Vec<Result<f64>>> {
+    let build = |opts: &EngineOptions| -> Result<Net> {
+        let mut opts = opts.clone();
+        opts.lr = 0.0;
+        let mut net = Net::new(ctx.clone(), model, opts)?;
+        net.initialise(work.init, work.feedback_init, work.seed)?;
+        net.set_random_batch(work.seed)?;
+        for _ in 0..WARMUP {
+            net.train_step(work.algorithm, work.steps);
+        }
+        net.finish()?;
+        Ok(net)
+    };
+    let mut nets = Vec::with_capacity(options.len());
+    for opts in options {
+        match build(opts) {
+            Err(e) if !rules_out(&e) => return Err(e),
+            r => nets.push(r.map(|n| (n, f64::INFINITY))),
+        }
+    }
+    for _ in 0..ROUNDS {
+        for entry in nets.iter_mut() {
+            let Ok((net, best)) = entry else { continue };
+            let t = Instant::now();
+            for _ in 0..STEPS {
+                net.train_step(work.algorithm, work.steps);
+            }
+            match net.finish() {
+                Ok(()) => *best = best.min(t.elapsed().as_secs_f64() * 1e3 / STEPS as f64),
+                Err(e) if rules_out(&e) => *entry = Err(e),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(nets
+        .into_iter()
+        .map(|entry| {
+            let (net, ms) = entry?;
+            net.check_relaxation()?;
+            Ok(ms)
+        })
+        .collect())
+}
+
+/// [`contest`] of one: `opts`'s time per training step, or why it has none.
 pub fn step_ms(
     ctx: &Arc<GpuContext>,
     model: &Model,
     opts: &EngineOptions,
     work: &Workload,
 ) -> Result<f64> {
-    let mut opts = opts.clone();
-    opts.lr = 0.0;
-    let mut net = Net::new(ctx.clone(), model, opts)?;
-    net.initialise(work.init, work.feedback_init, work.seed)?;
-    net.set_random_batch(work.seed)?;
-    for _ in 0..2 {
-        net.train_step(work.algorithm, work.steps);
-    }
-    net.finish()?;
-    const STEPS: usize = 5;
-    let t = Instant::now();
-    for _ in 0..STEPS {
-        net.train_step(work.algorithm, work.steps);
-    }
-    net.finish()?;
-    let ms = t.elapsed().as_secs_f64() * 1e3 / STEPS as f64;
-    net.check_relaxation()?;
-    Ok(ms)
+    contest(ctx, model, std::slice::from_ref(opts), work)?.remove(0)
 }
 
 /// What [`tune`] chose, and every shape's time per training step (ms), in the order timed.
@@ -185,9 +232,9 @@ impl Tuned {
     }
 }
 
-/// Times each of [`candidates`] with [`step_ms`] (the resident kernel, `opts` otherwise) and
-/// returns the fastest. A candidate the device cannot run (a clear error when building it, or
-/// a relaxation that went wrong) is left out; the automatic shape must run.
+/// Times [`candidates`] against one another with [`contest`] (the resident kernel, `opts`
+/// otherwise) and returns the fastest. A candidate that fails is left out; the automatic shape
+/// must run.
 pub fn tune(
     ctx: &Arc<GpuContext>,
     model: &Model,
@@ -199,23 +246,26 @@ pub fn tune(
             "resident = \"tune\" applies to the resident kernel, which relaxes MLPs".into(),
         ));
     };
-    let mut opts = opts.clone();
-    opts.relax_kernel = RelaxKernel::Resident;
-    let replicas = opts.replicas.max(1);
     let room = ctx.workgroup_room();
+    let options: Vec<EngineOptions> =
+        candidates(&spec.widths, opts.batch, opts.replicas.max(1), room)
+            .into_iter()
+            .map(|shape| EngineOptions {
+                relax_kernel: RelaxKernel::Resident,
+                resident: shape,
+                ..opts.clone()
+            })
+            .collect();
     let mut timings = Vec::new();
-    for (i, shape) in candidates(&spec.widths, opts.batch, replicas, room)
-        .into_iter()
+    for (i, (o, ms)) in options
+        .iter()
+        .zip(contest(ctx, model, &options, work)?)
         .enumerate()
     {
-        opts.resident = shape;
-        match step_ms(ctx, model, &opts, work) {
-            Ok(ms) => timings.push((settled(spec, &opts, room)?, ms)),
-            Err(Error::Config(_)) | Err(Error::Gpu(_)) | Err(Error::Device(_)) if i > 0 => {
-                // Errors are recorded on the device; leave them with this candidate.
-                let _ = ctx.check();
-            }
-            Err(e) => return Err(e),
+        match ms {
+            Ok(ms) => timings.push((settled(spec, o, room)?, ms)),
+            Err(e) if i == 0 => return Err(e),
+            Err(_) => {}
         }
     }
     let shape = timings

@@ -13,10 +13,11 @@ use serde::Serialize;
 
 use crate::checkpoint::TensorFile;
 use crate::data::{self, DatasetKind, Split};
-use crate::engine::Algorithm;
 use crate::engine::feed::BatchTarget;
 use crate::engine::feed::{DeviceSplit, EpochSums};
 use crate::engine::net::{Model, Net, ParamGroup};
+use crate::engine::tune;
+use crate::engine::{Algorithm, EngineOptions};
 use crate::gpu::{AdapterRequest, GpuContext};
 use crate::metrics::{compare_groups, mean_angle};
 use crate::rng::Rng;
@@ -353,19 +354,36 @@ fn resolve_relax_kernel(
     if cfg.algorithm != Algorithm::Ar || !matches!(model, Model::Mlp(_)) {
         return Ok(cfg);
     }
-    let mut timed = vec![(
-        cfg.clone(),
-        time_training_steps(ctx, &model, &cfg, replicas)?,
-    )];
-    for kernel in [KernelChoice::Resident, KernelChoice::Cooperative] {
-        let mut other = cfg.clone();
-        other.relax_kernel = kernel;
-        match time_training_steps(ctx, &model, &other, replicas) {
-            Ok(ms) => timed.push((other, ms)),
-            // Settings the kernel does not handle (wide layers, adaptive, sweep, ...), or a
-            // cooperative kernel whose workgroups did not all run at once here.
-            Err(Error::Config(_)) | Err(Error::Gpu(_)) => {}
-            Err(e) => return Err(e),
+    let configs: Vec<TrainConfig> = [
+        KernelChoice::Tiled,
+        KernelChoice::Resident,
+        KernelChoice::Cooperative,
+    ]
+    .into_iter()
+    .map(|relax_kernel| TrainConfig {
+        relax_kernel,
+        ..cfg.clone()
+    })
+    .collect();
+    let options: Vec<_> = configs
+        .iter()
+        .map(|c| EngineOptions {
+            replicas,
+            ..c.engine_options()
+        })
+        .collect();
+    let work = workload(&cfg)?;
+    let mut timed = Vec::new();
+    for (c, ms) in configs
+        .into_iter()
+        .zip(tune::contest(ctx, &model, &options, &work)?)
+    {
+        match ms {
+            Ok(ms) => timed.push((c, ms)),
+            // The others may not handle these settings (wide layers, adaptive, sweep, ...), and
+            // a cooperative kernel's workgroups may not all run at once here.
+            Err(e) if c.relax_kernel == KernelChoice::Tiled => return Err(e),
+            Err(_) => {}
         }
     }
     let best = timed
@@ -386,22 +404,9 @@ fn resolve_relax_kernel(
     Ok(best)
 }
 
-/// Wall milliseconds per training step of `cfg` with `replicas` copies (weights frozen, random
-/// data), steps submitted back to back as in training, after a warm-up.
-fn time_training_steps(
-    ctx: &Arc<GpuContext>,
-    model: &Model,
-    cfg: &TrainConfig,
-    replicas: usize,
-) -> Result<f64> {
-    let mut opts = cfg.engine_options();
-    opts.replicas = replicas;
-    crate::engine::tune::step_ms(ctx, model, &opts, &workload(cfg)?)
-}
-
 /// What timing a training step of `cfg` runs.
-fn workload(cfg: &TrainConfig) -> Result<crate::engine::tune::Workload> {
-    Ok(crate::engine::tune::Workload {
+fn workload(cfg: &TrainConfig) -> Result<tune::Workload> {
+    Ok(tune::Workload {
         algorithm: cfg.algorithm,
         steps: cfg.relax_steps,
         init: cfg.init()?,
@@ -431,8 +436,8 @@ fn resolve_resident_shape(
     mode: run_dir::Mode,
     progress: &mut dyn Progress,
 ) -> Result<TrainConfig> {
-    use crate::engine::tune::{self, ResidentSetting};
     use config::KernelChoice;
+    use tune::ResidentSetting;
     let mut cfg = cfg.clone();
     let tune_asked = cfg
         .resident_shape
