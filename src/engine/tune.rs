@@ -149,10 +149,10 @@ fn rules_out(e: &Error) -> bool {
 
 /// Times engines built from `options` against one another, each as in training but frozen
 /// (lr 0; `work`'s initialisation and a random batch): wall milliseconds per training step,
-/// steps submitted back to back after a warm-up. [`ROUNDS`] rounds visit every engine in turn,
-/// and each keeps its least time, so that none is timed only while the GPU's clocks are still
-/// rising. An engine that cannot be built, runs into an error, or whose relaxation went wrong
-/// gets that error instead of a time.
+/// steps submitted back to back after a warm-up of 2. Three rounds of 5 steps visit every
+/// engine in turn, and each keeps its least time, so that none is timed only while the GPU's
+/// clocks are still rising. An engine that cannot be built, runs into an error, or whose
+/// relaxation went wrong gets that error instead of a time.
 pub fn contest(
     ctx: &Arc<GpuContext>,
     model: &Model,
