@@ -497,8 +497,8 @@ fn unrolled_and_rolled_tiles_agree_bit_for_bit() {
 /// parts (an upper part posting the lowest layer's input every step for the lower ones); with
 /// weights loaded every step, or kept in registers (c); with units of 1 to 4 columns (w), the last
 /// of a layer narrower; with extra items dealt round robin or packed by the host (b); with 16 and
-/// 24 rows (4 and 6 vec4s), the latter in parts; with parts each workgroup holds only its own
-/// layers' inputs.
+/// 24 rows (4 and 6 vec4s), in parts too (each workgroup holding only its own layers' inputs);
+/// and 8 rows in parts with weights in registers (what `tune` tries at large batches).
 #[test]
 fn resident_relaxation_equals_t_jacobi_steps() {
     for shape in [
@@ -519,6 +519,7 @@ fn resident_relaxation_equals_t_jacobi_steps() {
         "r1-t256-p1-w2-b",
         "r16-t64-u4-w2",
         "r24-t128-p3-z",
+        "r8-t512-p4-c",
     ] {
         resident_relaxation_cases(shape.parse().unwrap());
     }

@@ -1196,6 +1196,10 @@ mod tests {
             (64, "r2-p4-w2"),
             (1024, "r8-t384-w2-b"),
             (64, "b"),
+            // What tune may settle on at large batches.
+            (4096, "r16-p4"),
+            (1024, "r4-p4"),
+            (4096, "r16-t768-b"),
         ] {
             let room = (1024, 49152);
             let plan = ResidentPlan::new(&PAPER, batch, 1, forced.parse().unwrap(), room).unwrap();
