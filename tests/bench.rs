@@ -162,20 +162,8 @@ fn bench_json_has_every_field() {
 fn bench_takes_a_model_file() {
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/residual-mlp.toml");
     let run = |tile: &str| {
-        bench(&[
-            "--model",
-            model,
-            "--batch-sizes",
-            "3",
-            "--relax-steps",
-            "2",
-            "--samples",
-            "2",
-            "--warmup-ms",
-            "1",
-            "--tile",
-            tile,
-        ])
+        let args = ["--model", model, "--batch-sizes", "3", "--tile", tile];
+        bench(&[&args[..], &BRIEF].concat())
     };
     let o = run("auto");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -203,16 +191,8 @@ fn bench_takes_a_model_file() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-/// `--kernel-times` with two brief samples of two relaxation steps.
-const KERNEL_TIMES: [&str; 7] = [
-    "--kernel-times",
-    "--relax-steps",
-    "2",
-    "--samples",
-    "2",
-    "--warmup-ms",
-    "1",
-];
+/// Two brief samples of two relaxation steps.
+const BRIEF: [&str; 6] = ["--relax-steps", "2", "--samples", "2", "--warmup-ms", "1"];
 
 /// The kernels `--kernel-times` timed (name, ms) from `bench`'s JSON, each time finite and not
 /// negative; None on an adapter without timestamp queries (which must then time none).
@@ -236,7 +216,13 @@ fn kernel_times(o: &Output) -> Option<Vec<String>> {
 #[test]
 fn bench_times_each_kernel_of_a_graph() {
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cnn.toml");
-    let o = bench(&[&["--model", model, "--batch-sizes", "2"][..], &KERNEL_TIMES].concat());
+    let o = bench(
+        &[
+            &["--kernel-times", "--model", model, "--batch-sizes", "2"][..],
+            &BRIEF,
+        ]
+        .concat(),
+    );
     let Some(names) = kernel_times(&o) else {
         return;
     };
@@ -264,7 +250,7 @@ fn bench_times_each_kernel_of_an_mlp() {
         "--relax-kernel",
         "tiled",
     ];
-    let o = bench(&[&mlp[..], &["--batch-sizes", "5"], &KERNEL_TIMES].concat());
+    let o = bench(&[&mlp[..], &["--kernel-times", "--batch-sizes", "5"], &BRIEF].concat());
     let Some(names) = kernel_times(&o) else {
         return;
     };

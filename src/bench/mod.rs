@@ -244,7 +244,7 @@ fn time_steps(
             let t = Instant::now();
             engine.train_step(alg, steps);
             engine.finish()?;
-            wall_timed.push(t.elapsed().as_secs_f64() * 1e3);
+            wall_timed.push(ms(t));
             let p = engine.phase_times()?;
             if !p.is_empty() {
                 gpu.push(p.iter().map(|x| x.1).sum::<f64>());

@@ -471,15 +471,10 @@ fn report(json: bool, w: usize) -> impl FnMut(&BenchResult) {
                     all / f64::from(g)
                 );
                 if !r.resident_tuned_ms.is_empty() {
-                    let timed: Vec<String> = r
-                        .resident_tuned_ms
-                        .iter()
-                        .map(|(s, ms)| format!("{s} {ms:.3} ms"))
-                        .collect();
                     println!(
                         "{:>6}   resident kernel tuned (ms per training step, piped): {}",
                         "",
-                        timed.join(", ")
+                        times(&r.resident_tuned_ms)
                     );
                 }
                 if let Some(b) = r.resident_busiest_loads {

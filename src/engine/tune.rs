@@ -202,16 +202,6 @@ pub fn contest(
         .collect())
 }
 
-/// [`contest`] of one: `opts`'s time per training step, or why it has none.
-pub fn step_ms(
-    ctx: &Arc<GpuContext>,
-    model: &Model,
-    opts: &EngineOptions,
-    work: &Workload,
-) -> Result<f64> {
-    contest(ctx, model, std::slice::from_ref(opts), work)?.remove(0)
-}
-
 /// What [`tune`] chose, and every shape's time per training step (ms), in the order timed.
 #[derive(Clone, Debug)]
 pub struct Tuned {
