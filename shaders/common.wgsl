@@ -24,8 +24,10 @@ struct Pass {
     batch: u32,  // B
     flags: u32,  // bit 0: no derivative in relaxation, bit 1: no derivative in update,
                  // bit 2: adaptive relaxation (convergence tracked in `conv`),
-                 // bit 3: forward.wgsl computes f' only, from the relaxation state
-    rate: f32,   // relaxation rate eta (relax only)
+                 // bit 3: forward.wgsl computes f' only, from the relaxation state,
+                 // bits 4-6: forward_fused writes the relaxation start, the output error,
+                 // with cross-entropy (see forward.wgsl)
+    rate: f32,   // relaxation rate eta (relax); the loss scale (forward_fused's output error)
     split: u32,  // grad only: K chunks per output tile (0 or 1: none), each leaving its partial
                  // sums part_len floats after the chunk before (grad_sum.wgsl adds them)
     part_len: u32,
@@ -36,6 +38,9 @@ const FLAG_NO_RELAX_DERIV: u32 = 1u;
 const FLAG_NO_UPDATE_DERIV: u32 = 2u;
 const FLAG_ADAPTIVE: u32 = 4u;
 const FLAG_FPRIME_ONLY: u32 = 8u;
+const FLAG_WRITE_START: u32 = 16u;
+const FLAG_OUTPUT_ERROR: u32 = 32u;
+const FLAG_LOSS_CE: u32 = 64u;
 
 const ACT_LINEAR: u32 = 0u;
 const ACT_RELU: u32 = 1u;

@@ -78,27 +78,91 @@ fn forward_matches_reference_for_every_activation() {
     }
 }
 
+/// The output error in the output layer's forward dispatch (the automatic tile spans the 7
+/// outputs; a forced 16x16 tile spans 16 exactly) and in a dispatch of its own (20 outputs are
+/// wider than a 16x16 tile), for each loss and reduction; and the relaxation start the forward
+/// pass leaves in every hidden layer, or zeros.
 #[test]
 fn output_error_matches_reference_for_each_loss_and_reduction() {
-    for loss in [Loss::Mse, Loss::Ce] {
-        for reduction in [Reduction::Sum, Reduction::Mean] {
-            let s = spec(&[9, 13, 7], Activation::Tanh, loss);
-            let mut opts = EngineOptions::new(11);
-            opts.reduction = reduction;
-            let mut p = problem(&s, opts, Init::Normal(0.5), 4);
-            encode(&mut p.engine, |e, enc| {
-                e.encode_forward(enc);
-                e.encode_relax_start(enc);
-            });
-            let fwd = cpu::forward(&s, &Params64::from(&p.params), &to64(&p.input), 11);
-            let out = cpu::output_error(&s, &fwd, &to64(&p.target), reduction);
-            let (loss_gpu, correct) = p.engine.batch_stats().unwrap();
-            let e = rel_err(&loss_gpu, &out.loss);
-            assert!(e < 1e-5, "{loss}/{reduction}: loss rel. error {e}");
-            assert_eq!(correct, out.correct, "{loss}: accuracy flags");
-            let g = &p.engine.state().unwrap()[s.depth()];
-            let e = rel_err(g, &out.g);
-            assert!(e < 1e-5, "{loss}/{reduction}: output clamp rel. error {e}");
+    use arelax::gpu::tile::{TileChoice, TileShape};
+    let cases = [
+        (7, TileChoice::Auto, true, RelaxStart::Forward),
+        (
+            16,
+            TileChoice::Fixed(TileShape::T16),
+            true,
+            RelaxStart::Zero,
+        ),
+        (
+            20,
+            TileChoice::Fixed(TileShape::T16),
+            false,
+            RelaxStart::Forward,
+        ),
+    ];
+    for (width, tile, fused, start) in cases {
+        for loss in [Loss::Mse, Loss::Ce] {
+            for reduction in [Reduction::Sum, Reduction::Mean] {
+                let what = format!("{width} outputs, {tile}, {loss}/{reduction}");
+                let s = spec(&[9, 13, 6, width], Activation::Tanh, loss);
+                let mut opts = EngineOptions::new(11);
+                opts.reduction = reduction;
+                opts.tile = tile;
+                opts.start = start;
+                let mut p = problem(&s, opts, Init::Normal(0.5), 4);
+                assert_eq!(p.engine.fuses_output_error(), fused, "{what}");
+                encode(&mut p.engine, |e, enc| {
+                    e.encode_forward(enc);
+                    e.encode_relax_start(enc);
+                });
+                let fwd = cpu::forward(&s, &Params64::from(&p.params), &to64(&p.input), 11);
+                let out = cpu::output_error(&s, &fwd, &to64(&p.target), reduction);
+                let (loss_gpu, correct) = p.engine.batch_stats().unwrap();
+                let e = rel_err(&loss_gpu, &out.loss);
+                assert!(e < 1e-5, "{what}: loss rel. error {e}");
+                assert_eq!(correct, out.correct, "{what}: accuracy flags");
+                let state = p.engine.state().unwrap();
+                let e = rel_err(&state[s.depth()], &out.g);
+                assert!(e < 1e-5, "{what}: output clamp rel. error {e}");
+                let x = p.engine.activities().unwrap();
+                for l in 1..s.depth() {
+                    match start {
+                        RelaxStart::Forward => assert_eq!(state[l], x[l], "{what}: layer {l}"),
+                        RelaxStart::Zero => {
+                            assert!(state[l].iter().all(|&v| v == 0.0), "{what}: layer {l}")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The forward pass writes the relaxation start, so a start needs no copy, but only while
+/// nothing has changed it: a start asked for after some steps (or after backprop's signals)
+/// copies it again, and the relaxation from it matches the reference.
+#[test]
+fn a_restarted_relaxation_starts_from_the_forward_pass_again() {
+    let s = spec(&ODD, Activation::Relu, Loss::Mse);
+    let b = 9;
+    let mut p = problem(&s, EngineOptions::new(b), Init::FanIn, 12);
+    let (_, _, want) = reference_relaxation(&s, &p, b, 3);
+    for detour in ["relaxation", "backprop"] {
+        encode(&mut p.engine, |e, enc| {
+            e.encode_forward(enc);
+            if detour == "relaxation" {
+                // From the start the forward pass wrote, without asking for it.
+                e.encode_relax(enc, 5);
+            } else {
+                e.encode_backprop_signals(enc);
+            }
+            e.encode_relax_start(enc);
+            e.encode_relax(enc, 3);
+        });
+        let got = p.engine.state().unwrap();
+        for l in 1..s.depth() {
+            let e = rel_err(&got[l], &want[l]);
+            assert!(e < 1e-5, "after {detour}: layer {l} rel. error {e}");
         }
     }
 }

@@ -34,6 +34,7 @@ pub struct PassUniform {
     pub count: u32,
     pub batch: u32,
     pub flags: u32,
+    /// The relaxation rate η (relax.wgsl), or the loss scale (forward_fused's output error).
     pub rate: f32,
     /// The weight gradients' K chunks (grad.wgsl; 0 or 1: none), and the floats between two
     /// chunks' partial sums.
@@ -46,6 +47,12 @@ pub const FLAG_NO_RELAX_DERIV: u32 = 1;
 pub const FLAG_NO_UPDATE_DERIV: u32 = 2;
 pub const FLAG_ADAPTIVE: u32 = 4;
 pub const FLAG_FPRIME_ONLY: u32 = 8;
+/// `forward_fused`: the hidden layer's output is also written as the relaxation start.
+pub const FLAG_WRITE_START: u32 = 16;
+/// `forward_fused`: the output layer's dispatch also computes the output error.
+pub const FLAG_OUTPUT_ERROR: u32 = 32;
+/// With [`FLAG_OUTPUT_ERROR`]: the loss is cross-entropy (else MSE).
+pub const FLAG_LOSS_CE: u32 = 64;
 
 /// Element offsets of every tensor, for one model, batch size and replica count.
 ///

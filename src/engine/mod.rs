@@ -2,8 +2,9 @@
 //! encoders for the forward pass, the relaxation, the local update and exact backprop.
 //!
 //! A training step is encoded into one command buffer with one submit and no readback:
-//! forward (one dispatch per layer) → output error → relaxation start (a buffer copy) →
-//! T relaxation steps (one dispatch each, all layers at once, ping-pong) → gradients → SGD.
+//! forward (one dispatch per layer, the hidden ones also writing the relaxation start, the
+//! output layer's also the output error) → T relaxation steps (all layers at once, ping-pong;
+//! one dispatch each, or one for all with the resident kernel) → gradients → SGD.
 
 pub mod cooperative;
 pub mod feed;
@@ -15,6 +16,7 @@ pub mod resident;
 mod step_table;
 pub mod tune;
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
@@ -25,8 +27,8 @@ use crate::model::{ModelSpec, Params};
 use crate::{Error, Result};
 use cooperative::Cooperative;
 pub use layout::{
-    FLAG_ADAPTIVE, FLAG_FPRIME_ONLY, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV, Layout,
-    PassUniform, Shapes,
+    FLAG_ADAPTIVE, FLAG_FPRIME_ONLY, FLAG_LOSS_CE, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV,
+    FLAG_OUTPUT_ERROR, FLAG_WRITE_START, Layout, PassUniform, Shapes,
 };
 pub use ops::Ops;
 pub use resident::RelaxKernel;
@@ -35,6 +37,8 @@ use resident::{Resident, check_resident};
 mod options;
 pub use options::{Algorithm, EngineOptions, Feedback, RelaxStart};
 
+/// The output layer's label when its dispatch also computes the output error.
+const FUSED_OUTPUT_LABEL: &str = "forward: output layer and error";
 /// The forward pass's labels per layer when each dispatch is timed on its own (`bench
 /// --kernel-times`); layers from the last label on share it.
 const FORWARD_LABELS: [&str; 8] = [
@@ -91,7 +95,11 @@ pub(crate) struct SgdUniform {
 }
 
 struct Kernels {
+    /// Each layer's product, with the relaxation start or the output error (`forward_fused`).
     forward: TiledKernel,
+    /// f' at the current relaxing state (`forward` with FLAG_FPRIME_ONLY), for the options
+    /// that need it.
+    derivative: Option<TiledKernel>,
     relax: TiledKernel,
     relax_check: Kernel,
     /// Weight and bias gradients of every layer (the bias as the product's extra column).
@@ -103,21 +111,32 @@ struct Kernels {
 }
 
 impl Kernels {
-    fn new(ctx: &GpuContext, shapes: &Shapes) -> Self {
+    fn new(ctx: &GpuContext, shapes: &Shapes, derivative: bool) -> Self {
         use Slot::*;
         let check = shader::module(ctx, "relax_check.wgsl");
         let loss = shader::module(ctx, "loss.wgsl");
         let sgd = shader::module(ctx, "sgd.wgsl");
         let grad_sum = shader::module(ctx, "grad_sum.wgsl");
         Self {
-            // Also f' at the current state (FLAG_FPRIME_ONLY), with its own shape.
             forward: TiledKernel::new(
                 ctx,
                 "forward.wgsl",
-                "forward",
-                &[Uniform, Read, Read, ReadWrite, ReadWrite],
-                &[&shapes.forward[..], &[shapes.derivative]].concat(),
+                "forward_fused",
+                &[
+                    Uniform, Read, Read, ReadWrite, ReadWrite, Read, ReadWrite, ReadWrite,
+                    ReadWrite,
+                ],
+                &shapes.forward,
             ),
+            derivative: derivative.then(|| {
+                TiledKernel::new(
+                    ctx,
+                    "forward.wgsl",
+                    "forward",
+                    &[Uniform, Read, Read, ReadWrite, ReadWrite],
+                    &[shapes.derivative],
+                )
+            }),
             relax: TiledKernel::new(
                 ctx,
                 "relax.wgsl",
@@ -179,8 +198,8 @@ struct Binds {
     resident: Option<Resident>,
     /// The cooperative relaxation kernel, when chosen.
     cooperative: Option<Cooperative>,
-    /// f' at the current state of r[i].
-    derivative: [wgpu::BindGroup; 2],
+    /// f' at the current state of r[i] (the options that need it).
+    derivative: Option<[wgpu::BindGroup; 2]>,
     param_grad: [wgpu::BindGroup; 2],
     /// Exact backprop's gradients always use the derivative, whatever the variant.
     param_grad_exact: wgpu::BindGroup,
@@ -206,6 +225,12 @@ pub struct Engine {
     sgd_feedback_uniform: wgpu::Buffer,
     /// Which of `bufs.r` holds the latest relaxation state.
     current: usize,
+    /// The output layer's forward dispatch computes the output error (its tiles span the
+    /// output's width); otherwise the loss kernel does, in a dispatch of its own.
+    output_error_fused: bool,
+    /// The last forward pass wrote the relaxation start into `r[0]` and nothing has written
+    /// `r[0]` since, so the start needs no copy.
+    start_written: Cell<bool>,
     /// GPU time per phase, when attached (benchmarks).
     timer: crate::gpu::profiler::PhaseTimer,
 }
@@ -317,7 +342,8 @@ impl Engine {
         check_resident(&opts)?;
         let device = &ctx.device;
         let shapes = Shapes::new(&layout, opts.tile.for_adapter(ctx.info.device_type));
-        let kernels = Kernels::new(&ctx, &shapes);
+        let needs_derivative = opts.relax_fprime_current || opts.update_fprime_current;
+        let kernels = Kernels::new(&ctx, &shapes, needs_derivative);
         let b = opts.batch;
         let rows = layout.rows();
         let n_out = spec.output_width();
@@ -368,12 +394,39 @@ impl Engine {
             pad: 0,
         };
         let k = &kernels;
+        let loss_scale = opts.reduction.scale(b) as f32;
+        let output_error_fused = shapes.forward[depth - 1].tn as usize >= n_out;
         let forward = (0..depth)
             .map(|l| {
-                let u = buffers::uniform(device, "forward pass", &pass(l, 1, 0.0, 0));
+                let flags = if l + 1 < depth {
+                    if opts.start == RelaxStart::Forward {
+                        FLAG_WRITE_START
+                    } else {
+                        0
+                    }
+                } else if output_error_fused {
+                    FLAG_OUTPUT_ERROR
+                        | match spec.loss {
+                            crate::model::Loss::Mse => 0,
+                            crate::model::Loss::Ce => FLAG_LOSS_CE,
+                        }
+                } else {
+                    0
+                };
+                let u = buffers::uniform(device, "forward pass", &pass(l, 1, loss_scale, flags));
                 k.forward.bind(
                     device,
-                    &[&u, &bufs.table, &bufs.params, &bufs.x, &bufs.fprime],
+                    &[
+                        &u,
+                        &bufs.table,
+                        &bufs.params,
+                        &bufs.x,
+                        &bufs.fprime,
+                        &bufs.target,
+                        &bufs.r[0],
+                        &bufs.r[1],
+                        &bufs.stats,
+                    ],
                 )
             })
             .collect();
@@ -391,7 +444,7 @@ impl Engine {
                     crate::model::Loss::Mse => 0,
                     crate::model::Loss::Ce => 1,
                 },
-                scale: opts.reduction.scale(b) as f32,
+                scale: loss_scale,
                 pad: [0; 2],
             },
         );
@@ -484,19 +537,21 @@ impl Engine {
             "derivative pass",
             &pass(1, depth - 1, 0.0, FLAG_FPRIME_ONLY),
         );
-        let derivative_bind = |src: usize| {
-            k.forward.bind(
-                device,
-                &[
-                    &derivative_u,
-                    &bufs.table,
-                    &bufs.params,
-                    &bufs.r[src],
-                    &bufs.fp_cur,
-                ],
-            )
-        };
-        let derivative = [derivative_bind(0), derivative_bind(1)];
+        let derivative = k.derivative.as_ref().map(|kernel| {
+            let bind = |src: usize| {
+                kernel.bind(
+                    device,
+                    &[
+                        &derivative_u,
+                        &bufs.table,
+                        &bufs.params,
+                        &bufs.r[src],
+                        &bufs.fp_cur,
+                    ],
+                )
+            };
+            [bind(0), bind(1)]
+        });
         let relax_exact = (0..depth)
             .map(|l| {
                 (l >= 1).then(|| {
@@ -593,6 +648,8 @@ impl Engine {
             sgd_uniform,
             sgd_feedback_uniform,
             current: 0,
+            output_error_fused,
+            start_written: Cell::new(false),
             timer: Default::default(),
         };
         engine.ctx.check()?;
@@ -744,6 +801,12 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether the output layer's forward dispatch also computes the output error (its tile is
+    /// at least as wide as the output); otherwise a dispatch of its own does.
+    pub fn fuses_output_error(&self) -> bool {
+        self.output_error_fused
+    }
+
     /// The resident relaxation kernel's split of the work, when that kernel is in use.
     pub fn resident_plan(&self) -> Option<&crate::gpu::resident::ResidentPlan> {
         self.binds.resident.as_ref().map(Resident::plan)
@@ -840,12 +903,19 @@ impl Engine {
 
     // ---- encoders --------------------------------------------------------------------------
 
-    /// Forward pass of every layer, then the output error (loss and clamp) from `target`.
+    /// Forward pass of every layer, then the output error (loss and clamp) from `target`: in
+    /// the output layer's dispatch where its tiles span the output, else in one of its own.
+    /// With the forward start, the hidden layers' dispatches also write it into `r[0]`.
     pub fn encode_forward(&self, enc: &mut wgpu::CommandEncoder) {
-        let mut dispatches: Vec<_> = (0..self.spec.depth())
+        let depth = self.spec.depth();
+        let mut dispatches: Vec<_> = (0..depth)
             .map(|l| {
                 let shape = self.shapes.forward[l];
-                let label = FORWARD_LABELS[l.min(FORWARD_LABELS.len() - 1)];
+                let label = if l + 1 == depth && self.output_error_fused {
+                    FUSED_OUTPUT_LABEL
+                } else {
+                    FORWARD_LABELS[l.min(FORWARD_LABELS.len() - 1)]
+                };
                 let d = Dispatch {
                     kernel: self.kernels.forward.get(shape),
                     bind: &self.binds.forward[l],
@@ -854,13 +924,17 @@ impl Engine {
                 (label, d)
             })
             .collect();
-        let loss = Dispatch {
-            kernel: &self.kernels.loss,
-            bind: &self.binds.loss,
-            groups: self.layout.rows().div_ceil(64) as u32,
-        };
-        dispatches.push(("forward: output error", loss));
+        if !self.output_error_fused {
+            let loss = Dispatch {
+                kernel: &self.kernels.loss,
+                bind: &self.binds.loss,
+                groups: self.layout.rows().div_ceil(64) as u32,
+            };
+            dispatches.push(("forward: output error", loss));
+        }
         self.timer.record_labelled(enc, "forward", &dispatches);
+        self.start_written
+            .set(self.opts.start == RelaxStart::Forward && depth > 1);
     }
 
     /// Sets the hidden relaxation state to its start (forward values or zero) in buffer 0.
@@ -886,6 +960,8 @@ impl Engine {
             return;
         }
         match self.opts.start {
+            // The forward pass wrote it, unless r[0] changed since.
+            RelaxStart::Forward if self.start_written.take() => {}
             RelaxStart::Forward => {
                 let from = (self.layout.r_base() * 4) as u64;
                 enc.copy_buffer_to_buffer(&self.bufs.x, from, &self.bufs.r[0], 0, hidden);
@@ -901,6 +977,7 @@ impl Engine {
         if depth < 2 || steps == 0 {
             return;
         }
+        self.start_written.set(false);
         if self.opts.sweep {
             return self.encode_sweep(enc, steps);
         }
@@ -1014,6 +1091,7 @@ impl Engine {
     /// Leaves the result in buffer 0.
     pub fn encode_backprop_signals(&mut self, enc: &mut wgpu::CommandEncoder) {
         self.current = 0;
+        self.start_written.set(false);
         // η = 1 multiplies the old state by zero; clearing keeps a stale NaN from surviving that.
         let hidden = (self.layout.hidden_r_len() * 4) as u64;
         if hidden > 0 {
@@ -1027,11 +1105,17 @@ impl Engine {
     /// f' at the current state of buffer `src`, for every relaxing layer.
     fn record_derivative(&self, pass: &mut wgpu::ComputePass<'_>, src: usize) {
         let shape = self.shapes.derivative;
+        let (kernel, binds) = self
+            .kernels
+            .derivative
+            .as_ref()
+            .zip(self.binds.derivative.as_ref())
+            .expect("built when the options need f' at the current state");
         record(
             pass,
             Dispatch {
-                kernel: self.kernels.forward.get(shape),
-                bind: &self.binds.derivative[src],
+                kernel: kernel.get(shape),
+                bind: &binds[src],
                 groups: layout::groups(shape, &self.layout.derivative_products()),
             },
         );

@@ -26,6 +26,7 @@ pub const SOURCES: &[(&str, &str)] = shaders![
     "common.wgsl",
     "gemm_tile.wgsl",
     "relax_operands.wgsl",
+    "output_error.wgsl",
     "forward.wgsl",
     "loss.wgsl",
     "relax.wgsl",
@@ -52,6 +53,7 @@ pub const FRAGMENTS: &[&str] = &[
     "common.wgsl",
     "gemm_tile.wgsl",
     "relax_operands.wgsl",
+    "output_error.wgsl",
     "batch.wgsl",
     "graph_common.wgsl",
 ];
