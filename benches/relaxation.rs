@@ -4,7 +4,8 @@
 //! ARELAX_BENCH_TILES (e.g. `auto,32x32,64x64`) to compare tile shapes, ARELAX_BENCH_KERNELS
 //! (e.g. `tiled,cooperative`) to compare relaxation kernels, ARELAX_BENCH_RESIDENT (e.g.
 //! `r4-t256`, or `tune`) for the resident kernel's shape, ARELAX_BENCH_GRAD_SPLIT (e.g. `4`) for
-//! the weight gradients' K chunks.
+//! the weight gradients' K chunks, and ARELAX_BENCH_FUSED_UPDATE=1 for the SGD step inside the
+//! gradients' dispatch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +51,7 @@ fn main() -> Result<(), arelax::Error> {
     let grad_split = env_or("ARELAX_BENCH_GRAD_SPLIT", "1")
         .parse()
         .map_err(|_| arelax::Error::Config("ARELAX_BENCH_GRAD_SPLIT: a number of chunks".into()))?;
+    let fused_update = env_or("ARELAX_BENCH_FUSED_UPDATE", "0") == "1";
     for (kernel, tile) in kernels
         .iter()
         .flat_map(|&k| tiles.iter().map(move |&t| (k, t)))
@@ -67,6 +69,7 @@ fn main() -> Result<(), arelax::Error> {
             cooperative_groups: None,
             resident,
             grad_split,
+            fused_update,
         };
         run(ctx.clone(), &opts, &mut report)?;
     }

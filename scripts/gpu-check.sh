@@ -9,9 +9,9 @@
 #                `tiles` sweeps the named tile shapes against full specs only; `throughput`
 #                benches the paper's MLP with bench's defaults (tiled and resident), times an
 #                epoch tiled, resident and auto, sweeps the resident shapes of
-#                scripts/resident-shapes.txt and the weight gradients' K chunks, and times an
-#                epoch with the resident shape fastest at batch 64; no experiment: about 4
-#                minutes)
+#                scripts/resident-shapes.txt, the weight gradients' K chunks and the update in
+#                their dispatch, and times an epoch with the resident shape fastest at batch 64;
+#                no experiment: about 4 minutes)
 #
 # Order: the short benches first (the paper's MLP with the tiled and the cooperative kernel at
 # the automatic tile, a relaxation step's floor, the CNN per kernel kind, one timed epoch with
@@ -28,7 +28,8 @@
 #                     tiled and cooperative: one JSON object per configuration
 #   bench-tiles.jsonl the tile sweep (field "tile"; field "unrolled" false for rolled loops)
 #   bench-resident.jsonl  the resident kernel's shapes (rows and threads per workgroup)
-#   bench-grad.jsonl  the weight gradients split into K chunks (throughput mode)
+#   bench-grad.jsonl  the weight gradients split into K chunks, and the update fused into
+#                     their dispatch (throughput mode)
 #   bench-wait.jsonl  the resident kernel with waits that poll before blocking (throughput mode)
 #   bench-tune.jsonl  the resident kernel with its shape tuned per batch size (throughput mode)
 #   runs.tgz          the experiments' run directories without checkpoints (results.md,
@@ -119,6 +120,12 @@ if [ "$mode" = throughput ]; then
     ARELAX_WAIT_SPIN_US=20000 timeout 40 $bin bench --json --batch-sizes 64,1024,4096 \
         --relax-steps 100 --relax-kernel resident > "$out/bench-wait.jsonl"
     $bin bench --from "$out/bench-wait.jsonl"
+    # The SGD step inside the gradients' dispatch (not yet measured; slower on lavapipe), resident
+    # at its automatic shapes, against the same rows of bench.jsonl; into bench-grad.jsonl, with
+    # the K chunks below.
+    mark "bench: resident, the update fused into the gradients' dispatch (JSON)"
+    timeout 35 $bin bench --json --batch-sizes 64,1024,4096 --relax-steps 100 \
+        --relax-kernel resident --fused-update >> "$out/bench-grad.jsonl"
     # The resident kernel's shape tuned on the device (a few shapes timed per batch size, the
     # fastest measured; not yet run on a GPU).
     mark "bench: resident, shape tuned (JSON)"

@@ -10,6 +10,11 @@
 // walk all of K. Then workgroup g computes K chunk c = g % S of tile g / S and writes its partial
 // sums c * part_len floats on (`grads` is then the partials buffer); grad_sum.wgsl adds the S
 // chunks in order.
+//
+// SGD (entry param_grad_sgd, unsplit only; a split product's SGD is grad_sum's): each gradient,
+// as it is written, also takes its parameter one step, W <- W - lr G (Pass.rate is the lr), and
+// psi the same with decay Pass.decay when FLAG_SGD_FEEDBACK (learned feedback). Nothing in this
+// dispatch reads W or psi, so a training step needs no dispatch of its own for the update.
 
 //!include common.wgsl
 
@@ -19,6 +24,8 @@
 @group(0) @binding(3) var<storage, read> fprime: array<f32>;
 @group(0) @binding(4) var<storage, read> r: array<f32>;
 @group(0) @binding(5) var<storage, read_write> grads: array<f32>;
+@group(0) @binding(6) var<storage, read_write> params: array<f32>;
+@group(0) @binding(7) var<storage, read_write> feedback: array<f32>;
 
 const A_K_CONTIGUOUS: bool = false;
 const B_K_CONTIGUOUS: bool = false;
@@ -51,9 +58,9 @@ fn load_b(l: u32, k: u32, n: u32) -> f32 {
 
 //!include gemm_tile.wgsl
 
-@compute @workgroup_size(THREADS)
-fn param_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
+// A tile of the gradients; with `sgd` (a constant at each call, so the entry that passes false
+// keeps no trace of the update) each also takes its parameter's SGD step.
+fn grad_tile(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sgd: bool) {
     let split = max(pass_.split, 1u);
     let wg = linear_group(wid, nwg);
     var t = locate_tile(pass_.first, pass_.count, wg / split);
@@ -76,14 +83,30 @@ fn param_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
             let n = t.n0 + out_col(lid, {j});
             if (owns_output(lid) && m < t.m && n < t.n) {
                 let g = acc[{i}][{j} / 4u][{j} % 4u];
-                if (n < L.n_in) {
-                    grads[out + L.w + m * L.n_in + n] = g;
-                } else {
-                    grads[out + L.b + m] = g;
+                let at = select(L.b + m, L.w + m * L.n_in + n, n < L.n_in);
+                grads[out + at] = g;
+                if (sgd) {
+                    params[at] = sgd_step(params[at], g, pass_.rate, 0.0);
+                    if ((pass_.flags & FLAG_SGD_FEEDBACK) != 0u) {
+                        feedback[at] = sgd_step(feedback[at], g, pass_.rate, pass_.decay);
+                    }
                 }
             }
         }
 //!end
     }
 //!end
+}
+
+@compute @workgroup_size(THREADS)
+fn param_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    grad_tile(wid, nwg, lid, false);
+}
+
+@compute @workgroup_size(THREADS)
+fn param_grad_sgd(@builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    grad_tile(wid, nwg, lid, true);
 }

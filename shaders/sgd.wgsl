@@ -1,5 +1,8 @@
 // Plain SGD over a whole packed parameter buffer: p <- p - lr (grad + decay p).
 // `decay` is zero except for the learned-backward-weights variant, where it aligns psi with W.
+// An MLP's training step does the same inside its gradient dispatch instead (grad.wgsl).
+
+//!include common.wgsl
 
 struct SgdPass {
     count: u32,
@@ -18,5 +21,5 @@ fn sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
     if (i >= sp.count) {
         return;
     }
-    params[i] -= sp.lr * (grads[i] + sp.decay * params[i]);
+    params[i] = sgd_step(params[i], grads[i], sp.lr, sp.decay);
 }

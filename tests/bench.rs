@@ -92,8 +92,10 @@ fn bench_json_has_every_field() {
             assert_eq!(v["grad_tile"], "64x64");
             assert_eq!(v["forward_tiles"].as_array().unwrap().len(), 3);
         }
-        // Weight gradients unsplit and waits blocking at once unless asked for.
+        // Weight gradients unsplit, the update a dispatch of its own and waits blocking at
+        // once unless asked for.
         assert_eq!(v["grad_split"], 1);
+        assert_eq!(v["fused_update"], false);
         assert_eq!(v["wait_spin_us"], 0);
         assert_eq!(
             v["resident_tuned_ms"].as_array().unwrap().len(),
@@ -239,8 +241,9 @@ fn bench_times_each_kernel_of_a_graph() {
 }
 
 /// `--kernel-times` on an MLP times each forward layer (the output layer's dispatch also
-/// computes the output error), the relaxation and both gradient kernels (products, and the sum
-/// of their K chunks when split).
+/// computes the output error), the relaxation, both gradient kernels (products, and the sum of
+/// their K chunks when split) and the update, which `--fused-update` moves into the gradients'
+/// last dispatch.
 #[test]
 fn bench_times_each_kernel_of_an_mlp() {
     let mlp = [
@@ -265,6 +268,24 @@ fn bench_times_each_kernel_of_an_mlp() {
         "update",
     ];
     assert_eq!(names, want);
+    // With the SGD step in the gradients' last dispatch, unsplit and split.
+    for (split, last) in [
+        ("1", "gradients: products, then SGD"),
+        ("2", "gradients: sum of the K chunks, then SGD"),
+    ] {
+        let args = [
+            "--kernel-times",
+            "--fused-update",
+            "--grad-split",
+            split,
+            "--batch-sizes",
+            "5",
+        ];
+        let o = bench(&[&mlp[..2], &mlp[4..], &args, &BRIEF].concat());
+        let names = kernel_times(&o).expect("timed above");
+        assert_eq!(names.last().map(String::as_str), Some(last), "{names:?}");
+        assert!(!names.iter().any(|n| n == "update"), "{names:?}");
+    }
 }
 
 /// Without --relax-kernel an MLP with a hidden layer is measured with both kernels (which is

@@ -483,3 +483,21 @@ fn kernel_timing_changes_no_result() {
         assert!(!phases.contains(&"relax"), "{phases:?}");
     }
 }
+
+/// The MLP engine's options that a graph cannot honour are refused with their names: split
+/// weight gradients and the SGD step inside the gradients' dispatch.
+#[test]
+fn mlp_only_options_are_refused_for_a_graph() {
+    let g = graph("mse");
+    let mut split = EngineOptions::new(3);
+    split.grad_split = 2;
+    let mut fused = EngineOptions::new(3);
+    fused.fused_update = true;
+    for (opts, name) in [(split, "grad split"), (fused, "fused update")] {
+        let err = GraphEngine::new(ctx(), &g, opts)
+            .err()
+            .expect("should be refused");
+        assert!(matches!(err, arelax::Error::Config(_)), "{err}");
+        assert!(err.to_string().contains(name), "{err}");
+    }
+}

@@ -324,6 +324,82 @@ fn one_sgd_step_matches_reference() {
     }
 }
 
+/// With `fused_update` a training step applies SGD inside its gradient dispatch (or the split
+/// gradients' sum), and that is the same arithmetic as the gradients followed by the SGD
+/// kernel: W, ψ and the gradients come out bit for bit the same, for AR and backprop, exact and
+/// learned feedback, split or not, after the learning rate was changed.
+#[test]
+fn a_training_step_updates_in_its_gradient_dispatch_exactly_as_sgd_after_it() {
+    use arelax::engine::Algorithm;
+    let s = spec(&[12, 10, 8, 4], Activation::Tanh, Loss::Ce);
+    let cases = [
+        (Algorithm::Ar, Feedback::Transpose, 1),
+        (Algorithm::Ar, Feedback::Learned, 1),
+        (Algorithm::Ar, Feedback::Transpose, 3),
+        (Algorithm::Ar, Feedback::Learned, 3),
+        (Algorithm::Bp, Feedback::Transpose, 1),
+        (Algorithm::Bp, Feedback::Transpose, 2),
+    ];
+    for (algorithm, feedback, split) in cases {
+        let what = format!("{algorithm:?}, {feedback:?} feedback, split {split}");
+        let engines = [true, false].map(|fused| {
+            let mut opts = EngineOptions::new(7);
+            opts.feedback = feedback;
+            opts.feedback_decay = 0.25;
+            opts.grad_split = split;
+            opts.fused_update = fused;
+            let mut p = problem(&s, opts, Init::FanIn, 21);
+            if feedback == Feedback::Learned {
+                let psi = Params::init(&s, Init::FanIn, 22);
+                p.engine.set_feedback(&psi).unwrap();
+            }
+            p.engine.set_lr(0.07);
+            p
+        });
+        let [mut fused, mut apart] = engines;
+        fused.engine.train_step(algorithm, 6);
+        encode(&mut apart.engine, |e, enc| {
+            e.encode_forward(enc);
+            match algorithm {
+                Algorithm::Ar => {
+                    e.encode_relax_start(enc);
+                    e.encode_relax(enc, 6);
+                    e.encode_grads(enc);
+                }
+                Algorithm::Bp => {
+                    e.encode_backprop_signals(enc);
+                    e.encode_exact_grads(enc);
+                }
+            }
+            e.encode_sgd(enc);
+        });
+        fused.engine.finish().unwrap();
+        let (a, b) = (&fused.engine, &apart.engine);
+        let before = &fused.params;
+        assert!(a.params().unwrap() != *before, "{what}: no step was taken");
+        // Compared whole, bit for bit (a failure names what differs, not every value).
+        assert!(
+            a.params().unwrap() == b.params().unwrap(),
+            "{what}: W differs"
+        );
+        assert!(
+            a.grads().unwrap() == b.grads().unwrap(),
+            "{what}: gradients differ"
+        );
+        assert!(
+            a.feedback().unwrap() == b.feedback().unwrap(),
+            "{what}: ψ differs"
+        );
+        if feedback == Feedback::Learned {
+            let psi = Params::init(&s, Init::FanIn, 22);
+            assert!(
+                a.feedback().unwrap().unwrap() != psi,
+                "{what}: ψ did not learn"
+            );
+        }
+    }
+}
+
 /// Random feedback relaxes through ψ, not W; learned feedback also takes the SGD step (with decay).
 #[test]
 fn feedback_weights_are_used_and_learned() {

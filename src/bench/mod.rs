@@ -42,6 +42,8 @@ pub struct BenchOptions {
     pub resident: ResidentSetting,
     /// K chunks of the weight-gradient product (see `EngineOptions::grad_split`).
     pub grad_split: usize,
+    /// SGD inside the gradient dispatch (see `EngineOptions::fused_update`).
+    pub fused_update: bool,
 }
 
 /// Median, min and max of a set of timings, in milliseconds.
@@ -178,6 +180,10 @@ pub struct BenchResult {
     /// option).
     #[serde(default = "one")]
     pub grad_split: usize,
+    /// Whether the SGD step ran inside the gradient dispatch (false in every result before the
+    /// option).
+    #[serde(default)]
+    pub fused_update: bool,
     /// Microseconds each wait polled before blocking (`ARELAX_WAIT_SPIN_US`; 0: blocked at
     /// once, as every result before the option).
     #[serde(default)]
@@ -345,6 +351,7 @@ pub fn run(
             None
         };
         eo.grad_split = opts.grad_split;
+        eo.fused_update = opts.fused_update;
         let mut engine = Net::new(ctx.clone(), model, eo)?;
         let timed = engine.enable_profiling();
         engine.initialise(Init::FanIn, Init::FanIn, 1)?;
@@ -453,6 +460,7 @@ pub fn run(
                 .unwrap_or_default(),
             unrolled: ctx.unroll,
             grad_split: opts.grad_split,
+            fused_update: opts.fused_update,
             wait_spin_us: ctx.wait_spin.as_micros() as u64,
         };
         report(&r);

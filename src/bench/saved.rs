@@ -72,6 +72,9 @@ pub fn configuration(r: &BenchResult) -> String {
     if r.grad_split > 1 {
         s.push_str(&format!(", gradients in {} chunks", r.grad_split));
     }
+    if r.fused_update {
+        s.push_str(", SGD in the gradients' dispatch");
+    }
     if r.wait_spin_us > 0 {
         s.push_str(&format!(", waits poll {} µs", r.wait_spin_us));
     }

@@ -60,6 +60,10 @@ pub struct Args {
     /// (not yet measured on a GPU); a comma-separated list measures each. MLPs only.
     #[arg(long, default_value = "1")]
     grad_split: String,
+    /// Take each training step's SGD step inside its gradient dispatch instead of a dispatch of
+    /// its own (not yet measured on a GPU; slower on lavapipe). MLPs only.
+    #[arg(long)]
+    fused_update: bool,
     /// The cooperative kernel's workgroups per dispatch at most [default: 256 on a GPU, 1 on a
     /// CPU adapter].
     #[arg(long)]
@@ -88,7 +92,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE.jsonl", num_args = 1.., conflicts_with_all = [
         "layers", "model", "batch_sizes", "relax_steps", "samples", "warmup_ms", "tile",
         "relax_kernel", "resident", "cooperative_groups", "replicas", "kernel_times", "adapter",
-        "grad_split",
+        "grad_split", "fused_update",
     ])]
     from: Vec<std::path::PathBuf>,
     #[command(flatten)]
@@ -217,13 +221,13 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
         };
         names.push(format!("resident {widest} rolled"));
     }
-    // A split adds " gS" to every name.
+    // A split adds " gS" to every name, a fused update " fu".
     let most = splits.iter().copied().max().unwrap_or(1);
     let suffix = if most > 1 {
         format!(" g{most}").len()
     } else {
         0
-    };
+    } + if args.fused_update { 3 } else { 0 };
     let w = tile_width(names.iter().map(String::as_str)) + suffix;
     if args.resident != "auto" && !kernels.contains(&RelaxKernel::Resident) {
         return Err(Error::Config(
@@ -261,6 +265,7 @@ fn measure(args: &Args) -> Result<Vec<BenchResult>> {
         cooperative_groups: args.cooperative_groups,
         resident: ResidentSetting::default(),
         grad_split: 1,
+        fused_update: args.fused_update,
     };
     if !args.json {
         println!("adapter: {}", ctx.describe());
@@ -512,6 +517,9 @@ fn tile_label(r: &BenchResult) -> String {
     }
     if r.grad_split > 1 {
         s.push_str(&format!(" g{}", r.grad_split));
+    }
+    if r.fused_update {
+        s.push_str(" fu");
     }
     if r.wait_spin_us > 0 {
         s.push_str(" spin");

@@ -40,7 +40,8 @@ pub struct PassUniform {
     /// chunks' partial sums.
     pub split: u32,
     pub part_len: u32,
-    pub pad: u32,
+    /// grad.wgsl with [`FLAG_SGD_FEEDBACK`]: ψ's weight decay (`rate` is then the lr).
+    pub decay: f32,
 }
 
 pub const FLAG_NO_RELAX_DERIV: u32 = 1;
@@ -53,6 +54,11 @@ pub const FLAG_WRITE_START: u32 = 16;
 pub const FLAG_OUTPUT_ERROR: u32 = 32;
 /// With [`FLAG_OUTPUT_ERROR`]: the loss is cross-entropy (else MSE).
 pub const FLAG_LOSS_CE: u32 = 64;
+/// grad_sum.wgsl: each gradient also takes its parameter an SGD step (grad.wgsl's entry
+/// `param_grad_sgd` always does).
+pub const FLAG_APPLY_SGD: u32 = 128;
+/// With the SGD step: ψ (learned feedback) takes the same step, with its decay.
+pub const FLAG_SGD_FEEDBACK: u32 = 256;
 
 /// Element offsets of every tensor, for one model, batch size and replica count.
 ///

@@ -27,8 +27,9 @@ use crate::model::{ModelSpec, Params};
 use crate::{Error, Result};
 use cooperative::Cooperative;
 pub use layout::{
-    FLAG_ADAPTIVE, FLAG_FPRIME_ONLY, FLAG_LOSS_CE, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV,
-    FLAG_OUTPUT_ERROR, FLAG_WRITE_START, Layout, PassUniform, Shapes,
+    FLAG_ADAPTIVE, FLAG_APPLY_SGD, FLAG_FPRIME_ONLY, FLAG_LOSS_CE, FLAG_NO_RELAX_DERIV,
+    FLAG_NO_UPDATE_DERIV, FLAG_OUTPUT_ERROR, FLAG_SGD_FEEDBACK, FLAG_WRITE_START, Layout,
+    PassUniform, Shapes,
 };
 pub use ops::Ops;
 pub use resident::RelaxKernel;
@@ -71,7 +72,10 @@ pub(crate) struct LossUniform {
 struct GradSumUniform {
     count: u32,
     split: u32,
-    pad: [u32; 2],
+    flags: u32,
+    lr: f32,
+    decay: f32,
+    pad: [u32; 3],
 }
 
 /// Mirror of `CheckPass` in `shaders/relax_check.wgsl`.
@@ -104,6 +108,8 @@ struct Kernels {
     relax_check: Kernel,
     /// Weight and bias gradients of every layer (the bias as the product's extra column).
     param_grad: TiledKernel,
+    /// The same, each followed by its parameter's SGD step (`fused_update`, unsplit).
+    param_grad_sgd: Option<TiledKernel>,
     loss: Kernel,
     sgd: Kernel,
     /// Adds a split weight-gradient product's K chunks (see `EngineOptions::grad_split`).
@@ -111,12 +117,15 @@ struct Kernels {
 }
 
 impl Kernels {
-    fn new(ctx: &GpuContext, shapes: &Shapes, derivative: bool) -> Self {
+    fn new(ctx: &GpuContext, shapes: &Shapes, derivative: bool, grad_sgd: bool) -> Self {
         use Slot::*;
         let check = shader::module(ctx, "relax_check.wgsl");
         let loss = shader::module(ctx, "loss.wgsl");
         let sgd = shader::module(ctx, "sgd.wgsl");
         let grad_sum = shader::module(ctx, "grad_sum.wgsl");
+        let grad = [
+            Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite,
+        ];
         Self {
             forward: TiledKernel::new(
                 ctx,
@@ -145,13 +154,10 @@ impl Kernels {
                 &shapes.relax_shapes(),
             ),
             relax_check: Kernel::new(ctx, &check, "relax_check", &[Uniform, ReadWrite]),
-            param_grad: TiledKernel::new(
-                ctx,
-                "grad.wgsl",
-                "param_grad",
-                &[Uniform, Read, Read, Read, Read, ReadWrite],
-                &[shapes.grad],
-            ),
+            param_grad: TiledKernel::new(ctx, "grad.wgsl", "param_grad", &grad, &[shapes.grad]),
+            param_grad_sgd: grad_sgd.then(|| {
+                TiledKernel::new(ctx, "grad.wgsl", "param_grad_sgd", &grad, &[shapes.grad])
+            }),
             loss: Kernel::new(
                 ctx,
                 &loss,
@@ -159,7 +165,12 @@ impl Kernels {
                 &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
             ),
             sgd: Kernel::new(ctx, &sgd, "sgd", &[Uniform, Read, ReadWrite]),
-            grad_sum: Kernel::new(ctx, &grad_sum, "grad_sum", &[Uniform, Read, ReadWrite]),
+            grad_sum: Kernel::new(
+                ctx,
+                &grad_sum,
+                "grad_sum",
+                &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite],
+            ),
         }
     }
 }
@@ -200,11 +211,13 @@ struct Binds {
     cooperative: Option<Cooperative>,
     /// f' at the current state of r[i] (the options that need it).
     derivative: Option<[wgpu::BindGroup; 2]>,
-    param_grad: [wgpu::BindGroup; 2],
-    /// Exact backprop's gradients always use the derivative, whatever the variant.
-    param_grad_exact: wgpu::BindGroup,
-    /// With split gradients: adds the chunks into `grads`.
-    grad_sum: Option<wgpu::BindGroup>,
+    /// `[i][sgd]`: the gradients from r[i], alone (0) or followed by the SGD step (1; with a
+    /// split, the sum applies it).
+    param_grad: [[wgpu::BindGroup; 2]; 2],
+    /// Exact backprop's gradients (always with the derivative, whatever the variant), `[sgd]`.
+    param_grad_exact: [wgpu::BindGroup; 2],
+    /// With split gradients: adds the chunks into `grads`, `[sgd]`.
+    grad_sum: Option<[wgpu::BindGroup; 2]>,
     sgd_params: wgpu::BindGroup,
     sgd_feedback: Option<wgpu::BindGroup>,
 }
@@ -223,6 +236,9 @@ pub struct Engine {
     relax_single_uniforms: Vec<wgpu::Buffer>,
     sgd_uniform: wgpu::Buffer,
     sgd_feedback_uniform: wgpu::Buffer,
+    /// The gradient passes that apply SGD, with their contents (`set_lr` rewrites their lr).
+    update_uniforms: Vec<(wgpu::Buffer, PassUniform)>,
+    update_sum_uniform: Option<(wgpu::Buffer, GradSumUniform)>,
     /// Which of `bufs.r` holds the latest relaxation state.
     current: usize,
     /// The output layer's forward dispatch computes the output error (its tiles span the
@@ -343,7 +359,12 @@ impl Engine {
         let device = &ctx.device;
         let shapes = Shapes::new(&layout, opts.tile.for_adapter(ctx.info.device_type));
         let needs_derivative = opts.relax_fprime_current || opts.update_fprime_current;
-        let kernels = Kernels::new(&ctx, &shapes, needs_derivative);
+        let kernels = Kernels::new(
+            &ctx,
+            &shapes,
+            needs_derivative,
+            opts.fused_update && opts.grad_split <= 1,
+        );
         let b = opts.batch;
         let rows = layout.rows();
         let n_out = spec.output_width();
@@ -391,7 +412,7 @@ impl Engine {
             rate,
             split: 0,
             part_len: 0,
-            pad: 0,
+            decay: 0.0,
         };
         let k = &kernels;
         let loss_scale = opts.reduction.scale(b) as f32;
@@ -560,24 +581,76 @@ impl Engine {
                 })
             })
             .collect();
-        // With a split, K chunks of every tile, into the chunks' buffer.
-        let grad_pass = |flags: u32| PassUniform {
+        // With a split, K chunks of every tile, into the chunks' buffer. The SGD step follows
+        // in the same dispatch: the products' when unsplit, else the sum's.
+        let learned = opts.feedback == Feedback::Learned;
+        let feedback_flag = if learned { FLAG_SGD_FEEDBACK } else { 0 };
+        let split = opts.grad_split > 1;
+        let grad_pass = |flags: u32, sgd: bool| PassUniform {
             split: opts.grad_split as u32,
             part_len: layout.params_len as u32,
-            ..pass(0, depth, 0.0, flags)
+            decay: opts.feedback_decay,
+            ..pass(
+                0,
+                depth,
+                opts.lr,
+                flags | if sgd && !split { feedback_flag } else { 0 },
+            )
         };
-        let grad_u = buffers::uniform(device, "grad pass", &grad_pass(flags));
-        let exact_u = buffers::uniform(device, "exact grad pass", &grad_pass(0));
+        let grad_passes = [
+            grad_pass(flags, false),
+            grad_pass(flags, true),
+            grad_pass(0, false),
+            grad_pass(0, true),
+        ];
+        let grad_uniforms: Vec<wgpu::Buffer> = grad_passes
+            .iter()
+            .map(|p| buffers::uniform(device, "grad pass", p))
+            .collect();
         let grad_out = bufs.grad_parts.as_ref().unwrap_or(&bufs.grads);
         let update_fp = if opts.update_fprime_current {
             &bufs.fp_cur
         } else {
             &bufs.fprime
         };
+        // ψ where it learns; else a stand-in that the kernels never touch.
+        let unused = buffers::storage(device, "unused", 1);
+        let feedback_out = bufs
+            .feedback
+            .as_ref()
+            .filter(|_| learned)
+            .unwrap_or(&unused);
         let grad_bind = |u: &wgpu::Buffer, fp: &wgpu::Buffer, src: usize| {
-            let b = [u, &bufs.table, &bufs.x, fp, &bufs.r[src], grad_out];
+            let b = [
+                u,
+                &bufs.table,
+                &bufs.x,
+                fp,
+                &bufs.r[src],
+                grad_out,
+                &bufs.params,
+                feedback_out,
+            ];
             k.param_grad.bind(device, &b)
         };
+        let sum_pass = |sgd: bool| GradSumUniform {
+            count: layout.params_len as u32,
+            split: opts.grad_split as u32,
+            flags: if sgd {
+                FLAG_APPLY_SGD | feedback_flag
+            } else {
+                0
+            },
+            lr: opts.lr,
+            decay: opts.feedback_decay,
+            pad: [0; 3],
+        };
+        let sum_uniforms = split.then(|| {
+            [false, true].map(|sgd| {
+                let p = sum_pass(sgd);
+                (buffers::uniform(device, "grad sum", &p), p)
+            })
+        });
         let sgd_uniform = buffers::uniform(
             device,
             "sgd",
@@ -608,23 +681,19 @@ impl Engine {
             resident,
             cooperative,
             derivative,
-            param_grad: [
-                grad_bind(&grad_u, update_fp, 0),
-                grad_bind(&grad_u, update_fp, 1),
-            ],
-            param_grad_exact: grad_bind(&exact_u, &bufs.fprime, 0),
-            grad_sum: bufs.grad_parts.as_ref().map(|parts| {
-                let u = buffers::uniform(
-                    device,
-                    "grad sum",
-                    &GradSumUniform {
-                        count: layout.params_len as u32,
-                        split: opts.grad_split as u32,
-                        pad: [0; 2],
-                    },
-                );
-                k.grad_sum.bind(device, &[&u, parts, &bufs.grads])
-            }),
+            param_grad: [0, 1]
+                .map(|src| [0, 1].map(|sgd| grad_bind(&grad_uniforms[sgd], update_fp, src))),
+            param_grad_exact: [2, 3].map(|u| grad_bind(&grad_uniforms[u], &bufs.fprime, 0)),
+            grad_sum: bufs
+                .grad_parts
+                .as_ref()
+                .zip(sum_uniforms.as_ref())
+                .map(|(parts, us)| {
+                    us.each_ref().map(|(u, _)| {
+                        k.grad_sum
+                            .bind(device, &[u, parts, &bufs.grads, &bufs.params, feedback_out])
+                    })
+                }),
             sgd_params: k
                 .sgd
                 .bind(device, &[&sgd_uniform, &bufs.grads, &bufs.params]),
@@ -647,6 +716,13 @@ impl Engine {
             relax_single_uniforms,
             sgd_uniform,
             sgd_feedback_uniform,
+            update_uniforms: grad_uniforms
+                .into_iter()
+                .zip(grad_passes)
+                .skip(1)
+                .step_by(2)
+                .collect(),
+            update_sum_uniform: sum_uniforms.map(|[_, with_sgd]| with_sgd),
             current: 0,
             output_error_fused,
             start_written: Cell::new(false),
@@ -758,6 +834,14 @@ impl Engine {
             0,
             bytemuck::bytes_of(&u(self.opts.feedback_decay)),
         );
+        for (buf, pass) in &mut self.update_uniforms {
+            pass.rate = lr;
+            q.write_buffer(buf, 0, bytemuck::bytes_of(pass));
+        }
+        if let Some((buf, pass)) = &mut self.update_sum_uniform {
+            pass.lr = lr;
+            q.write_buffer(buf, 0, bytemuck::bytes_of(pass));
+        }
     }
 
     /// Changes the relaxation rate η of later relaxation steps.
@@ -776,7 +860,7 @@ impl Engine {
             rate,
             split: 0,
             part_len: 0,
-            pad: 0,
+            decay: 0.0,
         };
         let q = &self.ctx.queue;
         let adaptive = if self.opts.relax_tol.is_some() {
@@ -1123,6 +1207,23 @@ impl Engine {
 
     /// Local gradients of every layer from the current relaxation state.
     pub fn encode_grads(&self, enc: &mut wgpu::CommandEncoder) {
+        self.encode_grads_then(enc, false);
+    }
+
+    /// A training step's update: the gradients (AR's local ones, or backprop's), then SGD; with
+    /// `fused_update`, each gradient takes its parameter's SGD step in the same dispatch.
+    pub fn encode_update(&self, enc: &mut wgpu::CommandEncoder, algorithm: Algorithm) {
+        let fused = self.opts.fused_update;
+        match algorithm {
+            Algorithm::Ar => self.encode_grads_then(enc, fused),
+            Algorithm::Bp => self.encode_grads_with(enc, &self.binds.param_grad_exact, fused),
+        }
+        if !fused {
+            self.encode_sgd(enc);
+        }
+    }
+
+    fn encode_grads_then(&self, enc: &mut wgpu::CommandEncoder, sgd: bool) {
         if self.opts.update_fprime_current && self.spec.depth() > 1 {
             let mut pass = self.begin(enc, "derivative");
             self.record_derivative(&mut pass, self.current);
@@ -1133,31 +1234,62 @@ impl Engine {
             let to = (self.layout.r_base() * 4) as u64;
             enc.copy_buffer_to_buffer(&self.bufs.r[self.current], 0, &self.bufs.x, to, hidden);
         }
-        self.encode_grads_with(enc, &self.binds.param_grad[self.current]);
+        self.encode_grads_with(enc, &self.binds.param_grad[self.current], sgd);
     }
 
-    fn encode_grads_with(&self, enc: &mut wgpu::CommandEncoder, bind: &wgpu::BindGroup) {
+    /// The gradient products with `binds[sgd]` (then the sum of their K chunks when split),
+    /// the SGD step in the last of them when `sgd`.
+    fn encode_grads_with(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        binds: &[wgpu::BindGroup; 2],
+        sgd: bool,
+    ) {
         let tiles = layout::groups(self.shapes.grad, &self.layout.grad_products());
+        // Unsplit, the products take the SGD step; split, their sum does.
+        let kernel = if sgd && self.binds.grad_sum.is_none() {
+            let k = self.kernels.param_grad_sgd.as_ref();
+            k.expect("built for a fused update")
+        } else {
+            &self.kernels.param_grad
+        };
         let products = Dispatch {
-            kernel: self.kernels.param_grad.get(self.shapes.grad),
-            bind,
+            kernel: kernel.get(self.shapes.grad),
+            bind: &binds[sgd as usize],
             groups: tiles * self.opts.grad_split as u32,
         };
-        let mut dispatches = vec![("gradients: products", products)];
-        if let Some(bind) = &self.binds.grad_sum {
-            let sum = Dispatch {
-                kernel: &self.kernels.grad_sum,
-                bind,
-                groups: self.layout.params_len.div_ceil(256) as u32,
-            };
-            dispatches.push(("gradients: sum of the K chunks", sum));
+        let (products_label, sum_label) = if sgd {
+            (
+                "gradients: products, then SGD",
+                "gradients: sum of the K chunks, then SGD",
+            )
+        } else {
+            ("gradients: products", "gradients: sum of the K chunks")
+        };
+        let mut dispatches = Vec::with_capacity(2);
+        match &self.binds.grad_sum {
+            None => dispatches.push((products_label, products)),
+            Some(sums) => {
+                dispatches.push(("gradients: products", products));
+                let sum = Dispatch {
+                    kernel: &self.kernels.grad_sum,
+                    bind: &sums[sgd as usize],
+                    groups: self.layout.params_len.div_ceil(256) as u32,
+                };
+                dispatches.push((sum_label, sum));
+            }
         }
-        self.timer.record_labelled(enc, "gradients", &dispatches);
+        let phase = if sgd {
+            "gradients and update"
+        } else {
+            "gradients"
+        };
+        self.timer.record_labelled(enc, phase, &dispatches);
     }
 
     /// Exact backprop's gradients (always with the derivative), from buffer 0.
     pub fn encode_exact_grads(&self, enc: &mut wgpu::CommandEncoder) {
-        self.encode_grads_with(enc, &self.binds.param_grad_exact);
+        self.encode_grads_with(enc, &self.binds.param_grad_exact, false);
     }
 
     /// SGD on W (and on ψ when feedback is learned) with the last gradients.

@@ -27,6 +27,9 @@ pub trait Ops {
     /// Backprop's gradients (always with the derivative and the stored input).
     fn encode_exact_grads(&self, enc: &mut wgpu::CommandEncoder);
     fn encode_sgd(&self, enc: &mut wgpu::CommandEncoder);
+    /// A training step's update: the gradients (AR's local ones, or backprop's) and the SGD
+    /// step with them (in the gradients' own dispatch where the engine can).
+    fn encode_update(&self, enc: &mut wgpu::CommandEncoder, algorithm: Algorithm);
     /// Reads the last computed gradients.
     fn grads(&self) -> Result<Self::Grads>;
     fn timer(&self) -> &PhaseTimer;
@@ -87,14 +90,10 @@ pub trait Ops {
             Algorithm::Ar => {
                 self.encode_relax_start(enc);
                 self.encode_relax(enc, steps);
-                self.encode_grads(enc);
             }
-            Algorithm::Bp => {
-                self.encode_backprop_signals(enc);
-                self.encode_exact_grads(enc);
-            }
+            Algorithm::Bp => self.encode_backprop_signals(enc),
         }
-        self.encode_sgd(enc);
+        self.encode_update(enc, algorithm);
     }
 
     /// A training step on the uploaded batch in one submit, with no readback.
@@ -189,6 +188,13 @@ macro_rules! impl_ops {
             }
             fn encode_sgd(&self, enc: &mut wgpu::CommandEncoder) {
                 <$engine>::encode_sgd(self, enc)
+            }
+            fn encode_update(
+                &self,
+                enc: &mut wgpu::CommandEncoder,
+                algorithm: $crate::engine::Algorithm,
+            ) {
+                <$engine>::encode_update(self, enc, algorithm)
             }
             fn grads(&self) -> $crate::Result<$grads> {
                 <$engine>::grads(self)

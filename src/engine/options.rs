@@ -69,6 +69,11 @@ pub struct EngineOptions {
     /// by this many workgroups, whose partial sums a second dispatch adds (`shaders/grad.wgsl`,
     /// `grad_sum.wgsl`). 1 (no split) unless asked for: not yet measured on a GPU. MLPs only.
     pub grad_split: usize,
+    /// A training step's SGD step inside its gradient dispatch (`shaders/grad.wgsl`, or
+    /// `grad_sum.wgsl` when split) instead of a dispatch of its own: one dispatch boundary fewer
+    /// per step, the same arithmetic. Off unless asked for: on lavapipe the fused dispatch was
+    /// slower than the two apart, and it is not yet measured on a GPU. MLPs only.
+    pub fused_update: bool,
 }
 
 impl EngineOptions {
@@ -107,6 +112,7 @@ impl EngineOptions {
             replicas: 1,
             cooperative_groups: None,
             grad_split: 1,
+            fused_update: false,
         }
     }
 }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::layout::{self, PassUniform};
-use super::{EngineOptions, Feedback, RelaxStart};
+use super::{Algorithm, EngineOptions, Feedback, RelaxStart};
 use super::{LossUniform, Ops as _, SgdUniform, feed};
 use crate::gpu::buffers::{self, Dispatch, Kernel, Slot, TiledKernel, record};
 use crate::gpu::tile::{TileChoice, TileShape};
@@ -107,7 +107,14 @@ impl Kernels {
                 "combine",
                 &[Uniform, Read, Read, Read, ReadWrite, Read, Read, Read],
             ),
-            dense_grad: TiledKernel::new(ctx, "grad.wgsl", "param_grad", &six, &[shapes.grad]),
+            // grad.wgsl's last two bindings (the fused SGD step's W and ψ) are unused here.
+            dense_grad: TiledKernel::new(
+                ctx,
+                "grad.wgsl",
+                "param_grad",
+                &[&six[..], &[ReadWrite, ReadWrite]].concat(),
+                &[shapes.grad],
+            ),
             conv_grad: Kernel::new(ctx, &m("conv_grad.wgsl"), "conv_grad", &six),
             sgd: Kernel::new(ctx, &m("sgd.wgsl"), "sgd", &[Uniform, Read, ReadWrite]),
         }
@@ -168,6 +175,13 @@ impl GraphEngine {
             return Err(Error::Config(
                 "split weight gradients (grad split) are for MLPs; a graph model's gradients \
                  are not split"
+                    .into(),
+            ));
+        }
+        if opts.fused_update {
+            return Err(Error::Config(
+                "the SGD step in the gradients' dispatch (fused update) is for MLPs; a graph \
+                 model's weights are updated by kernels of several kinds"
                     .into(),
             ));
         }
@@ -237,7 +251,7 @@ impl GraphEngine {
                     rate,
                     split: 0,
                     part_len: 0,
-                    pad: 0,
+                    decay: 0.0,
                 },
             )
         };
@@ -358,6 +372,7 @@ impl GraphEngine {
                 pass(all_dense, 0.0, flags),
                 pass(plan.conv_grad, 0.0, flags),
             );
+            let unused = [0, 1].map(|_| buffers::storage(d, "unused", 1));
             let per = |src: usize| {
                 (
                     k.dense_grad.bind(
@@ -369,6 +384,8 @@ impl GraphEngine {
                             &bufs.fprime,
                             &bufs.r[src],
                             &bufs.grads,
+                            &unused[0],
+                            &unused[1],
                         ],
                     ),
                     k.conv_grad.bind(
@@ -734,6 +751,16 @@ impl GraphEngine {
 
     pub fn encode_exact_grads(&self, enc: &mut wgpu::CommandEncoder) {
         self.encode_grads_with(enc, &self.exact_grads);
+    }
+
+    /// A training step's update: the gradients, then SGD in a dispatch of its own (a graph's
+    /// weights are updated by kernels of several kinds).
+    pub fn encode_update(&self, enc: &mut wgpu::CommandEncoder, algorithm: Algorithm) {
+        match algorithm {
+            Algorithm::Ar => self.encode_grads(enc),
+            Algorithm::Bp => self.encode_exact_grads(enc),
+        }
+        self.encode_sgd(enc);
     }
 
     pub fn encode_sgd(&self, enc: &mut wgpu::CommandEncoder) {
