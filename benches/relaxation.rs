@@ -78,7 +78,7 @@ fn main() -> Result<(), arelax::Error> {
 
 fn report(r: &arelax::bench::BenchResult) {
     println!(
-        "batch {:>5}, {} kernel{}, tiles {} (relax {}): AR step {:.3} ms (median; min {:.3}, max {:.3}), relax {:.4} ms/step, {:.3e} sample-steps/s, {:.2} GFLOP/s; BP step {:.3} ms; AR/BP {:.1}",
+        "batch {:>5}, {} kernel{}, tiles {} (relax {}){}: AR step {:.3} ms (median; min {:.3}, max {:.3}), relax {:.4} ms/step, {:.3e} sample-steps/s, {:.2} GFLOP/s; BP step {:.3} ms; AR/BP {:.1}",
         r.batch_size,
         r.relax_kernel,
         r.resident_shape
@@ -86,6 +86,7 @@ fn report(r: &arelax::bench::BenchResult) {
             .map_or(String::new(), |s| format!(" {s}")),
         r.tile_choice,
         r.relax_tile,
+        options(r),
         r.ar_step_ms.median,
         r.ar_step_ms.min,
         r.ar_step_ms.max,
@@ -95,4 +96,16 @@ fn report(r: &arelax::bench::BenchResult) {
         r.bp_step_ms.median,
         r.ar_over_bp
     );
+}
+
+/// The options that are off unless asked for, as `arelax bench --from` names them.
+fn options(r: &arelax::bench::BenchResult) -> String {
+    let mut s = String::new();
+    if r.grad_split > 1 {
+        s.push_str(&format!(", gradients in {} chunks", r.grad_split));
+    }
+    if r.fused_update {
+        s.push_str(", SGD in the gradients' dispatch");
+    }
+    s
 }
