@@ -27,13 +27,14 @@ struct Pass {
                  // bit 3: forward.wgsl computes f' only, from the relaxation state,
                  // bits 4-6: forward_fused writes the relaxation start, the output error,
                  // with cross-entropy (see forward.wgsl),
-                 // bit 7: grad_sum applies SGD to W, bit 8: the SGD step (grad_sum's, or
-                 // grad.wgsl's param_grad_sgd) also updates psi
-    rate: f32,   // relaxation rate eta (relax); the loss scale (forward_fused's output error)
+                 // bit 8: the SGD step of grad.wgsl's param_grad_sgd (or grad_sum_sgd)
+                 // also updates psi
+    rate: f32,   // relaxation rate eta (relax); the loss scale (forward_fused's output error);
+                 // the lr (grad.wgsl's param_grad_sgd)
     split: u32,  // grad only: K chunks per output tile (0 or 1: none), each leaving its partial
                  // sums part_len floats after the chunk before (grad_sum.wgsl adds them)
     part_len: u32,
-    decay: f32,  // grad with FLAG_SGD_FEEDBACK: psi's weight decay (`rate` is then the lr)
+    decay: f32,  // param_grad_sgd with FLAG_SGD_FEEDBACK: psi's weight decay
 }
 
 const FLAG_NO_RELAX_DERIV: u32 = 1u;
@@ -43,7 +44,6 @@ const FLAG_FPRIME_ONLY: u32 = 8u;
 const FLAG_WRITE_START: u32 = 16u;
 const FLAG_OUTPUT_ERROR: u32 = 32u;
 const FLAG_LOSS_CE: u32 = 64u;
-const FLAG_APPLY_SGD: u32 = 128u;
 const FLAG_SGD_FEEDBACK: u32 = 256u;
 
 // One SGD step of one parameter: p - lr (g + decay p). The only place it is written, so the

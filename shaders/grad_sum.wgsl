@@ -1,7 +1,7 @@
 // The weight gradients of a split product (grad.wgsl with Pass.split = S > 1): each K chunk left
-// its partial sums in `parts`, [S][count]; this adds them, chunk 0 first, into `grads`. With
-// FLAG_APPLY_SGD it also takes each parameter one SGD step with its gradient (and psi, with
-// decay, when FLAG_SGD_FEEDBACK), as grad.wgsl does for an unsplit product.
+// its partial sums in `parts`, [S][count]; this adds them, chunk 0 first, into `grads`. The
+// entry grad_sum_sgd also takes each parameter one SGD step with its gradient (and psi, with
+// decay, when FLAG_SGD_FEEDBACK), as grad.wgsl's param_grad_sgd does for an unsplit product.
 
 //!include common.wgsl
 
@@ -22,9 +22,8 @@ struct SumPass {
 @group(0) @binding(3) var<storage, read_write> params: array<f32>;
 @group(0) @binding(4) var<storage, read_write> feedback: array<f32>;
 
-@compute @workgroup_size(256)
-fn grad_sum(@builtin(global_invocation_id) gid: vec3<u32>,
-            @builtin(num_workgroups) nwg: vec3<u32>) {
+// Parameter `gid`'s gradient; with `sgd` (a constant at each call) its SGD step too.
+fn sum_chunks(gid: vec3<u32>, nwg: vec3<u32>, sgd: bool) {
     let i = gid.x + gid.y * nwg.x * 256u;
     if (i >= sp.count) {
         return;
@@ -34,10 +33,22 @@ fn grad_sum(@builtin(global_invocation_id) gid: vec3<u32>,
         s += parts[c * sp.count + i];
     }
     grads[i] = s;
-    if ((sp.flags & FLAG_APPLY_SGD) != 0u) {
+    if (sgd) {
         params[i] = sgd_step(params[i], s, sp.lr, 0.0);
         if ((sp.flags & FLAG_SGD_FEEDBACK) != 0u) {
             feedback[i] = sgd_step(feedback[i], s, sp.lr, sp.decay);
         }
     }
+}
+
+@compute @workgroup_size(256)
+fn grad_sum(@builtin(global_invocation_id) gid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>) {
+    sum_chunks(gid, nwg, false);
+}
+
+@compute @workgroup_size(256)
+fn grad_sum_sgd(@builtin(global_invocation_id) gid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>) {
+    sum_chunks(gid, nwg, true);
 }

@@ -7,7 +7,14 @@ use std::sync::Arc;
 use super::*;
 
 impl Kernels {
-    fn new(ctx: &GpuContext, shapes: &Shapes, derivative: bool, grad_sgd: bool) -> Self {
+    /// `fused_sgd`: also the gradient kernels' SGD entries (`split` says which one is used).
+    fn new(
+        ctx: &GpuContext,
+        shapes: &Shapes,
+        derivative: bool,
+        fused_sgd: bool,
+        split: bool,
+    ) -> Self {
         use Slot::*;
         let check = shader::module(ctx, "relax_check.wgsl");
         let loss = shader::module(ctx, "loss.wgsl");
@@ -16,6 +23,12 @@ impl Kernels {
         let grad = [
             Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite,
         ];
+        let sum = Kernel::new(
+            ctx,
+            &grad_sum,
+            "grad_sum",
+            &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite],
+        );
         Self {
             forward: TiledKernel::new(
                 ctx,
@@ -45,7 +58,7 @@ impl Kernels {
             ),
             relax_check: Kernel::new(ctx, &check, "relax_check", &[Uniform, ReadWrite]),
             param_grad: TiledKernel::new(ctx, "grad.wgsl", "param_grad", &grad, &[shapes.grad]),
-            param_grad_sgd: grad_sgd.then(|| {
+            param_grad_sgd: (fused_sgd && !split).then(|| {
                 TiledKernel::new(ctx, "grad.wgsl", "param_grad_sgd", &grad, &[shapes.grad])
             }),
             loss: Kernel::new(
@@ -55,12 +68,11 @@ impl Kernels {
                 &[Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
             ),
             sgd: Kernel::new(ctx, &sgd, "sgd", &[Uniform, Read, ReadWrite]),
-            grad_sum: Kernel::new(
-                ctx,
-                &grad_sum,
-                "grad_sum",
-                &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite],
-            ),
+            grad_sum_sgd: (fused_sgd && split).then(|| {
+                // One bind group serves both entries.
+                Kernel::with_layout(ctx, &grad_sum, "grad_sum_sgd", sum.layout.clone())
+            }),
+            grad_sum: sum,
         }
     }
 }
@@ -101,7 +113,8 @@ impl Engine {
             &ctx,
             &shapes,
             needs_derivative,
-            opts.fused_update && opts.grad_split <= 1,
+            opts.fused_update,
+            opts.grad_split > 1,
         );
         let b = opts.batch;
         let rows = layout.rows();
@@ -319,31 +332,21 @@ impl Engine {
                 })
             })
             .collect();
-        // With a split, K chunks of every tile, into the chunks' buffer. The SGD step follows
-        // in the same dispatch: the products' when unsplit, else the sum's.
+        // With a split, K chunks of every tile, into the chunks' buffer. The lr, ψ's decay and
+        // its flag are for the SGD entries (fused_update): the products' when unsplit, else the
+        // sum's; the plain entries ignore them.
         let learned = opts.feedback == Feedback::Learned;
         let feedback_flag = if learned { FLAG_SGD_FEEDBACK } else { 0 };
-        let split = opts.grad_split > 1;
-        let grad_pass = |flags: u32, sgd: bool| PassUniform {
+        let grad_pass = |flags: u32| PassUniform {
             split: opts.grad_split as u32,
             part_len: layout.params_len as u32,
             decay: opts.feedback_decay,
-            ..pass(
-                0,
-                depth,
-                opts.lr,
-                flags | if sgd && !split { feedback_flag } else { 0 },
-            )
+            ..pass(0, depth, opts.lr, flags | feedback_flag)
         };
-        let grad_passes = [
-            grad_pass(flags, false),
-            grad_pass(flags, true),
-            grad_pass(0, false),
-            grad_pass(0, true),
-        ];
-        let grad_uniforms: Vec<wgpu::Buffer> = grad_passes
-            .iter()
-            .map(|p| buffers::uniform(device, "grad pass", p))
+        // AR's (with the variant's flags) and backprop's.
+        let grad_uniforms: Vec<(wgpu::Buffer, PassUniform)> = [grad_pass(flags), grad_pass(0)]
+            .into_iter()
+            .map(|p| (buffers::uniform(device, "grad pass", &p), p))
             .collect();
         let grad_out = bufs.grad_parts.as_ref().unwrap_or(&bufs.grads);
         let update_fp = if opts.update_fprime_current {
@@ -371,23 +374,16 @@ impl Engine {
             ];
             k.param_grad.bind(device, &b)
         };
-        let sum_pass = |sgd: bool| GradSumUniform {
-            count: layout.params_len as u32,
-            split: opts.grad_split as u32,
-            flags: if sgd {
-                FLAG_APPLY_SGD | feedback_flag
-            } else {
-                0
-            },
-            lr: opts.lr,
-            decay: opts.feedback_decay,
-            pad: [0; 3],
-        };
-        let sum_uniforms = split.then(|| {
-            [false, true].map(|sgd| {
-                let p = sum_pass(sgd);
-                (buffers::uniform(device, "grad sum", &p), p)
-            })
+        let grad_sum_uniform = (opts.grad_split > 1).then(|| {
+            let p = GradSumUniform {
+                count: layout.params_len as u32,
+                split: opts.grad_split as u32,
+                flags: feedback_flag,
+                lr: opts.lr,
+                decay: opts.feedback_decay,
+                pad: [0; 3],
+            };
+            (buffers::uniform(device, "grad sum", &p), p)
         });
         let sgd_uniform = buffers::uniform(
             device,
@@ -419,19 +415,14 @@ impl Engine {
             resident,
             cooperative,
             derivative,
-            param_grad: [0, 1]
-                .map(|src| [0, 1].map(|sgd| grad_bind(&grad_uniforms[sgd], update_fp, src))),
-            param_grad_exact: [2, 3].map(|u| grad_bind(&grad_uniforms[u], &bufs.fprime, 0)),
-            grad_sum: bufs
-                .grad_parts
-                .as_ref()
-                .zip(sum_uniforms.as_ref())
-                .map(|(parts, us)| {
-                    us.each_ref().map(|(u, _)| {
-                        k.grad_sum
-                            .bind(device, &[u, parts, &bufs.grads, &bufs.params, feedback_out])
-                    })
-                }),
+            param_grad: [0, 1].map(|src| grad_bind(&grad_uniforms[0].0, update_fp, src)),
+            param_grad_exact: grad_bind(&grad_uniforms[1].0, &bufs.fprime, 0),
+            grad_sum: bufs.grad_parts.as_ref().zip(grad_sum_uniform.as_ref()).map(
+                |(parts, (u, _))| {
+                    let b = [u, parts, &bufs.grads, &bufs.params, feedback_out];
+                    k.grad_sum.bind(device, &b)
+                },
+            ),
             sgd_params: k
                 .sgd
                 .bind(device, &[&sgd_uniform, &bufs.grads, &bufs.params]),
@@ -454,13 +445,8 @@ impl Engine {
             relax_single_uniforms,
             sgd_uniform,
             sgd_feedback_uniform,
-            update_uniforms: grad_uniforms
-                .into_iter()
-                .zip(grad_passes)
-                .skip(1)
-                .step_by(2)
-                .collect(),
-            update_sum_uniform: sum_uniforms.map(|[_, with_sgd]| with_sgd),
+            grad_uniforms,
+            grad_sum_uniform,
             current: 0,
             output_error_fused,
             start_written: Cell::new(false),

@@ -34,13 +34,14 @@ pub struct PassUniform {
     pub count: u32,
     pub batch: u32,
     pub flags: u32,
-    /// The relaxation rate η (relax.wgsl), or the loss scale (forward_fused's output error).
+    /// The relaxation rate η (relax.wgsl), the loss scale (forward_fused's output error), or
+    /// the lr (the gradient kernel's SGD entry).
     pub rate: f32,
     /// The weight gradients' K chunks (grad.wgsl; 0 or 1: none), and the floats between two
     /// chunks' partial sums.
     pub split: u32,
     pub part_len: u32,
-    /// grad.wgsl with [`FLAG_SGD_FEEDBACK`]: ψ's weight decay (`rate` is then the lr).
+    /// The gradient kernel's SGD entry with [`FLAG_SGD_FEEDBACK`]: ψ's weight decay.
     pub decay: f32,
 }
 
@@ -54,10 +55,8 @@ pub const FLAG_WRITE_START: u32 = 16;
 pub const FLAG_OUTPUT_ERROR: u32 = 32;
 /// With [`FLAG_OUTPUT_ERROR`]: the loss is cross-entropy (else MSE).
 pub const FLAG_LOSS_CE: u32 = 64;
-/// grad_sum.wgsl: each gradient also takes its parameter an SGD step (grad.wgsl's entry
-/// `param_grad_sgd` always does).
-pub const FLAG_APPLY_SGD: u32 = 128;
-/// With the SGD step: ψ (learned feedback) takes the same step, with its decay.
+/// ψ (learned feedback) takes the SGD step too, with its decay, where a gradient kernel's SGD
+/// entry (`param_grad_sgd`, `grad_sum_sgd`) takes one.
 pub const FLAG_SGD_FEEDBACK: u32 = 256;
 
 /// Element offsets of every tensor, for one model, batch size and replica count.

@@ -28,9 +28,8 @@ use crate::model::{ModelSpec, Params};
 use crate::{Error, Result};
 use cooperative::Cooperative;
 pub use layout::{
-    FLAG_ADAPTIVE, FLAG_APPLY_SGD, FLAG_FPRIME_ONLY, FLAG_LOSS_CE, FLAG_NO_RELAX_DERIV,
-    FLAG_NO_UPDATE_DERIV, FLAG_OUTPUT_ERROR, FLAG_SGD_FEEDBACK, FLAG_WRITE_START, Layout,
-    PassUniform, Shapes,
+    FLAG_ADAPTIVE, FLAG_FPRIME_ONLY, FLAG_LOSS_CE, FLAG_NO_RELAX_DERIV, FLAG_NO_UPDATE_DERIV,
+    FLAG_OUTPUT_ERROR, FLAG_SGD_FEEDBACK, FLAG_WRITE_START, Layout, PassUniform, Shapes,
 };
 pub use ops::Ops;
 pub use resident::RelaxKernel;
@@ -115,6 +114,8 @@ struct Kernels {
     sgd: Kernel,
     /// Adds a split weight-gradient product's K chunks (see `EngineOptions::grad_split`).
     grad_sum: Kernel,
+    /// The same, each sum followed by its parameter's SGD step (`fused_update`, split).
+    grad_sum_sgd: Option<Kernel>,
 }
 
 /// GPU buffers. `r[0]`/`r[1]` are the ping-pong relaxation states.
@@ -153,13 +154,12 @@ struct Binds {
     cooperative: Option<Cooperative>,
     /// f' at the current state of r[i] (the options that need it).
     derivative: Option<[wgpu::BindGroup; 2]>,
-    /// `[i][sgd]`: the gradients from r[i], alone (0) or followed by the SGD step (1; with a
-    /// split, the sum applies it).
-    param_grad: [[wgpu::BindGroup; 2]; 2],
-    /// Exact backprop's gradients (always with the derivative, whatever the variant), `[sgd]`.
-    param_grad_exact: [wgpu::BindGroup; 2],
-    /// With split gradients: adds the chunks into `grads`, `[sgd]`.
-    grad_sum: Option<[wgpu::BindGroup; 2]>,
+    /// The gradients from r[i] (for either entry: with or without the SGD step).
+    param_grad: [wgpu::BindGroup; 2],
+    /// Exact backprop's gradients always use the derivative, whatever the variant.
+    param_grad_exact: wgpu::BindGroup,
+    /// With split gradients: adds the chunks into `grads`.
+    grad_sum: Option<wgpu::BindGroup>,
     sgd_params: wgpu::BindGroup,
     sgd_feedback: Option<wgpu::BindGroup>,
 }
@@ -178,9 +178,10 @@ pub struct Engine {
     relax_single_uniforms: Vec<wgpu::Buffer>,
     sgd_uniform: wgpu::Buffer,
     sgd_feedback_uniform: wgpu::Buffer,
-    /// The gradient passes that apply SGD, with their contents (`set_lr` rewrites their lr).
-    update_uniforms: Vec<(wgpu::Buffer, PassUniform)>,
-    update_sum_uniform: Option<(wgpu::Buffer, GradSumUniform)>,
+    /// The gradient passes, whose SGD entries read the lr there, with their contents
+    /// (`set_lr` rewrites it).
+    grad_uniforms: Vec<(wgpu::Buffer, PassUniform)>,
+    grad_sum_uniform: Option<(wgpu::Buffer, GradSumUniform)>,
     /// Which of `bufs.r` holds the latest relaxation state.
     current: usize,
     /// The output layer's forward dispatch computes the output error (its tiles span the
@@ -372,11 +373,11 @@ impl Engine {
             0,
             bytemuck::bytes_of(&u(self.opts.feedback_decay)),
         );
-        for (buf, pass) in &mut self.update_uniforms {
+        for (buf, pass) in &mut self.grad_uniforms {
             pass.rate = lr;
             q.write_buffer(buf, 0, bytemuck::bytes_of(pass));
         }
-        if let Some((buf, pass)) = &mut self.update_sum_uniform {
+        if let Some((buf, pass)) = &mut self.grad_sum_uniform {
             pass.lr = lr;
             q.write_buffer(buf, 0, bytemuck::bytes_of(pass));
         }
@@ -775,25 +776,21 @@ impl Engine {
         self.encode_grads_with(enc, &self.binds.param_grad[self.current], sgd);
     }
 
-    /// The gradient products with `binds[sgd]` (then the sum of their K chunks when split),
-    /// the SGD step in the last of them when `sgd`.
-    fn encode_grads_with(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-        binds: &[wgpu::BindGroup; 2],
-        sgd: bool,
-    ) {
+    /// The gradient products with `bind` (then the sum of their K chunks when split), the SGD
+    /// step in the last of them when `sgd`.
+    fn encode_grads_with(&self, enc: &mut wgpu::CommandEncoder, bind: &wgpu::BindGroup, sgd: bool) {
         let tiles = layout::groups(self.shapes.grad, &self.layout.grad_products());
+        let built = "built for a fused update";
         // Unsplit, the products take the SGD step; split, their sum does.
-        let kernel = if sgd && self.binds.grad_sum.is_none() {
-            let k = self.kernels.param_grad_sgd.as_ref();
-            k.expect("built for a fused update")
+        let split = self.binds.grad_sum.is_some();
+        let kernel = if sgd && !split {
+            self.kernels.param_grad_sgd.as_ref().expect(built)
         } else {
             &self.kernels.param_grad
         };
         let products = Dispatch {
             kernel: kernel.get(self.shapes.grad),
-            bind: &binds[sgd as usize],
+            bind,
             groups: tiles * self.opts.grad_split as u32,
         };
         let (products_label, sum_label) = if sgd {
@@ -807,11 +804,15 @@ impl Engine {
         let mut dispatches = Vec::with_capacity(2);
         match &self.binds.grad_sum {
             None => dispatches.push((products_label, products)),
-            Some(sums) => {
+            Some(bind) => {
                 dispatches.push(("gradients: products", products));
                 let sum = Dispatch {
-                    kernel: &self.kernels.grad_sum,
-                    bind: &sums[sgd as usize],
+                    kernel: if sgd {
+                        self.kernels.grad_sum_sgd.as_ref().expect(built)
+                    } else {
+                        &self.kernels.grad_sum
+                    },
+                    bind,
                     groups: self.layout.params_len.div_ceil(256) as u32,
                 };
                 dispatches.push((sum_label, sum));
