@@ -154,17 +154,7 @@ impl Engine {
         } else {
             0
         };
-        // Layers `first..first+count` of every replica.
-        let pass = |first: usize, count: usize, rate: f32, flags: u32| PassUniform {
-            first: layout.entries(first, count).0,
-            count: layout.entries(first, count).1,
-            batch: b as u32,
-            flags,
-            rate,
-            split: 0,
-            part_len: 0,
-            decay: 0.0,
-        };
+        let pass = |first, count, rate, flags| layout.pass(first, count, rate, flags);
         let k = &kernels;
         let loss_scale = opts.reduction.scale(b) as f32;
         let output_error_fused = shapes.forward[depth - 1].tn as usize >= n_out;

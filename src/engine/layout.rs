@@ -156,6 +156,21 @@ impl Layout {
         )
     }
 
+    /// A dispatch's settings for layers `first..first+count` of every replica (no K chunks).
+    pub fn pass(&self, first: usize, count: usize, rate: f32, flags: u32) -> PassUniform {
+        let (first, count) = self.entries(first, count);
+        PassUniform {
+            first,
+            count,
+            batch: self.batch as u32,
+            flags,
+            rate,
+            split: 0,
+            part_len: 0,
+            decay: 0.0,
+        }
+    }
+
     /// Batch rows of all replicas together (K·B).
     pub fn rows(&self) -> usize {
         self.replicas * self.batch

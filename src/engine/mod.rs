@@ -391,16 +391,7 @@ impl Engine {
         self.opts.relax_rate = rate;
         let flags = self.opts.derivative_flags();
         let depth = self.spec.depth();
-        let u = |first: usize, count: usize, flags: u32| PassUniform {
-            first: self.layout.entries(first, count).0,
-            count: self.layout.entries(first, count).1,
-            batch: self.opts.batch as u32,
-            flags,
-            rate,
-            split: 0,
-            part_len: 0,
-            decay: 0.0,
-        };
+        let u = |first, count, flags| self.layout.pass(first, count, rate, flags);
         let q = &self.ctx.queue;
         let adaptive = if self.opts.relax_tol.is_some() {
             FLAG_ADAPTIVE
